@@ -1,0 +1,46 @@
+# Two commands on a fresh machine (Python 3.11 + pip):  `make demo`  and  `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint types unit integration e2e sam-check bench clean
+
+$(STAMP): requirements-dev.txt layers/shared/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+## Run the whole sync offline: ChartHop emulator + template.yaml's resources in moto.
+demo: $(STAMP)
+	PYTHONPATH=layers/shared:. $(BIN)/python -m offline.demo $(ARGS)
+
+## Lint, type-check and run every test (unit, integration, e2e).
+test: $(STAMP) lint types
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy layers/shared functions offline tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
+## `sam validate --lint` and `sam build` (python3.11 builds without Docker).
+sam-check: $(STAMP)
+	$(BIN)/pip install --quiet -r requirements-sam.txt
+	$(BIN)/sam validate --lint --region us-east-1
+	$(BIN)/sam build --region us-east-1
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

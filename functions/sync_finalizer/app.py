@@ -1,0 +1,34 @@
+"""Sync finalizer: marks the ChartHop sync process DONE or ERROR when the status loop ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from people_sync import sync_service
+from people_sync.models import SyncState
+from people_sync.runtime import sync_context
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = parse(event=event, model=SyncState)
+    logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id)
+    ctx = sync_context()
+    error = event.get("error")
+    outcome = sync_service.workflow_failed(ctx, state, error) if error else sync_service.finish_sync(ctx, state)
+    metrics.add_metric(
+        name="SyncsDone" if outcome["status"] == "DONE" else "SyncsFailed", unit=MetricUnit.Count, value=1
+    )
+    logger.info("sync finished", extra={"outcome": outcome})
+    return outcome

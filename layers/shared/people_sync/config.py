@@ -1,0 +1,71 @@
+"""Runtime configuration: plain values from the environment, secrets and tunables via Powertools parameters."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aws_lambda_powertools.utilities import parameters
+
+from people_sync.models import ImportOptions
+
+#: Seconds a secret or the settings parameter is cached inside a warm container.
+PARAMETER_MAX_AGE = 300
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Settings every function reads from its environment (set by template.yaml)."""
+
+    org_id: str
+    app_name: str
+    app_user_id: str
+    charthop_base_url: str
+    token_secret_name: str
+    settings_parameter_name: str
+    staging_bucket: str
+    staging_prefix: str
+    state_machine_arn: str
+    import_starter_function: str
+    poll_initial_seconds: int
+    poll_max_seconds: int
+    import_timeout_seconds: int
+    import_on_upload: bool = True
+    charthop_retry_backoff_seconds: float = 0.5
+    charthop_read_timeout_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
+        env = os.environ if env is None else env
+        return cls(
+            org_id=env["CHARTHOP_ORG_ID"],
+            app_name=env["CHARTHOP_APP_NAME"],
+            app_user_id=env.get("CHARTHOP_APP_USER_ID", ""),
+            charthop_base_url=env.get("CHARTHOP_BASE_URL", "https://api.charthop.com"),
+            token_secret_name=env["CHARTHOP_TOKEN_SECRET"],
+            settings_parameter_name=env["SETTINGS_PARAMETER"],
+            staging_bucket=env.get("STAGING_BUCKET", ""),
+            staging_prefix=env.get("STAGING_PREFIX", "staging/"),
+            state_machine_arn=env.get("STATE_MACHINE_ARN", ""),
+            import_starter_function=env.get("IMPORT_STARTER_FUNCTION", ""),
+            poll_initial_seconds=int(env.get("POLL_INITIAL_SECONDS", "5")),
+            poll_max_seconds=int(env.get("POLL_MAX_SECONDS", "60")),
+            import_timeout_seconds=int(env.get("IMPORT_TIMEOUT_SECONDS", "3900")),
+            import_on_upload=env.get("IMPORT_ON_UPLOAD", "true").lower() == "true",
+            charthop_retry_backoff_seconds=float(env.get("CHARTHOP_RETRY_BACKOFF_SECONDS", "0.5")),
+            charthop_read_timeout_seconds=float(env.get("CHARTHOP_READ_TIMEOUT_SECONDS", "60")),
+        )
+
+
+def charthop_token(settings: AppSettings) -> str:
+    """The app's ChartHop API token, from Secrets Manager (cached, never logged)."""
+    value = parameters.get_secret(settings.token_secret_name, max_age=PARAMETER_MAX_AGE)
+    return str(value).strip()
+
+
+def import_options(settings: AppSettings) -> ImportOptions:
+    """importDataCsv options, from the SSM settings parameter so they change without a redeploy."""
+    raw = parameters.get_parameter(settings.settings_parameter_name, transform="json", max_age=PARAMETER_MAX_AGE)
+    data = raw if isinstance(raw, dict) else {}
+    return ImportOptions.model_validate(data.get("importOptions", {}))

@@ -1,0 +1,32 @@
+"""Errors the domain raises; their class names are the `Error` values the state machine matches."""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Base class: `user_message` is safe to show in ChartHop's progress message."""
+
+    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.detail = detail
+
+
+class ChartHopUnavailable(SyncError):
+    """ChartHop kept failing transiently (429/5xx/timeout/reset) after our retries: try again later."""
+
+
+class ChartHopRejected(SyncError):
+    """ChartHop refused the request (4xx other than 429): retrying will not help."""
+
+    def __init__(self, user_message: str, *, status: int, detail: str | None = None) -> None:
+        super().__init__(user_message, detail=detail)
+        self.status = status
+
+
+class NoStagedFile(SyncError):
+    """ "Sync Now" was pressed but nothing is staged for the org."""
+
+
+class InvalidStagedFile(SyncError):
+    """The staged object cannot be imported (wrong place, not a CSV, ...)."""

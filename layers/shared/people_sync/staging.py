@@ -1,0 +1,56 @@
+"""Where staged files live in the bucket, and how to find and open them."""
+
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING
+from urllib.parse import unquote_plus
+
+from people_sync.errors import InvalidStagedFile, NoStagedFile
+from people_sync.models import StagedFile
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+CSV_SUFFIX = ".csv"
+
+
+def staged_file_from_s3_record(
+    bucket: str, raw_key: str, version_id: str | None, size: int | None, *, prefix: str
+) -> StagedFile:
+    """Reads `{prefix}{orgId}/{name}.csv` out of an S3 event key (keys arrive URL-encoded)."""
+    key = unquote_plus(raw_key)
+    if not key.startswith(prefix):
+        raise InvalidStagedFile(f"{key} is outside the staging prefix {prefix}.")
+    parts = key[len(prefix) :].split("/")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise InvalidStagedFile(f"{key} must be staged as {prefix}<orgId>/<file>.csv.")
+    return StagedFile(bucket=bucket, key=key, version_id=version_id, org_id=parts[0], size=size)
+
+
+def latest_staged_file(s3: S3Client, bucket: str, prefix: str, org_id: str) -> StagedFile:
+    """The most recently staged CSV for an org: what "Sync Now" imports."""
+    org_prefix = f"{prefix}{org_id}/"
+    newest = None
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=org_prefix):
+        for item in page.get("Contents", []):
+            name = item["Key"][len(org_prefix) :]
+            if "/" in name or not name.lower().endswith(CSV_SUFFIX):
+                continue
+            if newest is None or item["LastModified"] > newest["LastModified"]:
+                newest = item
+    if newest is None:
+        raise NoStagedFile(f"No CSV is staged under s3://{bucket}/{org_prefix}: upload one and press Sync Now again.")
+    head = s3.head_object(Bucket=bucket, Key=newest["Key"])
+    return StagedFile(
+        bucket=bucket, key=newest["Key"], version_id=head.get("VersionId"), org_id=org_id, size=head["ContentLength"]
+    )
+
+
+def open_staged_file(s3: S3Client, staged: StagedFile) -> tuple[IO[bytes], int]:
+    """A streaming body of exactly the staged version, and its length."""
+    kwargs = {"Bucket": staged.bucket, "Key": staged.key}
+    if staged.version_id and staged.version_id != "null":
+        kwargs["VersionId"] = staged.version_id
+    response = s3.get_object(**kwargs)  # type: ignore[arg-type]
+    body: IO[bytes] = response["Body"]  # type: ignore[assignment] # StreamingBody reads like a binary file
+    return body, int(response["ContentLength"])

@@ -1,0 +1,186 @@
+"""The sync use cases: start an import for a staged file, check it, and close the sync.
+
+Handlers call these with a SyncContext; nothing here knows about Lambda events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from people_sync import api_assumptions as assumed
+from people_sync import progress as bar
+from people_sync.charthop_client import ChartHopClient
+from people_sync.config import AppSettings
+from people_sync.errors import SyncError
+from people_sync.models import PollState, StagedFile, SyncState
+from people_sync.staging import latest_staged_file, open_staged_file
+from people_sync.targets.base import ImportTarget, ProgressReporter
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_stepfunctions import SFNClient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncContext:
+    """Everything a use case talks to; handlers build one per container."""
+
+    settings: AppSettings
+    charthop: ChartHopClient
+    target: ImportTarget
+    reporter: ProgressReporter
+    s3: S3Client
+    stepfunctions: SFNClient
+    clock: Callable[[], float] = time.time
+
+
+def execution_name(sync_id: str) -> str:
+    """One state machine run per sync process: Step Functions refuses a second run with this name."""
+    return f"sync-{sync_id}"[:80]
+
+
+def sync_now(ctx: SyncContext, org_id: str, sync_id: str) -> SyncState | None:
+    """ "Sync Now" was pressed: import the org's most recently staged file under ChartHop's sync process."""
+    try:
+        staged = latest_staged_file(ctx.s3, ctx.settings.staging_bucket, ctx.settings.staging_prefix, org_id)
+    except SyncError as error:
+        fail_sync(ctx, sync_id, error.user_message)
+        return None
+    return start_import(ctx, staged, sync_id)
+
+
+def file_dropped(ctx: SyncContext, staged: StagedFile) -> SyncState | None:
+    """A file arrived without "Sync Now": create a sync process so this sync shows in ChartHop too."""
+    if not ctx.settings.import_on_upload:
+        logger.info("file staged; waiting for Sync Now", extra={"key": staged.key})
+        return None
+    process = ctx.charthop.create_process(
+        staged.org_id,
+        label=f"{ctx.settings.app_name}: {staged.name}",
+        process_type=assumed.CHARTHOP_SYNC_PROCESS_TYPE,
+        run_user_id=ctx.settings.app_user_id,
+        options={"source": f"s3://{staged.bucket}/{staged.key}", "versionId": staged.version_id},
+        message=f"Found {staged.name} in the staging bucket",
+    )
+    return start_import(ctx, staged, process.id)
+
+
+def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncState | None:
+    """Streams the file to the target, then hands the wait to the state machine."""
+    size = f" ({staged.size:,} bytes)" if staged.size is not None else ""
+    ctx.reporter.report_progress(sync_id, bar.UPLOADING_PROGRESS, f"Uploading {staged.name}{size} to ChartHop")
+    try:
+        import_id = ctx.target.start_import(staged, lambda: open_staged_file(ctx.s3, staged), sync_id=sync_id)
+    except SyncError as error:
+        fail_sync(ctx, sync_id, f"Could not start the import of {staged.name}: {error.user_message}")
+        return None
+    logger.info("import started", extra={"sync_process_id": sync_id, "import_id": import_id, "key": staged.key})
+    ctx.reporter.report_progress(
+        sync_id, bar.ACCEPTED_PROGRESS, f"ChartHop accepted {staged.name}; import {import_id} is queued"
+    )
+    settings = ctx.settings
+    state = SyncState(
+        target=ctx.target.name,
+        org_id=staged.org_id,
+        sync_process_id=sync_id,
+        import_id=import_id,
+        file=staged,
+        poll=PollState(
+            wait_seconds=settings.poll_initial_seconds,
+            initial_seconds=settings.poll_initial_seconds,
+            max_seconds=settings.poll_max_seconds,
+            timeout_seconds=settings.import_timeout_seconds,
+            started_at=ctx.clock(),
+        ),
+        reported_progress=bar.ACCEPTED_PROGRESS,
+    )
+    start_status_loop(ctx, state)
+    return state
+
+
+def start_status_loop(ctx: SyncContext, state: SyncState) -> None:
+    try:
+        ctx.stepfunctions.start_execution(
+            stateMachineArn=ctx.settings.state_machine_arn,
+            name=execution_name(state.sync_process_id),
+            input=json.dumps(state.to_json_dict()),
+        )
+    except ctx.stepfunctions.exceptions.ExecutionAlreadyExists:
+        logger.warning("status loop already running for this sync", extra={"sync_process_id": state.sync_process_id})
+
+
+def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
+    """One turn of the status loop: read the import, move the progress bar, decide whether to wait again."""
+    status = ctx.target.import_status(state.import_id)
+    progress = bar.sync_progress(status)
+    update: dict[str, Any] = {
+        "import_state": status.state,
+        "import_message": status.message,
+        "results": status.results or state.results,
+    }
+    if status.finished:
+        update.update(finished=True, outcome="DONE" if status.state == "done" else "ERROR")
+        return state.model_copy(update=update)
+    if ctx.clock() - state.poll.started_at >= state.poll.timeout_seconds:
+        update.update(finished=True, outcome="TIMED_OUT")
+        return state.model_copy(update=update)
+    if bar.worth_reporting(progress, state.reported_progress):
+        ctx.reporter.report_progress(state.sync_process_id, progress, bar.status_message(status, state.file.name))
+        update["reported_progress"] = progress
+    update["poll"] = bar.next_poll(state.poll)
+    return state.model_copy(update=update)
+
+
+def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
+    """Marks the sync process DONE or ERROR with a message a person understands and a results summary."""
+    results = {**(state.results or {}), "file": state.file.name, "importProcessId": state.import_id}
+    counts = ", ".join(f"{value} {key}" for key, value in (state.results or {}).items())
+    elapsed = int(ctx.clock() - state.poll.started_at)
+    if state.outcome == "DONE":
+        message = f"Imported {state.file.name}" + (f": {counts}" if counts else "")
+        ctx.reporter.finish(
+            state.sync_process_id, succeeded=True, message=message, results=results, summary=f"{message} in {elapsed}s"
+        )
+        return {"status": "DONE", "message": message}
+    if state.outcome == "TIMED_OUT":
+        message = (
+            f"ChartHop's import of {state.file.name} did not finish within "
+            f"{state.poll.timeout_seconds // 60} minutes (import {state.import_id}); check it in ChartHop"
+        )
+    else:
+        reason = state.import_message or "no reason given"
+        message = f"ChartHop could not import {state.file.name}: {reason}"
+    fail_sync(ctx, state.sync_process_id, message, results=results)
+    return {"status": "ERROR", "message": message}
+
+
+def fail_sync(ctx: SyncContext, sync_id: str, message: str, *, results: dict[str, Any] | None = None) -> None:
+    logger.error("sync failed", extra={"sync_process_id": sync_id, "reason": message})
+    ctx.reporter.finish(sync_id, succeeded=False, message=message, results=results or {}, summary=message)
+
+
+def workflow_failed(ctx: SyncContext, state: SyncState, error: dict[str, Any]) -> dict[str, Any]:
+    """The status loop itself broke (after Step Functions' retries): tell the user instead of going quiet."""
+    cause = _error_cause(error)
+    message = f"The sync of {state.file.name} stopped: {cause}"
+    fail_sync(
+        ctx, state.sync_process_id, message, results={"file": state.file.name, "importProcessId": state.import_id}
+    )
+    return {"status": "ERROR", "message": message}
+
+
+def _error_cause(error: dict[str, Any]) -> str:
+    cause = error.get("Cause") or ""
+    try:
+        parsed = json.loads(cause)
+        text = parsed.get("errorMessage") or cause
+    except (ValueError, AttributeError):
+        text = cause
+    return str(text or error.get("Error") or "unknown error")[:500]

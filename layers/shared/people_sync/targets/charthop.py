@@ -1,0 +1,69 @@
+"""ChartHop as an import target (importDataCsv + getProcess) and as the progress reporter (updateProcess)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from people_sync import api_assumptions as assumed
+from people_sync.charthop_client import ChartHopClient
+from people_sync.models import ImportOptions, ImportState, ImportStatus, ProcessStatus, StagedFile
+from people_sync.targets.base import OpenBody
+
+
+class ChartHopTarget:
+    name = "charthop"
+
+    def __init__(self, client: ChartHopClient, org_id: str, options: ImportOptions) -> None:
+        self.client = client
+        self.org_id = org_id
+        self.options = options
+
+    def start_import(self, staged: StagedFile, open_body: OpenBody, *, sync_id: str) -> str:
+        process = self.client.import_csv(
+            self.org_id, open_body, file_name=staged.name, options=self.options, parent_process_id=sync_id
+        )
+        return process.id
+
+    def import_status(self, import_id: str) -> ImportStatus:
+        process = self.client.get_process(self.org_id, import_id)
+        results = _counts(process.results or {})
+        status = process.status.upper()
+        state: ImportState
+        if status in assumed.CHARTHOP_FAILED_STATUSES:
+            state = "failed"
+        elif status in assumed.CHARTHOP_TERMINAL_STATUSES:
+            state = "done"
+        elif status == ProcessStatus.RUNNING:
+            state = "running"
+        else:
+            state = "pending"
+        return ImportStatus(state=state, progress=process.progress or 0.0, message=process.message, results=results)
+
+
+class ChartHopProgressReporter:
+    """Drives the sync process's progress bar in ChartHop's app UI."""
+
+    def __init__(self, client: ChartHopClient, org_id: str) -> None:
+        self.client = client
+        self.org_id = org_id
+
+    def report_progress(self, sync_id: str, progress: float, message: str) -> None:
+        self.client.update_process(
+            self.org_id, sync_id, status=ProcessStatus.RUNNING, progress=progress, message=message
+        )
+
+    def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None:
+        self.client.update_process(
+            self.org_id,
+            sync_id,
+            status=ProcessStatus.DONE if succeeded else ProcessStatus.ERROR,
+            progress=1.0 if succeeded else None,
+            message=message,
+            results=results,
+            summary=summary,
+        )
+
+
+def _counts(results: dict[str, Any]) -> dict[str, Any]:
+    """The counters we report from an import's results (keys are an assumption, see api_assumptions)."""
+    return {key: results[key] for key in assumed.CHARTHOP_RESULT_COUNT_KEYS if key in results}

@@ -1,0 +1,584 @@
+"""A local ChartHop: the endpoints this app calls, with ChartHop's paths, auth and payloads.
+
+It follows ChartHop's published spec (see shared/reference/README.md) and `people_sync.api_assumptions`
+for what the spec leaves open. It rejects what the real API would reject (missing bearer token, a
+missing required query parameter, a status outside the enum), simulates an asynchronous import whose
+progress advances with its own clock, records every call, and can be told to fail.
+
+Run it alone with `python -m offline.charthop_emulator --port 8900`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from people_sync import api_assumptions as assumed
+
+PROCESS_STATUSES = ("PENDING", "RUNNING", "DONE", "ERROR")
+REQUIRED_IMPORT_FLAGS = (
+    "skipErrors",
+    "upsert",
+    "createGroups",
+    "disableSyncHireDate",
+    "disableOverwritePerson",
+    "importDryRun",
+)
+CREATE_PROCESS_REQUIRED = ("orgId", "label", "type", "status", "runUserId", "options")
+
+
+@dataclass
+class ImportBehaviour:
+    """How the next imports run. `duration_s` of emulator clock time, or `polls` getProcess calls."""
+
+    duration_s: float = 3.0
+    polls: int | None = None
+    fail_with: str | None = None  # an import ERROR message, e.g. "Unknown column 'Salary'"
+
+
+@dataclass
+class Fault:
+    """One injected failure for the next call of an operation."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    delay_s: float = 0.0
+    reset: bool = False
+
+    @classmethod
+    def http(cls, status: int, retry_after: float | None = None) -> Fault:
+        return cls(status=status, retry_after=retry_after)
+
+    @classmethod
+    def slow(cls, delay_s: float) -> Fault:
+        """Answers only after `delay_s`: longer than the client's read timeout, it is a timeout."""
+        return cls(delay_s=delay_s)
+
+    @classmethod
+    def connection_reset(cls) -> Fault:
+        return cls(reset=True)
+
+
+@dataclass
+class RecordedCall:
+    operation: str
+    method: str
+    path: str
+    status: int
+    at: float
+
+
+@dataclass
+class RecordedUpdate:
+    process_id: str
+    body: dict[str, Any]
+    at: float
+
+
+@dataclass
+class RecordedUpload:
+    import_process_id: str
+    file_name: str
+    size: int
+    rows: int
+    query: dict[str, str]
+
+
+@dataclass
+class _ImportRun:
+    behaviour: ImportBehaviour
+    started: float
+    rows: int
+    bad_rows: int
+    created: int
+    updated: int
+    polls: int = 0
+
+
+@dataclass
+class EmulatorConfig:
+    org_id: str = "588f7ee98f138b19220041a7"
+    org_slug: str = "acme"
+    token: str = "emulator-app-token"  # noqa: S105 - the emulator's own fake token
+    app_name: str = "people-sync"
+    app_id: str = "64b0c0ffee64b0c0ffee0001"
+    app_user_id: str = "64b0c0ffee64b0c0ffee0002"
+    admin_user_id: str = "64b0c0ffee64b0c0ffee0003"
+    webhook_url: str | None = None
+    webhook_headers: dict[str, str] = field(default_factory=dict)
+
+
+class ChartHopEmulator:
+    """In-memory ChartHop served over loopback HTTP; thread-safe; usable as a context manager."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.config = config or EmulatorConfig()
+        self.clock = clock
+        self.import_behaviour = ImportBehaviour()
+        self.processes: dict[str, dict[str, Any]] = {}
+        self.calls: list[RecordedCall] = []
+        self.updates: list[RecordedUpdate] = []
+        self.uploads: list[RecordedUpload] = []
+        self.roster: set[str] = set()
+        self._imports: dict[str, _ImportRun] = {}
+        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._lock = threading.RLock()
+        self._routes = Map(
+            [
+                Rule("/v1/org/<org>/import/csv/data", methods=["POST"], endpoint="importDataCsv"),
+                Rule("/v1/org/<org>/process", methods=["GET"], endpoint="findProcesses"),
+                Rule("/v1/org/<org>/process", methods=["POST"], endpoint="createProcess"),
+                Rule("/v1/org/<org>/process/<process_id>", methods=["GET"], endpoint="getProcess"),
+                Rule("/v1/org/<org>/process/<process_id>", methods=["PATCH"], endpoint="updateProcess"),
+            ]
+        )
+        self._server: BaseWSGIServer = make_server(host, port, self._wsgi, threaded=True)
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> ChartHopEmulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="charthop-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> ChartHopEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- test controls ---------------------------------------------------------------------------
+
+    def inject(self, operation: str, *faults: Fault) -> None:
+        """Queues failures for the next calls of an operationId (e.g. "getProcess")."""
+        with self._lock:
+            self._faults[operation].extend(faults)
+
+    def pending_faults(self, operation: str) -> int:
+        with self._lock:
+            return len(self._faults[operation])
+
+    def create_sync_process(self, *, label: str | None = None) -> dict[str, Any]:
+        """What ChartHop does when a user presses "Sync Now": a PENDING sync process for the app."""
+        return self._new_process(
+            label=label or f"{self.config.app_name} sync",
+            process_type=assumed.CHARTHOP_SYNC_PROCESS_TYPE,
+            run_user_id=self.config.admin_user_id,
+            options={},
+            app_id=self.config.app_id,
+        )
+
+    def press_sync_now(self) -> dict[str, Any]:
+        """Creates the sync process and delivers `process.create.{app}` to the app's webhook URL."""
+        if not self.config.webhook_url:
+            raise RuntimeError("no webhook URL configured")
+        process = self.create_sync_process()
+        event = self.sync_now_event(process)
+        response = requests.post(self.config.webhook_url, json=event, headers=self.config.webhook_headers, timeout=30)
+        return {"process": process, "event": event, "status": response.status_code, "body": response.text}
+
+    def sync_now_event(self, process: dict[str, Any]) -> dict[str, Any]:
+        return assumed.sync_now_event(
+            event_id=secrets.token_hex(12),
+            org_id=self.config.org_id,
+            app_id=self.config.app_id,
+            app_name=self.config.app_name,
+            user_id=self.config.admin_user_id,
+            user_name="Pat Admin",
+            process=process,
+            at=_now_iso(),
+        )
+
+    def process(self, process_id: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._refresh(process_id))
+
+    def updates_for(self, process_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [update.body for update in self.updates if update.process_id == process_id]
+
+    def calls_of(self, operation: str) -> list[RecordedCall]:
+        with self._lock:
+            return [call for call in self.calls if call.operation == operation]
+
+    # --- WSGI ------------------------------------------------------------------------------------
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            endpoint, args = self._routes.bind_to_environ(environ).match()
+        except HTTPException as error:
+            response = _error(error.code or 404, error.description or "not found")
+            return response(environ, start_response)
+        fault = self._next_fault(endpoint)
+        if fault is not None:
+            if fault.delay_s:
+                time.sleep(fault.delay_s)
+            if fault.reset:
+                _reset_connection(environ)
+                self._record(endpoint, request, 0)
+                return []
+        if fault is not None and fault.status:
+            response = _error(fault.status, "injected failure")
+            if fault.retry_after is not None:
+                response.headers["Retry-After"] = str(int(fault.retry_after))
+        else:
+            response = self._dispatch(endpoint, request, args)
+        self._record(endpoint, request, response.status_code)
+        return response(environ, start_response)
+
+    def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
+        if request.headers.get("Authorization") != f"Bearer {self.config.token}":
+            return _error(401, "not authorized")
+        if args["org"] not in (self.config.org_id, self.config.org_slug):
+            return _error(403, "permission denied")
+        handler = getattr(self, f"_op_{endpoint}")
+        try:
+            result: Response = handler(request, **{k: v for k, v in args.items() if k != "org"})
+        except NotFound:
+            return _error(assumed.CHARTHOP_NOT_FOUND_STATUS, "process not found")
+        return result
+
+    def _next_fault(self, operation: str) -> Fault | None:
+        with self._lock:
+            queue = self._faults.get(operation)
+            return queue.popleft() if queue else None
+
+    def _record(self, operation: str, request: Request, status: int) -> None:
+        with self._lock:
+            self.calls.append(RecordedCall(operation, request.method, request.path, status, self.clock()))
+
+    # --- operations ------------------------------------------------------------------------------
+
+    def _op_importDataCsv(self, request: Request) -> Response:  # noqa: N802 - ChartHop's operationId
+        for flag in REQUIRED_IMPORT_FLAGS:
+            value = request.args.get(flag)
+            if value is None:
+                return _error(400, f"missing required query parameter {flag}")
+            if value not in ("true", "false"):
+                return _error(400, f"query parameter {flag} must be true or false")
+        if not (request.mimetype or "").startswith("multipart/form-data"):
+            return _error(400, "expected multipart/form-data")
+        upload = request.files.get("file")
+        if upload is None:
+            return _error(400, "missing multipart part 'file'")
+        parent_id = request.args.get("parentProcessId")
+        with self._lock:
+            if parent_id and parent_id not in self.processes:
+                return _error(400, f"parentProcessId {parent_id} does not exist")
+        size, rows, bad_rows, keys, problem = _read_csv(upload.stream)
+        if problem:
+            return _error(400, problem)
+        options = {key: request.args[key] for key in request.args}
+        with self._lock:
+            created = len(keys - self.roster)
+            self.roster |= keys
+            process = self._new_process(
+                label=f"Import {upload.filename}",
+                process_type=assumed.CHARTHOP_IMPORT_PROCESS_TYPE,
+                run_user_id=self.config.app_user_id,
+                options=options,
+                parent_process_id=parent_id,
+                file_path=upload.filename,
+            )
+            self._imports[process["id"]] = _ImportRun(
+                behaviour=ImportBehaviour(**vars(self.import_behaviour)),
+                started=self.clock(),
+                rows=rows,
+                bad_rows=bad_rows,
+                created=created,
+                updated=len(keys) - created,
+            )
+            self.uploads.append(RecordedUpload(process["id"], upload.filename or "", size, rows, options))
+        return _json(process)
+
+    def _op_getProcess(self, request: Request, process_id: str) -> Response:  # noqa: N802
+        with self._lock:
+            run = self._imports.get(process_id)
+            if run is not None:
+                run.polls += 1
+            return _json(self._refresh(process_id))
+
+    def _op_updateProcess(self, request: Request, process_id: str) -> Response:  # noqa: N802
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            return _error(400, "body must be an UpdateProcess object")
+        status = body.get("status")
+        if status is not None and status not in PROCESS_STATUSES:
+            return _error(400, f"invalid status {status!r}")
+        progress = body.get("progress")
+        if progress is not None and (
+            isinstance(progress, bool)
+            or not isinstance(progress, int | float)
+            or not assumed.CHARTHOP_PROGRESS_MIN <= progress <= assumed.CHARTHOP_PROGRESS_MAX
+        ):
+            return _error(400, f"invalid progress {progress!r}")
+        with self._lock:
+            process = self._get(process_id)
+            self.updates.append(RecordedUpdate(process_id, body, self.clock()))
+            for key in ("status", "message", "progress", "results", "summary", "state", "logDataList"):
+                if key in body:
+                    process[key] = body[key]
+            process["updateAt"] = _now_iso()
+            if status == "RUNNING" and not process.get("startAt"):
+                process["startAt"] = _now_iso()
+            if status in ("DONE", "ERROR"):
+                process["endAt"] = _now_iso()
+            return _json(process)
+
+    def _op_createProcess(self, request: Request) -> Response:  # noqa: N802
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            return _error(400, "body must be a CreateProcess object")
+        missing = [key for key in CREATE_PROCESS_REQUIRED if body.get(key) in (None, "")]
+        if missing:
+            return _error(400, f"missing required fields: {', '.join(missing)}")
+        if body["status"] not in PROCESS_STATUSES:
+            return _error(400, f"invalid status {body['status']!r}")
+        with self._lock:
+            process = self._new_process(
+                label=body["label"],
+                process_type=body["type"],
+                run_user_id=body["runUserId"],
+                options=body["options"],
+                parent_process_id=body.get("parentProcessId"),
+                app_id=body.get("appId") or self.config.app_id,
+                status=body["status"],
+                message=body.get("message"),
+            )
+        return _json(process, status=201)
+
+    def _op_findProcesses(self, request: Request) -> Response:  # noqa: N802
+        parent = request.args.get("parentProcessId")
+        statuses = {s for s in (request.args.get("statuses") or "").split(",") if s}
+        app_id = request.args.get("appId")
+        limit = int(request.args.get("limit") or 100)
+        with self._lock:
+            found = [self._refresh(pid) for pid in list(self.processes)]
+        if parent:
+            found = [p for p in found if p.get("parentProcessId") == parent]
+        if app_id:
+            found = [p for p in found if p.get("appId") == app_id]
+        if statuses:
+            found = [p for p in found if p["status"] in statuses]
+        found.sort(key=lambda p: p["createAt"], reverse=True)
+        return _json({"data": found[:limit]})
+
+    # --- process store ---------------------------------------------------------------------------
+
+    def _new_process(
+        self,
+        *,
+        label: str,
+        process_type: str,
+        run_user_id: str,
+        options: dict[str, Any],
+        parent_process_id: str | None = None,
+        app_id: str | None = None,
+        status: str = "PENDING",
+        message: str | None = None,
+        file_path: str | None = None,
+    ) -> dict[str, Any]:
+        process: dict[str, Any] = {
+            "id": secrets.token_hex(12),
+            "orgId": self.config.org_id,
+            "label": label,
+            "type": process_type,
+            "status": status,
+            "runUserId": run_user_id,
+            "createId": run_user_id,
+            "createAt": _now_iso(),
+            "options": options,
+            "progress": 0.0,
+        }
+        for key, value in (
+            ("parentProcessId", parent_process_id),
+            ("appId", app_id),
+            ("message", message),
+            ("filePath", file_path),
+        ):
+            if value is not None:
+                process[key] = value
+        with self._lock:
+            self.processes[process["id"]] = process
+        return dict(process)
+
+    def _get(self, process_id: str) -> dict[str, Any]:
+        process = self.processes.get(process_id)
+        if process is None:
+            raise NotFound()
+        return process
+
+    def _refresh(self, process_id: str) -> dict[str, Any]:
+        """Advances a simulated import to where its clock (or poll count) says it is."""
+        process = self._get(process_id)
+        run = self._imports.get(process_id)
+        if run is None or process["status"] in ("DONE", "ERROR"):
+            return dict(process)
+        behaviour = run.behaviour
+        if behaviour.polls is not None:
+            fraction = min(1.0, run.polls / max(1, behaviour.polls))
+        else:
+            fraction = min(1.0, (self.clock() - run.started) / behaviour.duration_s) if behaviour.duration_s else 1.0
+        if fraction >= 1.0:
+            self._complete(process, run)
+        elif fraction >= 0.1:
+            process.update(
+                status="RUNNING",
+                progress=round(fraction, 2),
+                message=f"Imported {int(run.rows * fraction)} of {run.rows} rows",
+            )
+            process.setdefault("startAt", _now_iso())
+        return dict(process)
+
+    def _complete(self, process: dict[str, Any], run: _ImportRun) -> None:
+        process["endAt"] = _now_iso()
+        if run.behaviour.fail_with:
+            process.update(
+                status="ERROR",
+                message=run.behaviour.fail_with,
+                progress=1.0,
+                results={"rows": run.rows, "errors": run.rows},
+            )
+            return
+        skip_errors = process["options"].get("skipErrors") == "true"
+        if run.bad_rows and not skip_errors:
+            process.update(
+                status="ERROR",
+                progress=1.0,
+                message=f"{run.bad_rows} rows could not be imported",
+                results={"rows": run.rows, "errors": run.bad_rows},
+            )
+            return
+        good = run.rows - run.bad_rows
+        process.update(
+            status="DONE",
+            progress=1.0,
+            message=f"Imported {good} of {run.rows} rows",
+            results={
+                "rows": run.rows,
+                "created": min(run.created, good),
+                "updated": max(0, good - min(run.created, good)),
+                "errors": run.bad_rows,
+            },
+        )
+
+
+def _read_csv(stream: Any) -> tuple[int, int, int, set[str], str | None]:
+    """Size, data rows, ragged rows and first-column keys of an uploaded CSV, read as a stream."""
+    counter = _CountingReader(stream)
+    text = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig", newline="")
+    rows = bad = 0
+    keys: set[str] = set()
+    try:
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if not header:
+            return counter.size, 0, 0, keys, "the uploaded file is empty"
+        for row in reader:
+            if not row:
+                continue
+            rows += 1
+            if len(row) != len(header):
+                bad += 1
+            elif row[0]:
+                keys.add(row[0])
+    except UnicodeDecodeError:
+        return counter.size, rows, bad, keys, "the uploaded file is not UTF-8 text"
+    except csv.Error as error:
+        return counter.size, rows, bad, keys, f"the uploaded file is not a valid CSV: {error}"
+    return counter.size, rows, bad, keys, None
+
+
+class _CountingReader(io.RawIOBase):
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self.size += len(data)
+        return len(data)
+
+
+def _reset_connection(environ: dict[str, Any]) -> None:
+    """Closes the client's TCP connection with RST, as a crashed load balancer would."""
+    sock = environ.get("werkzeug.socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(request.get_data() or b"null")
+    except ValueError:
+        return None
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"status": status, "message": message}, status=status)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8900)
+    parser.add_argument("--token", default=EmulatorConfig.token)
+    parser.add_argument("--import-seconds", type=float, default=ImportBehaviour.duration_s)
+    args = parser.parse_args()
+    emulator = ChartHopEmulator(EmulatorConfig(token=args.token), port=args.port)
+    emulator.import_behaviour.duration_s = args.import_seconds
+    print(f"ChartHop emulator on {emulator.base_url} (org {emulator.config.org_id}, token {args.token})")
+    emulator._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""One context manager that brings up everything offline: emulator, moto stack, handlers, API shim."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from offline.apigw_shim import ApiGatewayShim
+from offline.aws_stack import OfflineStack
+from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig, ImportBehaviour
+from offline.lambda_runtime import InProcessLambdaRuntime
+from offline.moto_workarounds import moto_workarounds
+
+TERMINAL = ("DONE", "ERROR")
+
+
+@dataclass
+class Offline:
+    emulator: ChartHopEmulator
+    stack: OfflineStack
+    runtime: InProcessLambdaRuntime
+    api: ApiGatewayShim
+
+    @property
+    def org_id(self) -> str:
+        return self.emulator.config.org_id
+
+    @property
+    def bucket(self) -> str:
+        return self.stack.bucket()
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.api.base_url}/webhook"
+
+    def staged_key(self, file_name: str) -> str:
+        return f"{self.stack.parameters['StagingPrefix']}{self.org_id}/{file_name}"
+
+    def stage(self, file_name: str, body: bytes) -> str:
+        """Uploads a file to the staging prefix, as a user or an HRIS export job would."""
+        key = self.staged_key(file_name)
+        boto3.client("s3", region_name=self.stack.region).put_object(Bucket=self.bucket, Key=key, Body=body)
+        return key
+
+    def wait_for_process(self, process_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Waits until ChartHop shows the process DONE or ERROR (and nothing is left running)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.emulator.process(process_id)
+            if process["status"] in TERMINAL and not self.execution_running(process_id):
+                return process
+            time.sleep(0.05)
+        raise TimeoutError(f"process {process_id} did not finish: {self.emulator.process(process_id)}")
+
+    def sync_processes(self) -> list[dict[str, Any]]:
+        return [p for p in self.emulator.processes.values() if p["type"] != "import"]
+
+    def wait_for_new_sync(self, known: set[str], timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.sync_processes():
+                if process["id"] not in known:
+                    return process
+            time.sleep(0.05)
+        raise TimeoutError("no sync process appeared in ChartHop")
+
+    def execution(self, sync_id: str) -> dict[str, Any] | None:
+        sfn = boto3.client("stepfunctions", region_name=self.stack.region)
+        arn = self.stack.state_machine_arn().replace(":stateMachine:", ":execution:") + f":sync-{sync_id}"
+        try:
+            result: dict[str, Any] = sfn.describe_execution(executionArn=arn)  # type: ignore[assignment]
+            return result
+        except sfn.exceptions.ExecutionDoesNotExist:
+            return None
+
+    def execution_running(self, sync_id: str) -> bool:
+        execution = self.execution(sync_id)
+        return execution is not None and execution["status"] == "RUNNING"
+
+    def execution_history(self, sync_id: str) -> list[dict[str, Any]]:
+        execution = self.execution(sync_id)
+        if execution is None:
+            return []
+        sfn = boto3.client("stepfunctions", region_name=self.stack.region)
+        events: list[dict[str, Any]] = sfn.get_execution_history(  # type: ignore[assignment]
+            executionArn=execution["executionArn"], maxResults=1000
+        )["events"]
+        return events
+
+    def progress_values(self, process_id: str) -> list[float]:
+        return [u["progress"] for u in self.emulator.updates_for(process_id) if "progress" in u]
+
+    def final_update(self, process_id: str) -> dict[str, Any]:
+        return [u for u in self.emulator.updates_for(process_id) if u.get("status") in TERMINAL][-1]
+
+    def dump(self, process_id: str) -> str:
+        return json.dumps(self.emulator.updates_for(process_id), indent=2)
+
+
+@contextmanager
+def offline_environment(
+    *,
+    import_behaviour: ImportBehaviour | None = None,
+    poll_initial_seconds: int = 0,
+    poll_max_seconds: int = 1,
+    import_timeout_seconds: int = 120,
+    import_on_upload: bool = True,
+    parameters: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Offline]:
+    """Everything the app talks to, on loopback and in moto; nothing leaves the machine."""
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    with ChartHopEmulator(EmulatorConfig()) as emulator:
+        if import_behaviour is not None:
+            emulator.import_behaviour = import_behaviour
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), moto_workarounds():
+            stack = OfflineStack(
+                parameters={
+                    "ChartHopOrgId": emulator.config.org_id,
+                    "ChartHopAppName": emulator.config.app_name,
+                    "ChartHopAppUserId": emulator.config.app_user_id,
+                    "ChartHopBaseUrl": emulator.base_url,
+                    "PollInitialSeconds": str(poll_initial_seconds),
+                    "PollMaxSeconds": str(poll_max_seconds),
+                    "ImportTimeoutSeconds": str(import_timeout_seconds),
+                    "ImportOnUpload": "true" if import_on_upload else "false",
+                    **(parameters or {}),
+                },
+                secret_values={"ChartHopApiTokenSecret": emulator.config.token},
+            ).deploy()
+            env = {"CHARTHOP_RETRY_BACKOFF_SECONDS": "0.01", "CHARTHOP_READ_TIMEOUT_SECONDS": "2", **(extra_env or {})}
+            with InProcessLambdaRuntime(stack, extra_env=env) as runtime, ApiGatewayShim(stack) as api:
+                emulator.config.webhook_url = f"{api.base_url}/webhook"
+                yield Offline(emulator, stack, runtime, api)

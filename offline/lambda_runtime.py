@@ -1,0 +1,206 @@
+"""Routes moto's Lambda invocations to the real handler code, in this process.
+
+Every way moto invokes a function (boto3 `invoke`, Step Functions Lambda tasks, S3 notifications)
+ends in `LambdaFunction.invoke`; we replace it while the runtime is active. Asynchronous invocations
+(`InvocationType=Event` and S3 notifications) run on a worker thread, as Lambda runs them apart from
+the caller; synchronous ones answer with the handler's result or Lambda's error payload.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+from unittest import mock
+
+from moto.awslambda.models import LambdaFunction
+
+from offline.aws_stack import REPO_ROOT, DeployedFunction, OfflineStack
+
+LAYER_PATH = REPO_ROOT / "layers" / "shared"
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that Powertools and our handlers read."""
+
+    function_name: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    timeout_s: int
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = ""
+    log_stream_name: str = "offline"
+    _deadline: float = field(default=0.0, repr=False)
+
+    def __post_init__(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_s
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class Invocation:
+    function: str
+    event: dict[str, Any]
+    asynchronous: bool
+    result: Any = None
+    error: BaseException | None = None
+
+
+class InProcessLambdaRuntime:
+    """Runs the stack's handlers in-process for moto. Use as a context manager around the flow."""
+
+    def __init__(self, stack: OfflineStack, *, extra_env: dict[str, str] | None = None) -> None:
+        self.stack = stack
+        self.extra_env = extra_env or {}
+        self.invocations: list[Invocation] = []
+        self._by_name = {fn.name: fn for fn in stack.functions.values()}
+        self._modules: dict[str, ModuleType] = {}
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lambda-async")
+        self._pending: list[Future[Any]] = []
+        self._lock = threading.Lock()
+        self._patches: list[Any] = []
+
+    def __enter__(self) -> InProcessLambdaRuntime:
+        env = self._shared_environment()
+        self._patches = [
+            mock.patch.dict(os.environ, env),
+            mock.patch.object(LambdaFunction, "invoke", self._make_invoke()),
+            mock.patch.object(sys, "path", [str(LAYER_PATH), *sys.path]),
+        ]
+        for patch in self._patches:
+            patch.start()
+        _reset_caches()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wait_idle()
+        self._executor.shutdown(wait=True)
+        for patch in reversed(self._patches):
+            patch.stop()
+        _reset_caches()
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Waits for asynchronous invocations (and those they start) to finish."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = [future for future in self._pending if not future.done()]
+            if not pending:
+                return
+            pending[0].result(timeout=max(0.0, deadline - time.monotonic()))
+        raise TimeoutError("asynchronous Lambda invocations did not finish")
+
+    def invocations_of(self, logical_id: str) -> list[Invocation]:
+        name = self.stack.function(logical_id).name
+        return [inv for inv in self.invocations if inv.function == name]
+
+    # --- invocation ------------------------------------------------------------------------------
+
+    def _shared_environment(self) -> dict[str, str]:
+        """One process hosts every function, so their variables must not disagree."""
+        env: dict[str, str] = {}
+        for function in self.stack.functions.values():
+            for key, value in function.environment.items():
+                if key in env and env[key] != value and key != "POWERTOOLS_SERVICE_NAME":
+                    raise ValueError(f"functions disagree on {key}: {env[key]!r} vs {value!r}")
+                env[key] = value
+        env.update(
+            {
+                "AWS_DEFAULT_REGION": self.stack.region,
+                "AWS_REGION": self.stack.region,
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _make_invoke(self) -> Callable[..., str | bytes]:
+        runtime = self
+
+        def invoke(fn: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
+            event = json.loads(body) if body else {}
+            function = runtime._by_name[fn.function_name]
+            asynchronous = request_headers.get("x-amz-invocation-type") == "Event" or _is_s3_event(event)
+            invocation = Invocation(function.name, event, asynchronous)
+            with runtime._lock:
+                runtime.invocations.append(invocation)
+            if asynchronous:
+                future = runtime._executor.submit(runtime._run, function, invocation)
+                with runtime._lock:
+                    runtime._pending.append(future)
+                return b""
+            runtime._run(function, invocation)
+            if invocation.error is not None:
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps(_error_payload(invocation.error))
+            return json.dumps(invocation.result)
+
+        return invoke
+
+    def _run(self, function: DeployedFunction, invocation: Invocation) -> None:
+        handler = self._handler(function)
+        context = LambdaContext(function.name, function.arn, function.memory, function.timeout)
+        try:
+            invocation.result = handler(invocation.event, context)
+        except Exception as error:  # noqa: BLE001 - reported as Lambda reports a handler error
+            invocation.error = error
+            if invocation.asynchronous:
+                traceback.print_exception(error)
+
+    def _handler(self, function: DeployedFunction) -> Callable[[dict[str, Any], Any], Any]:
+        module_name, attribute = function.handler.rsplit(".", 1)
+        with self._lock:
+            module = self._modules.get(function.logical_id)
+            if module is None:
+                module = _load_module(f"offline_lambda_{function.logical_id}", function.code_dir / f"{module_name}.py")
+                self._modules[function.logical_id] = module
+        handler: Callable[[dict[str, Any], Any], Any] = getattr(module, attribute)
+        return handler
+
+
+def _load_module(name: str, path: Any) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _is_s3_event(event: dict[str, Any]) -> bool:
+    records = event.get("Records") or []
+    return bool(records) and records[0].get("eventSource") == "aws:s3"
+
+
+def _error_payload(error: BaseException) -> dict[str, Any]:
+    return {
+        "errorMessage": str(error),
+        "errorType": type(error).__name__,
+        "stackTrace": traceback.format_exception(error)[-5:],
+    }
+
+
+def _reset_caches() -> None:
+    """Clears per-container caches so a new offline stack starts cold."""
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
+    runtime_module = sys.modules.get("people_sync.runtime")
+    if runtime_module is not None:
+        runtime_module.reset()
