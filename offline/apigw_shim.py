@@ -67,7 +67,9 @@ class ApiGatewayShim:
         self.stack = stack
         self._lambda = boto3.client("lambda", region_name=stack.region)
         self._server: BaseWSGIServer = make_server(host, port, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="apigw-shim", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="apigw-shim", daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -69,7 +69,8 @@ class Fault:
 
     @classmethod
     def slow(cls, delay_s: float) -> Fault:
-        """Answers only after `delay_s`: longer than the client's read timeout, it is a timeout."""
+        """Does the work, then answers only after `delay_s`: past the client's read timeout, the
+        client cannot know whether ChartHop acted (the ambiguous failure)."""
         return cls(delay_s=delay_s)
 
     @classmethod
@@ -168,7 +169,9 @@ class ChartHopEmulator:
         return f"http://{host!s}:{port}"
 
     def start(self) -> ChartHopEmulator:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="charthop-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="charthop-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -246,13 +249,10 @@ class ChartHopEmulator:
             response = _error(error.code or 404, error.description or "not found")
             return response(environ, start_response)
         fault = self._next_fault(endpoint)
-        if fault is not None:
-            if fault.delay_s:
-                time.sleep(fault.delay_s)
-            if fault.reset:
-                _reset_connection(environ)
-                self._record(endpoint, request, 0)
-                return []
+        if fault is not None and fault.reset:
+            _reset_connection(environ)
+            self._record(endpoint, request, 0)
+            return []
         if fault is not None and fault.status:
             response = _error(fault.status, "injected failure")
             if fault.retry_after is not None:
@@ -260,6 +260,8 @@ class ChartHopEmulator:
         else:
             response = self._dispatch(endpoint, request, args)
         self._record(endpoint, request, response.status_code)
+        if fault is not None and fault.delay_s:
+            time.sleep(fault.delay_s)  # the work is done; only the answer is late, as in a real timeout
         return response(environ, start_response)
 
     def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:

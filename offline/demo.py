@@ -62,13 +62,14 @@ def verdict(offline: Offline, process: dict[str, Any]) -> bool:
     return ok
 
 
-def run(csv_path: Path, import_seconds: float) -> bool:
+def run(csv_path: Path, import_seconds: float, *, verbose: bool = False) -> bool:
     body = csv_path.read_bytes()
     with offline_environment(
         import_behaviour=ImportBehaviour(duration_s=import_seconds),
         poll_initial_seconds=1,
         poll_max_seconds=1,
         import_timeout_seconds=600,
+        extra_env={} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"},
     ) as offline:
         printer = ProgressPrinter(offline)
         print("people-sync offline demo (ChartHop emulator + moto; no AWS account, no network)")
@@ -98,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="CSV to stage (default: events/roster.csv)")
     parser.add_argument("--import-seconds", type=float, default=4.0, help="how long the emulated ChartHop import takes")
+    parser.add_argument("--verbose", action="store_true", help="also print the functions' JSON logs")
     args = parser.parse_args(argv)
-    ok = run(args.csv, args.import_seconds)
+    ok = run(args.csv, args.import_seconds, verbose=args.verbose)
     print("\nDEMO OK: every sync ended DONE" if ok else "\nDEMO FAILED")
     return 0 if ok else 1
 

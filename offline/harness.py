@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -81,9 +82,12 @@ class Offline:
         except sfn.exceptions.ExecutionDoesNotExist:
             return None
 
-    def execution_running(self, sync_id: str) -> bool:
+    def execution_status(self, sync_id: str) -> str | None:
         execution = self.execution(sync_id)
-        return execution is not None and execution["status"] == "RUNNING"
+        return None if execution is None else str(execution["status"])
+
+    def execution_running(self, sync_id: str) -> bool:
+        return self.execution_status(sync_id) == "RUNNING"
 
     def execution_history(self, sync_id: str) -> list[dict[str, Any]]:
         execution = self.execution(sync_id)
@@ -118,6 +122,7 @@ def offline_environment(
 ) -> Iterator[Offline]:
     """Everything the app talks to, on loopback and in moto; nothing leaves the machine."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines from the local servers
     with ChartHopEmulator(EmulatorConfig()) as emulator:
         if import_behaviour is not None:
             emulator.import_behaviour = import_behaviour

@@ -28,7 +28,11 @@ def staged_file_from_s3_record(
 
 
 def latest_staged_file(s3: S3Client, bucket: str, prefix: str, org_id: str) -> StagedFile:
-    """The most recently staged CSV for an org: what "Sync Now" imports."""
+    """The most recently staged CSV for an org: what "Sync Now" imports.
+
+    S3 lists modification times to the second; files staged within the same second are ordered by
+    key, so timestamped names (roster-2026-11-23T0900.csv) pick the later export.
+    """
     org_prefix = f"{prefix}{org_id}/"
     newest = None
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=org_prefix):
@@ -36,7 +40,7 @@ def latest_staged_file(s3: S3Client, bucket: str, prefix: str, org_id: str) -> S
             name = item["Key"][len(org_prefix) :]
             if "/" in name or not name.lower().endswith(CSV_SUFFIX):
                 continue
-            if newest is None or item["LastModified"] > newest["LastModified"]:
+            if newest is None or (item["LastModified"], item["Key"]) > (newest["LastModified"], newest["Key"]):
                 newest = item
     if newest is None:
         raise NoStagedFile(f"No CSV is staged under s3://{bucket}/{org_prefix}: upload one and press Sync Now again.")

@@ -1,0 +1,58 @@
+"""Shared fixtures: a live ChartHop emulator, fake AWS credentials, fast client retries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig
+from people_sync import aws_clients
+from people_sync.charthop_client import ChartHopClient, default_retry
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EVENTS = REPO_ROOT / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+@pytest.fixture(autouse=True)
+def _fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test may reach real AWS: fake credentials, a fixed region, fresh client caches."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "PeopleSyncTests",
+        "POWERTOOLS_SERVICE_NAME": "people-sync",
+    }.items():
+        monkeypatch.setenv(key, value)
+    aws_clients.reset()
+    yield
+    aws_clients.reset()
+
+
+@pytest.fixture
+def emulator() -> Iterator[ChartHopEmulator]:
+    with ChartHopEmulator(EmulatorConfig()) as running:
+        yield running
+
+
+@pytest.fixture
+def client(emulator: ChartHopEmulator) -> ChartHopClient:
+    """A client with the production retry policy, only with millisecond backoff."""
+    return ChartHopClient(
+        emulator.config.token,
+        base_url=emulator.base_url,
+        timeout=(2.0, 1.0),
+        retry=default_retry(total=3, backoff_factor=0.01),
+    )

@@ -1,0 +1,156 @@
+"""The real ASL (statemachine/sync_status.asl.json) executed by moto against the ChartHop emulator.
+
+Every scenario goes through the real handlers, wired as template.yaml wires them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from offline.charthop_emulator import Fault, ImportBehaviour
+from offline.harness import Offline, offline_environment
+from tests.conftest import EVENTS
+
+pytestmark = pytest.mark.integration
+ROSTER = (EVENTS / "roster.csv").read_bytes()
+
+
+@pytest.fixture
+def offline() -> Iterator[Offline]:
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.5)) as running:
+        yield running
+
+
+def drop_roster(offline: Offline) -> str:
+    known = {process["id"] for process in offline.sync_processes()}
+    offline.stage("roster.csv", ROSTER)
+    return str(offline.wait_for_new_sync(known)["id"])
+
+
+def states_entered(offline: Offline, sync_id: str, name: str) -> int:
+    return sum(
+        1
+        for event in offline.execution_history(sync_id)
+        if event["type"].endswith("StateEntered") and event.get("stateEnteredEventDetails", {}).get("name") == name
+    )
+
+
+def assert_strictly_increasing_to_one(values: list[float]) -> None:
+    assert values, "no progress was reported"
+    assert all(b > a for a, b in itertools.pairwise(values)), values
+    assert values[-1] == 1.0
+
+
+def test_success_marks_the_sync_done_with_results(offline: Offline) -> None:
+    sync_id = drop_roster(offline)
+    process = offline.wait_for_process(sync_id)
+    assert process["status"] == "DONE", offline.dump(sync_id)
+    assert process["results"]["rows"] == 25
+    assert process["results"]["created"] == 25
+    assert "Imported roster.csv: 25 rows, 25 created" in process["message"]
+    assert_strictly_increasing_to_one(offline.progress_values(sync_id))
+    assert offline.execution_status(sync_id) == "SUCCEEDED"
+    [upload] = offline.emulator.uploads
+    assert upload.query["parentProcessId"] == sync_id
+
+
+def test_import_error_marks_the_sync_error_with_charthops_reason(offline: Offline) -> None:
+    offline.emulator.import_behaviour = ImportBehaviour(duration_s=0.3, fail_with="Unknown column 'Salary Band'")
+    sync_id = drop_roster(offline)
+    process = offline.wait_for_process(sync_id)
+    assert process["status"] == "ERROR"
+    assert process["message"] == "ChartHop could not import roster.csv: Unknown column 'Salary Band'"
+    assert offline.execution_status(sync_id) == "SUCCEEDED"  # the workflow did its job
+
+
+def test_slow_import_needs_several_loops_and_moves_the_bar_each_time() -> None:
+    with offline_environment(import_behaviour=ImportBehaviour(polls=5)) as offline:
+        sync_id = drop_roster(offline)
+        process = offline.wait_for_process(sync_id)
+        assert process["status"] == "DONE"
+        assert states_entered(offline, sync_id, "CheckImportStatus") == 5
+        assert states_entered(offline, sync_id, "WaitBeforeCheck") == 5
+        values = offline.progress_values(sync_id)
+        assert_strictly_increasing_to_one(values)
+        assert len(values) == 2 + 4 + 1  # uploading, accepted, four running steps, done
+
+
+def test_charthop_5xx_then_recovery_inside_the_lambda(offline: Offline) -> None:
+    offline.emulator.inject("getProcess", Fault.http(503), Fault.http(500))
+    sync_id = drop_roster(offline)
+    assert offline.wait_for_process(sync_id)["status"] == "DONE"
+    statuses = [call.status for call in offline.emulator.calls_of("getProcess")]
+    assert statuses[:3] == [503, 500, 200]
+    assert states_entered(offline, sync_id, "ReportWorkflowFailure") == 0
+
+
+def test_charthop_outage_longer_than_client_retries_is_retried_by_the_state_machine(offline: Offline) -> None:
+    offline.emulator.inject("getProcess", *[Fault.http(502)] * 6)  # the client tries 6 times, then gives up
+    sync_id = drop_roster(offline)
+    assert offline.wait_for_process(sync_id, timeout=90)["status"] == "DONE"
+    history = offline.execution_history(sync_id)
+    failures = [event for event in history if event["type"] == "LambdaFunctionFailed"]
+    assert [event["lambdaFunctionFailedEventDetails"]["error"] for event in failures] == ["ChartHopUnavailable"]
+    assert offline.execution_status(sync_id) == "SUCCEEDED"
+
+
+def test_rejected_charthop_call_marks_the_sync_error_and_fails_the_execution(offline: Offline) -> None:
+    offline.emulator.inject("getProcess", Fault.http(403))
+    sync_id = drop_roster(offline)
+    process = offline.wait_for_process(sync_id)
+    assert process["status"] == "ERROR"
+    assert process["message"].startswith("The sync of roster.csv stopped: ChartHop refused to read the process")
+    assert "Primary Editor" in process["message"]
+    assert offline.execution_status(sync_id) == "FAILED"
+
+
+def test_import_that_never_finishes_times_out_with_a_clear_message() -> None:
+    with offline_environment(
+        import_behaviour=ImportBehaviour(duration_s=300),
+        import_timeout_seconds=1,
+        poll_initial_seconds=1,
+        poll_max_seconds=1,
+    ) as offline:
+        sync_id = drop_roster(offline)
+        process = offline.wait_for_process(sync_id)
+        assert process["status"] == "ERROR"
+        assert "did not finish within" in process["message"]
+
+
+def test_sync_now_imports_the_staged_file_under_charthops_process() -> None:
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.5), import_on_upload=False) as offline:
+        offline.stage("roster.csv", ROSTER)
+        offline.runtime.wait_idle()
+        assert offline.emulator.uploads == []  # waits for "Sync Now"
+        pressed = offline.emulator.press_sync_now()
+        assert pressed["status"] == 202
+        sync_id = pressed["process"]["id"]
+        process = offline.wait_for_process(sync_id)
+        assert process["status"] == "DONE"
+        assert_strictly_increasing_to_one(offline.progress_values(sync_id))
+        assert [upload.file_name for upload in offline.emulator.uploads] == ["roster.csv"]
+
+
+def test_sync_now_with_nothing_staged_tells_the_user(offline: Offline) -> None:
+    pressed = offline.emulator.press_sync_now()
+    assert pressed["status"] == 202
+    offline.runtime.wait_idle()
+    process = offline.emulator.process(pressed["process"]["id"])
+    assert process["status"] == "ERROR"
+    assert "No CSV is staged" in process["message"]
+    assert offline.execution(process["id"]) is None
+
+
+def test_webhook_ignores_other_events_over_http(offline: Offline) -> None:
+    import requests
+
+    event = json.loads((EVENTS / "webhook_other_event.json").read_text())["body"]
+    response = requests.post(offline.webhook_url, data=event, headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 202
+    assert response.json()["action"] == "ignored"
+    offline.runtime.wait_idle()
+    assert offline.runtime.invocations_of("ImportStarterFunction") == []

@@ -1,0 +1,211 @@
+"""The ChartHop client against the emulator: auth, payloads, retries and the import POST's safety."""
+
+from __future__ import annotations
+
+import io
+from typing import IO
+
+import pytest
+
+from offline.charthop_emulator import ChartHopEmulator, Fault
+from people_sync.charthop_client import ChartHopClient, default_retry
+from people_sync.errors import ChartHopRejected, ChartHopUnavailable
+from people_sync.models import ImportOptions, ProcessStatus
+
+CSV = b"Employee ID,First Name,Last Name\nE1,Ada,Lovelace\nE2,Grace,Hopper\nE3,Alan,Turing\n"
+
+
+class Source:
+    """Re-openable CSV source that counts how often the import had to re-read it."""
+
+    def __init__(self, body: bytes = CSV) -> None:
+        self.body = body
+        self.opened = 0
+
+    def __call__(self) -> tuple[IO[bytes], int]:
+        self.opened += 1
+        return io.BytesIO(self.body), len(self.body)
+
+
+def test_get_process_sends_bearer_token_and_parses_process(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    created = emulator.create_sync_process()
+    process = client.get_process(emulator.config.org_id, created["id"])
+    assert process.id == created["id"]
+    assert process.status == "PENDING"
+
+
+def test_wrong_token_is_rejected_with_a_hint(emulator: ChartHopEmulator) -> None:
+    created = emulator.create_sync_process()
+    bad = ChartHopClient("wrong", base_url=emulator.base_url, retry=default_retry(total=2, backoff_factor=0.01))
+    with pytest.raises(ChartHopRejected, match="API token") as raised:
+        bad.get_process(emulator.config.org_id, created["id"])
+    assert raised.value.status == 401
+    assert len(emulator.calls_of("getProcess")) == 1  # a 401 is not retried
+
+
+def test_update_process_sends_update_process_fields(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    created = emulator.create_sync_process()
+    client.update_process(
+        emulator.config.org_id,
+        created["id"],
+        status=ProcessStatus.RUNNING,
+        progress=1.7,
+        message="halfway",
+        results={"rows": 3},
+    )
+    assert emulator.updates_for(created["id"]) == [
+        {"status": "RUNNING", "progress": 1.0, "message": "halfway", "results": {"rows": 3}}
+    ]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_then_recovery_is_retried(emulator: ChartHopEmulator, client: ChartHopClient, status: int) -> None:
+    created = emulator.create_sync_process()
+    emulator.inject("getProcess", Fault.http(status), Fault.http(status))
+    assert client.get_process(emulator.config.org_id, created["id"]).id == created["id"]
+    assert [call.status for call in emulator.calls_of("getProcess")] == [status, status, 200]
+
+
+def test_persistent_5xx_raises_unavailable(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    created = emulator.create_sync_process()
+    emulator.inject("updateProcess", *[Fault.http(503)] * 10)
+    with pytest.raises(ChartHopUnavailable, match="HTTP 503"):
+        client.update_process(emulator.config.org_id, created["id"], progress=0.5)
+    assert len(emulator.calls_of("updateProcess")) == 4  # first try + 3 retries
+
+
+def test_429_honours_retry_after(
+    emulator: ChartHopEmulator, client: ChartHopClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("urllib3.util.retry.time.sleep", slept.append)
+    created = emulator.create_sync_process()
+    emulator.inject("getProcess", Fault.http(429, retry_after=7))
+    client.get_process(emulator.config.org_id, created["id"])
+    assert 7 in slept
+
+
+def test_huge_retry_after_is_capped(
+    emulator: ChartHopEmulator, client: ChartHopClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("urllib3.util.retry.time.sleep", slept.append)
+    created = emulator.create_sync_process()
+    emulator.inject("getProcess", Fault.http(429, retry_after=3600))
+    client.get_process(emulator.config.org_id, created["id"])
+    assert slept
+    assert max(slept) <= 30
+
+
+def test_read_timeout_is_retried(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    created = emulator.create_sync_process()
+    emulator.inject("getProcess", Fault.slow(1.5))  # client read timeout is 1 s
+    assert client.get_process(emulator.config.org_id, created["id"]).id == created["id"]
+    assert len(emulator.calls_of("getProcess")) == 2
+
+
+def test_connection_reset_is_retried(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    created = emulator.create_sync_process()
+    emulator.inject("getProcess", Fault.connection_reset())
+    assert client.get_process(emulator.config.org_id, created["id"]).id == created["id"]
+    assert len(emulator.calls_of("getProcess")) == 2
+
+
+def test_import_streams_the_csv_with_spec_query(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    parent = emulator.create_sync_process()
+    options = ImportOptions.model_validate(
+        {"upsert": True, "createGroups": True, "notifyUserIds": "u1, u2", "notifyAppName": "people-sync"}
+    )
+    process = client.import_csv(
+        emulator.config.org_id, Source(), file_name="roster.csv", options=options, parent_process_id=parent["id"]
+    )
+    [upload] = emulator.uploads
+    assert upload.import_process_id == process.id
+    assert (upload.file_name, upload.rows, upload.size) == ("roster.csv", 3, len(CSV))
+    assert upload.query["createGroups"] == "true"
+    assert upload.query["notifyUserIds"] == "u1,u2"
+    assert upload.query["parentProcessId"] == parent["id"]
+    assert process.parent_process_id == parent["id"]
+
+
+def test_import_429_reopens_the_source_and_retries(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    parent = emulator.create_sync_process()
+    source = Source()
+    emulator.inject("importDataCsv", Fault.http(429, retry_after=0))
+    slept: list[float] = []
+    client.import_csv(
+        emulator.config.org_id,
+        source,
+        file_name="roster.csv",
+        options=ImportOptions(),
+        parent_process_id=parent["id"],
+        sleep=slept.append,
+    )
+    assert source.opened == 2
+    assert slept == [0.0]
+    assert len(emulator.uploads) == 1
+
+
+def test_import_after_ambiguous_timeout_is_not_repeated(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    """ChartHop got the file but answered too late: we must find that import, not send a second one."""
+    parent = emulator.create_sync_process()
+    source = Source()
+    emulator.inject("importDataCsv", Fault.slow(1.5))
+    process = client.import_csv(
+        emulator.config.org_id,
+        source,
+        file_name="roster.csv",
+        options=ImportOptions(),
+        parent_process_id=parent["id"],
+        sleep=lambda _: None,
+    )
+    assert source.opened == 1
+    assert len(emulator.uploads) == 1
+    assert process.id == emulator.uploads[0].import_process_id
+
+
+def test_import_after_5xx_without_an_import_is_retried(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    parent = emulator.create_sync_process()
+    source = Source()
+    emulator.inject("importDataCsv", Fault.http(502))
+    client.import_csv(
+        emulator.config.org_id,
+        source,
+        file_name="roster.csv",
+        options=ImportOptions(),
+        parent_process_id=parent["id"],
+        sleep=lambda _: None,
+    )
+    assert source.opened == 2
+    assert len(emulator.uploads) == 1
+    assert len(emulator.calls_of("findProcesses")) == 1  # looked for an in-flight import first
+
+
+def test_import_rejected_file_is_not_retried(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    parent = emulator.create_sync_process()
+    source = Source(b"")
+    with pytest.raises(ChartHopRejected, match="empty"):
+        client.import_csv(
+            emulator.config.org_id,
+            source,
+            file_name="roster.csv",
+            options=ImportOptions(),
+            parent_process_id=parent["id"],
+            sleep=lambda _: None,
+        )
+    assert source.opened == 1
+
+
+def test_import_gives_up_after_repeated_429(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
+    parent = emulator.create_sync_process()
+    emulator.inject("importDataCsv", *[Fault.http(429)] * 4)
+    with pytest.raises(ChartHopUnavailable, match="429"):
+        client.import_csv(
+            emulator.config.org_id,
+            Source(),
+            file_name="roster.csv",
+            options=ImportOptions(),
+            parent_process_id=parent["id"],
+            sleep=lambda _: None,
+        )
+    assert emulator.uploads == []

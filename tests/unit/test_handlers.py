@@ -1,0 +1,107 @@
+"""Thin handlers: events in events/ parse, the webhook acknowledges fast and hands off asynchronously."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from botocore.stub import ANY, Stubber
+
+from offline.lambda_runtime import LambdaContext
+from people_sync import aws_clients
+from people_sync.models import SyncNowRequest, SyncState
+from tests.conftest import load_event
+
+IMPORT_STARTER = "people-sync-ImportStarterFunction"
+
+
+def context(name: str) -> LambdaContext:
+    return LambdaContext(name, f"arn:aws:lambda:us-east-1:123456789012:function:{name}", 256, 30)
+
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, Stubber]]:
+    monkeypatch.setenv("CHARTHOP_APP_NAME", "people-sync")
+    monkeypatch.setenv("CHARTHOP_ORG_ID", "588f7ee98f138b19220041a7")
+    monkeypatch.setenv("IMPORT_STARTER_FUNCTION", IMPORT_STARTER)
+    from functions.webhook import app
+
+    with Stubber(aws_clients.lambda_client()) as stubber:
+        yield app, stubber
+        stubber.assert_no_pending_responses()
+
+
+def call(app: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
+    response: dict[str, Any] = app.lambda_handler(event, context("webhook"))
+    return response
+
+
+def test_sync_now_is_acknowledged_and_handed_to_the_import_starter(webhook) -> None:
+    app, stubber = webhook
+    event = load_event("webhook_sync_now.json")
+    sync_id = json.loads(event["body"])["entityId"]
+    expected = SyncNowRequest(
+        org_id="588f7ee98f138b19220041a7", sync_process_id=sync_id, requested_by="64b0c0ffee64b0c0ffee0003"
+    )
+    stubber.add_response(
+        "invoke",
+        {"StatusCode": 202},
+        {
+            "FunctionName": IMPORT_STARTER,
+            "InvocationType": "Event",
+            "Payload": json.dumps(expected.to_json_dict()).encode(),
+        },
+    )
+    response = call(app, event)
+    assert response["statusCode"] == 202
+    assert json.loads(response["body"]) == {"accepted": True, "action": "sync-started", "syncProcessId": sync_id}
+
+
+def test_other_events_are_acknowledged_and_ignored(webhook) -> None:
+    app, _ = webhook  # the stubber has no responses: any Lambda call would fail the test
+    response = call(app, load_event("webhook_other_event.json"))
+    assert response["statusCode"] == 202
+    assert json.loads(response["body"])["action"] == "ignored"
+
+
+@pytest.mark.parametrize("body", ["{not json", json.dumps({"no": "type"}), json.dumps([1, 2]), ""])
+def test_bodies_that_are_not_charthop_events_are_400(webhook, body: str) -> None:
+    app, _ = webhook
+    event = load_event("webhook_sync_now.json")
+    event["body"] = body
+    response = call(app, event)
+    assert response["statusCode"] == 400
+
+
+def test_other_paths_are_404(webhook) -> None:
+    app, _ = webhook
+    event = load_event("webhook_sync_now.json")
+    event["path"] = event["resource"] = "/elsewhere"
+    assert call(app, event)["statusCode"] == 404
+
+
+def test_handoff_failure_is_a_5xx_so_charthop_redelivers(webhook) -> None:
+    app, stubber = webhook
+    stubber.add_client_error(
+        "invoke",
+        service_error_code="TooManyRequestsException",
+        http_status_code=429,
+        expected_params={"FunctionName": IMPORT_STARTER, "InvocationType": "Event", "Payload": ANY},
+    )
+    with pytest.raises(Exception, match="TooManyRequests"):
+        call(app, load_event("webhook_sync_now.json"))
+
+
+@pytest.mark.parametrize("name", ["status_checker.json", "sync_finalizer.json", "sync_finalizer_workflow_error.json"])
+def test_state_machine_sample_events_are_valid_sync_states(name: str) -> None:
+    state = SyncState.model_validate(load_event(name))
+    assert state.file.name == "roster.csv"
+
+
+def test_import_starter_sample_events_match_their_models() -> None:
+    assert SyncNowRequest.model_validate(load_event("import_starter_sync_now.json")).sync_process_id
+    record = load_event("s3_put.json")["Records"][0]
+    assert record["s3"]["object"]["key"].startswith("staging/")

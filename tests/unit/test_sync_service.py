@@ -1,0 +1,284 @@
+"""The sync use cases with moto S3/Step Functions, the emulator, and a scripted import target."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from offline.charthop_emulator import ChartHopEmulator
+from people_sync import sync_service
+from people_sync.charthop_client import ChartHopClient
+from people_sync.config import AppSettings
+from people_sync.errors import ChartHopRejected
+from people_sync.models import ImportStatus, StagedFile, SyncState
+from people_sync.sync_service import SyncContext
+from people_sync.targets.base import OpenBody
+
+BUCKET = "people-sync-staging-test"
+ORG = "588f7ee98f138b19220041a7"
+
+
+class ScriptedTarget:
+    """An import target whose statuses are scripted, so each loop decision can be checked."""
+
+    name = "scripted"
+
+    def __init__(self, statuses: list[ImportStatus] | None = None, fail: Exception | None = None) -> None:
+        self.statuses = statuses or []
+        self.fail = fail
+        self.started: list[tuple[StagedFile, bytes, str]] = []
+
+    def start_import(self, staged: StagedFile, open_body: OpenBody, *, sync_id: str) -> str:
+        if self.fail:
+            raise self.fail
+        body, _size = open_body()
+        self.started.append((staged, body.read(), sync_id))
+        return f"import-{len(self.started)}"
+
+    def import_status(self, import_id: str) -> ImportStatus:
+        return self.statuses.pop(0)
+
+
+class RecordingReporter:
+    def __init__(self) -> None:
+        self.progress: list[tuple[str, float, str]] = []
+        self.finished: list[dict[str, Any]] = []
+
+    def report_progress(self, sync_id: str, progress: float, message: str) -> None:
+        self.progress.append((sync_id, progress, message))
+
+    def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None:
+        self.finished.append({"sync_id": sync_id, "succeeded": succeeded, "message": message, "results": results})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def aws() -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        sfn = boto3.client("stepfunctions")
+        role = boto3.client("iam").create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        machine = sfn.create_state_machine(
+            name="sync",
+            roleArn=role,
+            definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        )["stateMachineArn"]
+        yield {"s3": s3, "sfn": sfn, "machine": machine}
+
+
+def make_ctx(
+    aws: dict[str, Any],
+    emulator: ChartHopEmulator,
+    client: ChartHopClient,
+    target: ScriptedTarget,
+    *,
+    import_on_upload: bool = True,
+) -> tuple[SyncContext, RecordingReporter, Clock]:
+    settings = AppSettings(
+        org_id=ORG,
+        app_name="people-sync",
+        app_user_id=emulator.config.app_user_id,
+        charthop_base_url=emulator.base_url,
+        token_secret_name="unused",
+        settings_parameter_name="unused",
+        staging_bucket=BUCKET,
+        staging_prefix="staging/",
+        state_machine_arn=aws["machine"],
+        import_starter_function="unused",
+        poll_initial_seconds=5,
+        poll_max_seconds=60,
+        import_timeout_seconds=600,
+        import_on_upload=import_on_upload,
+    )
+    reporter, clock = RecordingReporter(), Clock()
+    ctx = SyncContext(
+        settings=settings,
+        charthop=client,
+        target=target,
+        reporter=reporter,
+        s3=aws["s3"],
+        stepfunctions=aws["sfn"],
+        clock=clock,
+    )
+    return ctx, reporter, clock
+
+
+def stage(aws: dict[str, Any], name: str, body: bytes = b"Employee ID\nE1\n") -> StagedFile:
+    key = f"staging/{ORG}/{name}"
+    version = aws["s3"].put_object(Bucket=BUCKET, Key=key, Body=body)["VersionId"]
+    return StagedFile(bucket=BUCKET, key=key, version_id=version, org_id=ORG, size=len(body))
+
+
+def test_sync_now_imports_the_newest_csv_and_starts_one_loop(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, reporter, _ = make_ctx(aws, emulator, client, target)
+    stage(aws, "old.csv", b"old")
+    time.sleep(1.05)  # S3 lists modification times to the second
+    stage(aws, "new.csv", b"new")
+    stage(aws, "notes.txt", b"not a csv")
+    state = sync_service.sync_now(ctx, ORG, "sync-1")
+    assert state is not None
+    assert [(staged.name, body, sync) for staged, body, sync in target.started] == [("new.csv", b"new", "sync-1")]
+    assert [round(p, 2) for _, p, _ in reporter.progress] == [0.02, 0.05]
+    [execution] = aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"]
+    assert execution["name"] == "sync-sync-1"
+    started_with = json.loads(aws["sfn"].describe_execution(executionArn=execution["executionArn"])["input"])
+    assert started_with["importId"] == "import-1"
+    assert started_with["poll"]["waitSeconds"] == 5
+
+
+def test_same_second_uploads_pick_the_greater_key(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, _, _ = make_ctx(aws, emulator, client, target)
+    stage(aws, "roster-2026-11-23T0900.csv", b"later")
+    stage(aws, "roster-2026-11-22T0900.csv", b"earlier")
+    sync_service.sync_now(ctx, ORG, "s")
+    assert target.started[0][1] == b"later"
+
+
+def test_sync_now_without_a_staged_file_marks_the_sync_error(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, reporter, _ = make_ctx(aws, emulator, client, target)
+    assert sync_service.sync_now(ctx, ORG, "sync-1") is None
+    [finished] = reporter.finished
+    assert not finished["succeeded"]
+    assert "No CSV is staged" in finished["message"]
+    assert target.started == []
+
+
+def test_a_second_start_for_the_same_sync_runs_no_second_loop(aws, emulator, client) -> None:
+    ctx, _, _ = make_ctx(aws, emulator, client, ScriptedTarget())
+    staged = stage(aws, "roster.csv")
+    state = sync_service.start_import(ctx, staged, "sync-1")
+    assert state is not None
+    sync_service.start_status_loop(ctx, state.model_copy(update={"import_id": "other"}))
+    assert len(aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"]) == 1
+
+
+def test_import_that_cannot_start_marks_the_sync_error(aws, emulator, client) -> None:
+    target = ScriptedTarget(fail=ChartHopRejected("ChartHop refused to start the import (HTTP 403)", status=403))
+    ctx, reporter, _ = make_ctx(aws, emulator, client, target)
+    assert sync_service.start_import(ctx, stage(aws, "roster.csv"), "sync-1") is None
+    assert "Could not start the import of roster.csv" in reporter.finished[0]["message"]
+    assert "HTTP 403" in reporter.finished[0]["message"]
+    assert aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"] == []
+
+
+def test_file_drop_creates_a_charthop_sync_process(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, _, _ = make_ctx(aws, emulator, client, target)
+    state = sync_service.file_dropped(ctx, stage(aws, "roster.csv"))
+    assert state is not None
+    process = emulator.process(state.sync_process_id)
+    assert process["type"] == "sync"
+    assert process["runUserId"] == emulator.config.app_user_id
+    assert "roster.csv" in process["label"]
+
+
+def test_file_drop_waits_for_sync_now_when_configured(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, _, _ = make_ctx(aws, emulator, client, target, import_on_upload=False)
+    assert sync_service.file_dropped(ctx, stage(aws, "roster.csv")) is None
+    assert target.started == []
+    assert emulator.processes == {}
+
+
+def loop_state(aws: dict[str, Any], clock: Clock) -> SyncState:
+    staged = StagedFile(bucket=BUCKET, key=f"staging/{ORG}/roster.csv", org_id=ORG)
+    return SyncState.model_validate(
+        {
+            "orgId": ORG,
+            "syncProcessId": "sync-1",
+            "importId": "import-1",
+            "file": staged.to_json_dict(),
+            "poll": {
+                "waitSeconds": 5,
+                "initialSeconds": 5,
+                "maxSeconds": 60,
+                "timeoutSeconds": 600,
+                "startedAt": clock.now,
+            },
+            "reportedProgress": 0.05,
+        }
+    )
+
+
+def test_check_import_reports_only_forward_progress_and_backs_off(aws, emulator, client) -> None:
+    target = ScriptedTarget(
+        [
+            ImportStatus(state="pending"),
+            ImportStatus(state="running", progress=0.5),
+            ImportStatus(state="running", progress=0.5),
+            ImportStatus(state="running", progress=0.4),
+        ]
+    )
+    ctx, reporter, clock = make_ctx(aws, emulator, client, target)
+    state = loop_state(aws, clock)
+    waits = []
+    for _ in range(4):
+        state = sync_service.check_import(ctx, state)
+        waits.append(state.poll.wait_seconds)
+        assert not state.finished
+    assert [round(p, 2) for _, p, _ in reporter.progress] == [0.5]
+    assert "importing (50%)" in reporter.progress[0][2]
+    assert waits == [10, 20, 40, 60]
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (ImportStatus(state="done", progress=1, results={"rows": 2}), "DONE"),
+        (ImportStatus(state="failed", message="Unknown column Salary"), "ERROR"),
+    ],
+)
+def test_check_import_stops_on_a_terminal_import(aws, emulator, client, status, outcome) -> None:
+    ctx, _, clock = make_ctx(aws, emulator, client, ScriptedTarget([status]))
+    state = sync_service.check_import(ctx, loop_state(aws, clock))
+    assert (state.finished, state.outcome) == (True, outcome)
+
+
+def test_check_import_times_out(aws, emulator, client) -> None:
+    ctx, _, clock = make_ctx(aws, emulator, client, ScriptedTarget([ImportStatus(state="running", progress=0.2)]))
+    state = loop_state(aws, clock)
+    clock.now += 600
+    state = sync_service.check_import(ctx, state)
+    assert (state.finished, state.outcome) == (True, "TIMED_OUT")
+
+
+def test_finish_sync_messages(aws, emulator, client) -> None:
+    ctx, reporter, clock = make_ctx(aws, emulator, client, ScriptedTarget())
+    base = loop_state(aws, clock)
+    done = base.model_copy(update={"outcome": "DONE", "results": {"rows": 2, "created": 1, "updated": 1}})
+    assert sync_service.finish_sync(ctx, done) == {
+        "status": "DONE",
+        "message": "Imported roster.csv: 2 rows, 1 created, 1 updated",
+    }
+    failed = base.model_copy(update={"outcome": "ERROR", "import_message": "Unknown column Salary"})
+    assert "Unknown column Salary" in sync_service.finish_sync(ctx, failed)["message"]
+    late = base.model_copy(update={"outcome": "TIMED_OUT"})
+    assert "did not finish within 10 minutes" in sync_service.finish_sync(ctx, late)["message"]
+    assert [entry["succeeded"] for entry in reporter.finished] == [True, False, False]
+    assert reporter.finished[0]["results"]["importProcessId"] == "import-1"
+
+
+def test_workflow_failure_shows_the_lambda_error_message(aws, emulator, client) -> None:
+    ctx, reporter, clock = make_ctx(aws, emulator, client, ScriptedTarget())
+    error = {"Error": "ChartHopRejected", "Cause": json.dumps({"errorMessage": "token revoked", "errorType": "X"})}
+    outcome = sync_service.workflow_failed(ctx, loop_state(aws, clock), error)
+    assert outcome == {"status": "ERROR", "message": "The sync of roster.csv stopped: token revoked"}
+    assert not reporter.finished[0]["succeeded"]
