@@ -21,6 +21,8 @@ from offline.lambda_runtime import InProcessLambdaRuntime
 from offline.moto_workarounds import moto_workarounds
 
 TERMINAL = ("DONE", "ERROR")
+#: The webhook secret of the offline stack (in AWS the stack generates it).
+WEBHOOK_TOKEN = "offline-webhook-token-0123456789abcdef"  # noqa: S105 - a test value
 
 
 @dataclass
@@ -139,9 +141,9 @@ def offline_environment(
                     "ImportOnUpload": "true" if import_on_upload else "false",
                     **(parameters or {}),
                 },
-                secret_values={"ChartHopApiTokenSecret": emulator.config.token},
+                secret_values={"ChartHopApiTokenSecret": emulator.config.token, "WebhookTokenSecret": WEBHOOK_TOKEN},
             ).deploy()
             env = {"CHARTHOP_RETRY_BACKOFF_SECONDS": "0.01", "CHARTHOP_READ_TIMEOUT_SECONDS": "2", **(extra_env or {})}
             with InProcessLambdaRuntime(stack, extra_env=env) as runtime, ApiGatewayShim(stack) as api:
-                emulator.config.webhook_url = f"{api.base_url}/webhook"
+                emulator.config.webhook_url = f"{api.base_url}/webhook?token={WEBHOOK_TOKEN}"
                 yield Offline(emulator, stack, runtime, api)

@@ -1,4 +1,4 @@
-"""ChartHop webhook: acknowledge fast, hand "Sync Now" to the import starter asynchronously."""
+"""ChartHop webhook: authenticate, acknowledge fast, hand "Sync Now" to the import starter asynchronously."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError
+from aws_lambda_powertools.event_handler.exceptions import BadRequestError, ServiceError, UnauthorizedError
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import api_assumptions, aws_clients
+from people_sync import api_assumptions, aws_clients, webhook_rules
+from people_sync.config import PARAMETER_MAX_AGE
 from people_sync.models import ChartHopEvent, SyncNowRequest
 
 logger = Logger()
@@ -25,28 +27,45 @@ app = APIGatewayRestResolver()
 @app.post("/webhook")
 @tracer.capture_method
 def receive_event() -> Response[dict[str, Any]]:
+    request = app.current_event
+    presented = request.query_string_parameters.get(webhook_rules.TOKEN_QUERY_PARAMETER) or request.headers.get(
+        webhook_rules.TOKEN_HEADER
+    )
+    if not webhook_rules.token_matches(presented, _webhook_token()):
+        metrics.add_metric(name="WebhookUnauthorized", unit=MetricUnit.Count, value=1)
+        raise UnauthorizedError("missing or wrong webhook token")
+    body = request.decoded_body or ""
+    if len(body.encode()) > webhook_rules.MAX_BODY_BYTES:
+        raise ServiceError(413, f"body over {webhook_rules.MAX_BODY_BYTES} bytes")
+    if not webhook_rules.is_json_content_type(request.headers.get("Content-Type")):
+        raise ServiceError(415, "expected Content-Type: application/json")
     try:
-        event = parse(event=app.current_event.json_body, model=ChartHopEvent)
-    except (ValidationError, json.JSONDecodeError, TypeError) as error:
+        event = parse(event=json.loads(body), model=ChartHopEvent)
+    except (ValidationError, ValueError, TypeError) as error:
         raise BadRequestError("body is not a ChartHop event") from error
-    app_name = os.environ["CHARTHOP_APP_NAME"]
     logger.append_keys(event_id=event.id, event_type=event.type)
+    app_name = os.environ["CHARTHOP_APP_NAME"]
     if not api_assumptions.is_sync_now_event(event.model_dump(by_alias=True), app_name) or not event.entity_id:
         logger.info("event ignored")
         return _accepted({"accepted": True, "action": "ignored"})
-    request = SyncNowRequest(
+    sync_request = SyncNowRequest(
         org_id=event.org_id or os.environ["CHARTHOP_ORG_ID"],
         sync_process_id=event.entity_id,
+        app_id=event.app_id,
         requested_by=event.user_id,
     )
     aws_clients.lambda_client().invoke(
         FunctionName=os.environ["IMPORT_STARTER_FUNCTION"],
         InvocationType="Event",
-        Payload=json.dumps(request.to_json_dict()).encode(),
+        Payload=json.dumps(sync_request.to_json_dict()).encode(),
     )
     metrics.add_metric(name="SyncNowAccepted", unit=MetricUnit.Count, value=1)
-    logger.info("sync requested", extra={"sync_process_id": request.sync_process_id})
-    return _accepted({"accepted": True, "action": "sync-started", "syncProcessId": request.sync_process_id})
+    logger.info("sync requested", extra={"sync_process_id": sync_request.sync_process_id})
+    return _accepted({"accepted": True, "action": "sync-started", "syncProcessId": sync_request.sync_process_id})
+
+
+def _webhook_token() -> str:
+    return str(parameters.get_secret(os.environ["WEBHOOK_TOKEN_SECRET"], max_age=PARAMETER_MAX_AGE)).strip()
 
 
 def _accepted(body: dict[str, Any]) -> Response[dict[str, Any]]:

@@ -10,9 +10,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from offline.charthop_emulator import Fault, ImportBehaviour
-from offline.harness import Offline, offline_environment
+from offline.harness import WEBHOOK_TOKEN, Offline, offline_environment
 from tests.conftest import EVENTS
 
 pytestmark = pytest.mark.integration
@@ -146,11 +147,28 @@ def test_sync_now_with_nothing_staged_tells_the_user(offline: Offline) -> None:
 
 
 def test_webhook_ignores_other_events_over_http(offline: Offline) -> None:
-    import requests
-
     event = json.loads((EVENTS / "webhook_other_event.json").read_text())["body"]
-    response = requests.post(offline.webhook_url, data=event, headers={"Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        offline.emulator.config.webhook_url, data=event, headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert response.status_code == 202
     assert response.json()["action"] == "ignored"
     offline.runtime.wait_idle()
     assert offline.runtime.invocations_of("ImportStarterFunction") == []
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", WEBHOOK_TOKEN[:-1], WEBHOOK_TOKEN + "x"])
+def test_sync_now_without_the_webhook_token_is_401_and_starts_nothing(offline: Offline, token: str | None) -> None:
+    offline.stage("roster.csv", ROSTER)
+    offline.runtime.wait_idle()
+    uploads_before = len(offline.emulator.uploads)
+    process = offline.emulator.create_sync_process()
+    params = {} if token is None else {"token": token}
+    response = requests.post(
+        offline.webhook_url, params=params, json=offline.emulator.sync_now_event(process), timeout=10
+    )
+    assert response.status_code == 401
+    offline.runtime.wait_idle()
+    assert offline.runtime.invocations_of("ImportStarterFunction")[1:] == []  # only the upload's invocation
+    assert len(offline.emulator.uploads) == uploads_before
+    assert offline.emulator.process(process["id"])["status"] == "PENDING"

@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
+from aws_lambda_powertools.utilities import parameters
 from botocore.stub import ANY, Stubber
+from moto import mock_aws
 
 from offline.lambda_runtime import LambdaContext
 from people_sync import aws_clients
@@ -22,19 +25,29 @@ def context(name: str) -> LambdaContext:
     return LambdaContext(name, f"arn:aws:lambda:us-east-1:123456789012:function:{name}", 256, 30)
 
 
+WEBHOOK_TOKEN = "unit-webhook-token"
+
+
 @pytest.fixture
 def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, Stubber]]:
     monkeypatch.setenv("CHARTHOP_APP_NAME", "people-sync")
     monkeypatch.setenv("CHARTHOP_ORG_ID", "588f7ee98f138b19220041a7")
     monkeypatch.setenv("IMPORT_STARTER_FUNCTION", IMPORT_STARTER)
+    monkeypatch.setenv("WEBHOOK_TOKEN_SECRET", "webhook-token")
     from functions.webhook import app
 
-    with Stubber(aws_clients.lambda_client()) as stubber:
-        yield app, stubber
-        stubber.assert_no_pending_responses()
+    with mock_aws():
+        boto3.client("secretsmanager").create_secret(Name="webhook-token", SecretString=WEBHOOK_TOKEN)
+        parameters.clear_caches()
+        with Stubber(aws_clients.lambda_client()) as stubber:
+            yield app, stubber
+            stubber.assert_no_pending_responses()
+        parameters.clear_caches()
 
 
-def call(app: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
+def call(app: ModuleType, event: dict[str, Any], *, token: str | None = WEBHOOK_TOKEN) -> dict[str, Any]:
+    if token is not None:
+        event = {**event, "queryStringParameters": {"token": token}}
     response: dict[str, Any] = app.lambda_handler(event, context("webhook"))
     return response
 
@@ -44,7 +57,10 @@ def test_sync_now_is_acknowledged_and_handed_to_the_import_starter(webhook) -> N
     event = load_event("webhook_sync_now.json")
     sync_id = json.loads(event["body"])["entityId"]
     expected = SyncNowRequest(
-        org_id="588f7ee98f138b19220041a7", sync_process_id=sync_id, requested_by="64b0c0ffee64b0c0ffee0003"
+        org_id="588f7ee98f138b19220041a7",
+        sync_process_id=sync_id,
+        app_id="64b0c0ffee64b0c0ffee0001",
+        requested_by="64b0c0ffee64b0c0ffee0003",
     )
     stubber.add_response(
         "invoke",
@@ -105,3 +121,33 @@ def test_import_starter_sample_events_match_their_models() -> None:
     assert SyncNowRequest.model_validate(load_event("import_starter_sync_now.json")).sync_process_id
     record = load_event("s3_put.json")["Records"][0]
     assert record["s3"]["object"]["key"].startswith("staging/")
+
+
+@pytest.mark.parametrize("token", [None, "", "unit-webhook-toke", "unit-webhook-token ", "UNIT-WEBHOOK-TOKEN"])
+def test_wrong_or_missing_token_is_401(webhook, token: str | None) -> None:
+    app, _ = webhook  # no Lambda response queued: a started sync would fail the test
+    response = call(app, load_event("webhook_sync_now.json"), token=token)
+    assert response["statusCode"] == 401
+
+
+def test_token_may_come_in_a_header(webhook) -> None:
+    app, stubber = webhook
+    stubber.add_response("invoke", {"StatusCode": 202})
+    event = load_event("webhook_sync_now.json")
+    event["headers"] = {**event["headers"], "x-people-sync-token": WEBHOOK_TOKEN}
+    assert call(app, event, token=None)["statusCode"] == 202
+
+
+def test_oversized_body_is_413(webhook) -> None:
+    app, _ = webhook
+    event = load_event("webhook_sync_now.json")
+    event["body"] = json.dumps({"type": "x", "padding": "a" * 70_000})
+    assert call(app, event)["statusCode"] == 413
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_wrong_content_type_is_415(webhook, content_type: str) -> None:
+    app, _ = webhook
+    event = load_event("webhook_sync_now.json")
+    event["headers"] = {**event["headers"], "Content-Type": content_type}
+    assert call(app, event)["statusCode"] == 415

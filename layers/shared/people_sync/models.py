@@ -129,6 +129,7 @@ class SyncNowRequest(CamelModel):
     kind: Literal["sync-now"] = "sync-now"
     org_id: str
     sync_process_id: str
+    app_id: str | None = None
     requested_by: str | None = None
 
 
