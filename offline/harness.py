@@ -42,7 +42,13 @@ class Offline:
 
     @property
     def webhook_url(self) -> str:
+        """The webhook without its token (what a stranger would call)."""
         return f"{self.api.base_url}/webhook"
+
+    @property
+    def authorised_webhook_url(self) -> str:
+        """The webhook URL as configured in ChartHop, token included."""
+        return f"{self.webhook_url}?token={WEBHOOK_TOKEN}"
 
     def staged_key(self, file_name: str) -> str:
         return f"{self.stack.parameters['StagingPrefix']}{self.org_id}/{file_name}"
@@ -145,5 +151,6 @@ def offline_environment(
             ).deploy()
             env = {"CHARTHOP_RETRY_BACKOFF_SECONDS": "0.01", "CHARTHOP_READ_TIMEOUT_SECONDS": "2", **(extra_env or {})}
             with InProcessLambdaRuntime(stack, extra_env=env) as runtime, ApiGatewayShim(stack) as api:
-                emulator.config.webhook_url = f"{api.base_url}/webhook?token={WEBHOOK_TOKEN}"
-                yield Offline(emulator, stack, runtime, api)
+                offline = Offline(emulator, stack, runtime, api)
+                emulator.config.webhook_url = offline.authorised_webhook_url
+                yield offline

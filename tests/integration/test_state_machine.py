@@ -149,7 +149,7 @@ def test_sync_now_with_nothing_staged_tells_the_user(offline: Offline) -> None:
 def test_webhook_ignores_other_events_over_http(offline: Offline) -> None:
     event = json.loads((EVENTS / "webhook_other_event.json").read_text())["body"]
     response = requests.post(
-        offline.emulator.config.webhook_url, data=event, headers={"Content-Type": "application/json"}, timeout=10
+        offline.authorised_webhook_url, data=event, headers={"Content-Type": "application/json"}, timeout=10
     )
     assert response.status_code == 202
     assert response.json()["action"] == "ignored"
