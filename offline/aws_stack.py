@@ -98,6 +98,13 @@ class OfflineStack:
             kind, props = resource["Type"], resource.get("Properties", {})
             if kind == "AWS::SecretsManager::Secret":
                 self._deploy_secret(logical_id)
+            elif kind == "AWS::DynamoDB::Table":
+                self._client("dynamodb").create_table(
+                    TableName=self.physical[logical_id],
+                    AttributeDefinitions=props["AttributeDefinitions"],
+                    KeySchema=props["KeySchema"],
+                    BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+                )
             elif kind == "AWS::SSM::Parameter":
                 self._client("ssm").put_parameter(
                     Name=self.physical[logical_id], Type="String", Value=str(self.resolve(props["Value"]))
@@ -126,6 +133,8 @@ class OfflineStack:
                 self.arns[logical_id] = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
             elif kind == "AWS::Serverless::StateMachine":
                 self.arns[logical_id] = f"arn:aws:states:{self.region}:{ACCOUNT_ID}:stateMachine:{name}"
+            elif kind == "AWS::DynamoDB::Table":
+                self.arns[logical_id] = f"arn:aws:dynamodb:{self.region}:{ACCOUNT_ID}:table/{name}"
             elif kind == "AWS::SSM::Parameter":
                 name = f"/{self.stack_name}/{logical_id}"
             self.physical[logical_id] = name

@@ -1,57 +1,100 @@
-"""Import starter: a staged CSV (S3 event) or a "Sync Now" request becomes a ChartHop import + status loop."""
+"""Import starter: a staged CSV (S3 event) or a "Sync Now" request becomes a ChartHop import + status loop.
+
+Both paths are idempotent (Powertools idempotency on DynamoDB): one import per S3 object version and
+one per sync process, however often S3, Lambda or the webhook deliver the same event.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync import sync_service
 from people_sync.errors import InvalidStagedFile
-from people_sync.models import SyncNowRequest
+from people_sync.models import StagedFile, SyncNowRequest
 from people_sync.runtime import sync_context
 from people_sync.staging import staged_file_from_s3_record
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+#: A version of an S3 object never changes, so a replay a week later is still a duplicate.
+idempotency = IdempotencyConfig(expires_after_seconds=7 * 24 * 3600, raise_on_no_idempotency_key=True)
+persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"))
+
+
+@idempotent_function(
+    data_keyword_argument="request", persistence_store=persistence, config=idempotency, key_prefix="sync-now"
+)
+def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
+    sync_request = SyncNowRequest.model_validate(request)
+    state = sync_service.sync_now(
+        sync_context(), sync_request.org_id, sync_request.sync_process_id, app_id=sync_request.app_id
+    )
+    return {"syncProcessId": sync_request.sync_process_id, "importId": state.import_id if state else None}
+
+
+@idempotent_function(
+    data_keyword_argument="file_version", persistence_store=persistence, config=idempotency, key_prefix="s3-object"
+)
+def start_file_sync(file_version: dict[str, Any]) -> dict[str, Any]:
+    staged = StagedFile.model_validate(file_version)
+    state = sync_service.file_dropped(sync_context(), staged)
+    return {"key": staged.key, "importId": state.import_id if state else None}
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    ctx = sync_context()
+    idempotency.register_lambda_context(context)
     if "Records" not in event:
         request = parse(event=event, model=SyncNowRequest)
         logger.append_keys(sync_process_id=request.sync_process_id)
-        state = sync_service.sync_now(ctx, request.org_id, request.sync_process_id)
-        return _started([state.import_id] if state else [])
+        return _started([_once(start_sync_now, request=request.model_dump(mode="json", include=_SYNC_NOW_KEY))])
+    prefix = sync_context().settings.staging_prefix
     started = []
     for record in S3Event(event).records:
         s3_object = record.s3.get_object
         try:
             staged = staged_file_from_s3_record(
-                record.s3.bucket.name,
-                s3_object.key,
-                s3_object.version_id,
-                s3_object.size,
-                prefix=ctx.settings.staging_prefix,
+                record.s3.bucket.name, s3_object.key, s3_object.version_id, s3_object.size, prefix=prefix
             )
         except InvalidStagedFile as error:
             logger.error("staged object ignored", extra={"key": s3_object.key, "reason": error.user_message})
             continue
         logger.append_keys(s3_key=staged.key)
-        state = sync_service.file_dropped(ctx, staged)
-        if state:
-            started.append(state.import_id)
+        started.append(_once(start_file_sync, file_version=staged.to_json_dict()))
     return _started(started)
 
 
-def _started(import_ids: list[str]) -> dict[str, Any]:
+#: What identifies a "Sync Now" request: ChartHop's sync process (not who pressed or when).
+_SYNC_NOW_KEY = {"org_id", "sync_process_id", "app_id"}
+
+
+def _once(function: Any, **kwargs: Any) -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = function(**kwargs)
+    except IdempotencyAlreadyInProgressError:
+        logger.warning("duplicate delivery while the first is still being handled; skipped")
+        metrics.add_metric(name="DuplicateDeliveries", unit=MetricUnit.Count, value=1)
+        return {"duplicate": True}
+    return result
+
+
+def _started(results: list[dict[str, Any]]) -> dict[str, Any]:
+    import_ids = [result["importId"] for result in results if result.get("importId")]
     metrics.add_metric(name="ImportsStarted", unit=MetricUnit.Count, value=len(import_ids))
     return {"importIds": import_ids}

@@ -152,11 +152,19 @@ class ChartHopClient:
         return Process.model_validate(data)
 
     def find_processes(
-        self, org_id: str, *, parent_process_id: str | None = None, statuses: list[str] | None = None, limit: int = 50
+        self,
+        org_id: str,
+        *,
+        parent_process_id: str | None = None,
+        statuses: list[str] | None = None,
+        app_id: str | None = None,
+        limit: int = 50,
     ) -> list[Process]:
         params: dict[str, Any] = {"limit": limit}
         if parent_process_id:
             params["parentProcessId"] = parent_process_id
+        if app_id:
+            params["appId"] = app_id
         if statuses:
             params["statuses"] = ",".join(statuses)
         data = self._json("GET", f"/v1/org/{org_id}/process", params=params, what="list processes")
@@ -228,7 +236,7 @@ class ChartHopClient:
 
     def _import_started_since(self, org_id: str, parent_process_id: str, since: float) -> Process | None:
         for process in self.find_processes(org_id, parent_process_id=parent_process_id):
-            if process.type == assumed.CHARTHOP_IMPORT_PROCESS_TYPE and _created_after(process, since - 5):
+            if process.type == assumed.CHARTHOP_IMPORT_PROCESS_TYPE and created_at(process) >= since - 5:
                 return process
         return None
 
@@ -302,11 +310,11 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
-def _created_after(process: Process, since: float) -> bool:
-    if not process.create_at:
-        return True
-    try:
-        created = datetime.fromisoformat(process.create_at.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return True
-    return created >= since
+def created_at(process: Process) -> float:
+    """A process's createAt as epoch seconds; unknown or unreadable counts as "just now"."""
+    if process.create_at:
+        try:
+            return datetime.fromisoformat(process.create_at.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time()

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
-from people_sync.charthop_client import ChartHopClient
+from people_sync.charthop_client import ChartHopClient, created_at
 from people_sync.config import AppSettings
-from people_sync.errors import SyncError
-from people_sync.models import PollState, StagedFile, SyncState
+from people_sync.errors import ChartHopRejected, SyncError
+from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
 from people_sync.staging import latest_staged_file, open_staged_file
 from people_sync.targets.base import ImportTarget, ProgressReporter
 
@@ -46,14 +46,52 @@ def execution_name(sync_id: str) -> str:
     return f"sync-{sync_id}"[:80]
 
 
-def sync_now(ctx: SyncContext, org_id: str, sync_id: str) -> SyncState | None:
-    """ "Sync Now" was pressed: import the org's most recently staged file under ChartHop's sync process."""
+def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> SyncState | None:
+    """Imports the org's most recently staged file under the sync process ChartHop made for "Sync Now".
+
+    The process must exist in ChartHop, still be open and belong to this app (a replayed or forged
+    delivery starts nothing); while another sync of the app runs, this one is refused, not queued.
+    """
+    try:
+        process = ctx.charthop.get_process(org_id, sync_id)
+    except ChartHopRejected as error:
+        logger.warning(
+            "Sync Now for a process ChartHop does not show us; ignored",
+            extra={"sync_process_id": sync_id, "reason": error.user_message},
+        )
+        return None
+    if process.status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES:
+        logger.warning("Sync Now for a finished process (a replay); ignored", extra={"sync_process_id": sync_id})
+        return None
+    if app_id and process.app_id and process.app_id != app_id:
+        logger.warning("Sync Now for another app's process; ignored", extra={"sync_process_id": sync_id})
+        return None
+    running = running_sync(ctx, org_id, exclude=sync_id, app_id=process.app_id or app_id)
+    if running is not None:
+        fail_sync(
+            ctx,
+            sync_id,
+            f"Another sync is already running ({running.label}, started {running.create_at}); "
+            "this one was not started. Press Sync Now again when it has finished.",
+        )
+        return None
     try:
         staged = latest_staged_file(ctx.s3, ctx.settings.staging_bucket, ctx.settings.staging_prefix, org_id)
     except SyncError as error:
         fail_sync(ctx, sync_id, error.user_message)
         return None
     return start_import(ctx, staged, sync_id)
+
+
+def running_sync(ctx: SyncContext, org_id: str, *, exclude: str, app_id: str | None) -> Process | None:
+    """Another of this app's sync processes that ChartHop shows RUNNING and that is not stale."""
+    horizon = ctx.clock() - ctx.settings.import_timeout_seconds
+    for process in ctx.charthop.find_processes(org_id, statuses=[ProcessStatus.RUNNING.value], app_id=app_id):
+        if process.id == exclude or process.parent_process_id:
+            continue  # ourselves, or an import (a child process), not a sync
+        if created_at(process) >= horizon:
+            return process
+    return None
 
 
 def file_dropped(ctx: SyncContext, staged: StagedFile) -> SyncState | None:
@@ -106,6 +144,7 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
 
 
 def start_status_loop(ctx: SyncContext, state: SyncState) -> None:
+    """Starts the one status loop of this sync; a duplicate start is refused by the execution name."""
     try:
         ctx.stepfunctions.start_execution(
             stateMachineArn=ctx.settings.state_machine_arn,
@@ -114,6 +153,13 @@ def start_status_loop(ctx: SyncContext, state: SyncState) -> None:
         )
     except ctx.stepfunctions.exceptions.ExecutionAlreadyExists:
         logger.warning("status loop already running for this sync", extra={"sync_process_id": state.sync_process_id})
+    except Exception as error:  # noqa: BLE001 - the import runs on in ChartHop: say so instead of going quiet
+        fail_sync(
+            ctx,
+            state.sync_process_id,
+            f"{state.file.name} was handed to ChartHop (import {state.import_id}), but its progress cannot be "
+            f"followed here ({type(error).__name__}); check the import in ChartHop.",
+        )
 
 
 def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
