@@ -35,7 +35,7 @@ idempotency = IdempotencyConfig(expires_after_seconds=7 * 24 * 3600, raise_on_no
 persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"))
 
 
-@idempotent_function(
+@idempotent_function(  # type: ignore[untyped-decorator]
     data_keyword_argument="request", persistence_store=persistence, config=idempotency, key_prefix="sync-now"
 )
 def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
     return {"syncProcessId": sync_request.sync_process_id, "importId": state.import_id if state else None}
 
 
-@idempotent_function(
+@idempotent_function(  # type: ignore[untyped-decorator]
     data_keyword_argument="file_version", persistence_store=persistence, config=idempotency, key_prefix="s3-object"
 )
 def start_file_sync(file_version: dict[str, Any]) -> dict[str, Any]:
