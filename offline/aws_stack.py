@@ -236,11 +236,24 @@ class OfflineStack:
     # --- intrinsics ------------------------------------------------------------------------------
 
     def resolve(self, value: Any) -> Any:
-        """Resolves Ref, Fn::Sub and Fn::GetAtt (the intrinsics template.yaml uses)."""
+        """Resolves the intrinsics template.yaml uses: Ref, Sub, GetAtt, If, Join, Split, Not, Equals."""
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
         if isinstance(value, dict) and len(value) == 1:
             ((key, arg),) = value.items()
             if key == "Ref":
                 return self._ref(arg)
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(condition) else when_false)
+            if key == "Fn::Join":
+                return str(arg[0]).join(str(part) for part in self.resolve(arg[1]))
+            if key == "Fn::Split":
+                return str(self.resolve(arg[1])).split(arg[0])
+            if key == "Fn::Not":
+                return not self.resolve(arg[0])
+            if key == "Fn::Equals":
+                return str(self.resolve(arg[0])) == str(self.resolve(arg[1]))
             if key == "Fn::GetAtt":
                 return self._get_att(*arg)
             if key == "Fn::Sub":
@@ -252,6 +265,9 @@ class OfflineStack:
                     text,
                 )
         return value
+
+    def condition(self, name: str) -> bool:
+        return bool(self.resolve(self.template.get("Conditions", {})[name]))
 
     def _sub_var(self, name: str) -> Any:
         if "." in name:

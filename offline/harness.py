@@ -55,9 +55,29 @@ class Offline:
 
     def stage(self, file_name: str, body: bytes) -> str:
         """Uploads a file to the staging prefix, as a user or an HRIS export job would."""
-        key = self.staged_key(file_name)
+        return self.put(self.staged_key(file_name), body)
+
+    def put(self, key: str, body: bytes) -> str:
         boto3.client("s3", region_name=self.stack.region).put_object(Bucket=self.bucket, Key=key, Body=body)
         return key
+
+    def staged_keys(self) -> list[str]:
+        """Keys currently staged (current versions under the staging prefix)."""
+        s3 = boto3.client("s3", region_name=self.stack.region)
+        listing = s3.list_objects_v2(Bucket=self.bucket, Prefix=self.stack.parameters["StagingPrefix"])
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        s3 = boto3.client("s3", region_name=self.stack.region)
+        body: bytes = s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return body
+
+    def failed_reports(self) -> list[dict[str, Any]]:
+        """The JSON reports written beside files moved to failed/, oldest first."""
+        s3 = boto3.client("s3", region_name=self.stack.region)
+        listing = s3.list_objects_v2(Bucket=self.bucket, Prefix="failed/")
+        keys = sorted(item["Key"] for item in listing.get("Contents", []) if item["Key"].endswith(".report.json"))
+        return [json.loads(s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()) for key in keys]
 
     def wait_for_process(self, process_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """Waits until ChartHop shows the process DONE or ERROR (and nothing is left running)."""

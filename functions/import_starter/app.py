@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -22,10 +23,8 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync import sync_service
-from people_sync.errors import InvalidStagedFile
-from people_sync.models import StagedFile, SyncNowRequest
+from people_sync.models import SyncNowRequest
 from people_sync.runtime import sync_context
-from people_sync.staging import staged_file_from_s3_record
 
 logger = Logger()
 tracer = Tracer()
@@ -47,12 +46,11 @@ def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @idempotent_function(  # type: ignore[untyped-decorator]
-    data_keyword_argument="file_version", persistence_store=persistence, config=idempotency, key_prefix="s3-object"
+    data_keyword_argument="object_version", persistence_store=persistence, config=idempotency, key_prefix="s3-object"
 )
-def start_file_sync(file_version: dict[str, Any]) -> dict[str, Any]:
-    staged = StagedFile.model_validate(file_version)
-    state = sync_service.file_dropped(sync_context(), staged)
-    return {"key": staged.key, "importId": state.import_id if state else None}
+def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
+    state = sync_service.object_staged(sync_context(), **object_version)
+    return {"key": object_version["key"], "importId": state.import_id if state else None}
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -64,19 +62,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         request = parse(event=event, model=SyncNowRequest)
         logger.append_keys(sync_process_id=request.sync_process_id)
         return _started([_once(start_sync_now, request=request.model_dump(mode="json", include=_SYNC_NOW_KEY))])
-    prefix = sync_context().settings.staging_prefix
     started = []
     for record in S3Event(event).records:
         s3_object = record.s3.get_object
-        try:
-            staged = staged_file_from_s3_record(
-                record.s3.bucket.name, s3_object.key, s3_object.version_id, s3_object.size, prefix=prefix
-            )
-        except InvalidStagedFile as error:
-            logger.error("staged object ignored", extra={"key": s3_object.key, "reason": error.user_message})
-            continue
-        logger.append_keys(s3_key=staged.key)
-        started.append(_once(start_file_sync, file_version=staged.to_json_dict()))
+        logger.append_keys(s3_key=s3_object.key)
+        version = {
+            "bucket": record.s3.bucket.name,
+            "key": unquote_plus(s3_object.key),
+            "version_id": s3_object.version_id,
+            "size": s3_object.size,
+        }
+        started.append(_once(start_file_sync, object_version=version))
     return _started(started)
 
 

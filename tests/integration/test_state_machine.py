@@ -64,7 +64,10 @@ def test_import_error_marks_the_sync_error_with_charthops_reason(offline: Offlin
     sync_id = drop_roster(offline)
     process = offline.wait_for_process(sync_id)
     assert process["status"] == "ERROR"
-    assert process["message"] == "ChartHop could not import roster.csv: Unknown column 'Salary Band'"
+    assert process["message"].startswith("ChartHop could not import roster.csv: Unknown column 'Salary Band'.")
+    assert "moved to s3://" in process["message"]
+    assert offline.failed_reports()[0]["code"] == "import-failed"
+    assert offline.staged_keys() == []  # not lost: moved to failed/ with a report
     assert offline.execution_status(sync_id) == "SUCCEEDED"  # the workflow did its job
 
 

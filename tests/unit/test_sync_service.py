@@ -118,6 +118,10 @@ def make_ctx(
     return ctx, reporter, clock
 
 
+def csv_body(marker: str) -> bytes:
+    return f"Employee ID,Note\nE1,{marker}\n".encode()
+
+
 def stage(aws: dict[str, Any], name: str, body: bytes = b"Employee ID\nE1\n") -> StagedFile:
     key = f"staging/{ORG}/{name}"
     version = aws["s3"].put_object(Bucket=BUCKET, Key=key, Body=body)["VersionId"]
@@ -127,16 +131,19 @@ def stage(aws: dict[str, Any], name: str, body: bytes = b"Employee ID\nE1\n") ->
 def test_sync_now_imports_the_newest_csv_and_starts_one_loop(aws, emulator, client) -> None:
     target = ScriptedTarget()
     ctx, reporter, _ = make_ctx(aws, emulator, client, target)
-    stage(aws, "old.csv", b"old")
+    stage(aws, "old.csv", csv_body("old"))
     time.sleep(1.05)  # S3 lists modification times to the second
-    stage(aws, "new.csv", b"new")
+    stage(aws, "new.csv", csv_body("new"))
     stage(aws, "notes.txt", b"not a csv")
-    state = sync_service.sync_now(ctx, ORG, "sync-1")
+    sync_id = emulator.create_sync_process()["id"]
+    state = sync_service.sync_now(ctx, ORG, sync_id)
     assert state is not None
-    assert [(staged.name, body, sync) for staged, body, sync in target.started] == [("new.csv", b"new", "sync-1")]
+    assert [(staged.name, body, sync) for staged, body, sync in target.started] == [
+        ("new.csv", csv_body("new"), sync_id)
+    ]
     assert [round(p, 2) for _, p, _ in reporter.progress] == [0.02, 0.05]
     [execution] = aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"]
-    assert execution["name"] == "sync-sync-1"
+    assert execution["name"] == f"sync-{sync_id}"
     started_with = json.loads(aws["sfn"].describe_execution(executionArn=execution["executionArn"])["input"])
     assert started_with["importId"] == "import-1"
     assert started_with["poll"]["waitSeconds"] == 5
@@ -145,16 +152,16 @@ def test_sync_now_imports_the_newest_csv_and_starts_one_loop(aws, emulator, clie
 def test_same_second_uploads_pick_the_greater_key(aws, emulator, client) -> None:
     target = ScriptedTarget()
     ctx, _, _ = make_ctx(aws, emulator, client, target)
-    stage(aws, "roster-2026-11-23T0900.csv", b"later")
-    stage(aws, "roster-2026-11-22T0900.csv", b"earlier")
-    sync_service.sync_now(ctx, ORG, "s")
-    assert target.started[0][1] == b"later"
+    stage(aws, "roster-2026-11-23T0900.csv", csv_body("later"))
+    stage(aws, "roster-2026-11-22T0900.csv", csv_body("earlier"))
+    sync_service.sync_now(ctx, ORG, emulator.create_sync_process()["id"])
+    assert target.started[0][1] == csv_body("later")
 
 
 def test_sync_now_without_a_staged_file_marks_the_sync_error(aws, emulator, client) -> None:
     target = ScriptedTarget()
     ctx, reporter, _ = make_ctx(aws, emulator, client, target)
-    assert sync_service.sync_now(ctx, ORG, "sync-1") is None
+    assert sync_service.sync_now(ctx, ORG, emulator.create_sync_process()["id"]) is None
     [finished] = reporter.finished
     assert not finished["succeeded"]
     assert "No CSV is staged" in finished["message"]
@@ -174,8 +181,9 @@ def test_import_that_cannot_start_marks_the_sync_error(aws, emulator, client) ->
     target = ScriptedTarget(fail=ChartHopRejected("ChartHop refused to start the import (HTTP 403)", status=403))
     ctx, reporter, _ = make_ctx(aws, emulator, client, target)
     assert sync_service.start_import(ctx, stage(aws, "roster.csv"), "sync-1") is None
-    assert "Could not start the import of roster.csv" in reporter.finished[0]["message"]
+    assert reporter.finished[0]["message"].startswith("ChartHop refused roster.csv")
     assert "HTTP 403" in reporter.finished[0]["message"]
+    assert "moved to s3://" in reporter.finished[0]["message"]
     assert aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"] == []
 
 
@@ -193,7 +201,8 @@ def test_file_drop_creates_a_charthop_sync_process(aws, emulator, client) -> Non
 def test_file_drop_waits_for_sync_now_when_configured(aws, emulator, client) -> None:
     target = ScriptedTarget()
     ctx, _, _ = make_ctx(aws, emulator, client, target, import_on_upload=False)
-    assert sync_service.file_dropped(ctx, stage(aws, "roster.csv")) is None
+    staged = stage(aws, "roster.csv")
+    assert sync_service.object_staged(ctx, BUCKET, staged.key, staged.version_id, staged.size) is None
     assert target.started == []
     assert emulator.processes == {}
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
+from people_sync.csv_checks import CsvRules
 from people_sync.models import ImportOptions
 
 #: Seconds a secret or the settings parameter is cached inside a warm container.
@@ -64,8 +66,16 @@ def charthop_token(settings: AppSettings) -> str:
     return str(value).strip()
 
 
+def _settings_document(settings: AppSettings) -> dict[str, Any]:
+    raw = parameters.get_parameter(settings.settings_parameter_name, transform="json", max_age=PARAMETER_MAX_AGE)
+    return raw if isinstance(raw, dict) else {}
+
+
 def import_options(settings: AppSettings) -> ImportOptions:
     """importDataCsv options, from the SSM settings parameter so they change without a redeploy."""
-    raw = parameters.get_parameter(settings.settings_parameter_name, transform="json", max_age=PARAMETER_MAX_AGE)
-    data = raw if isinstance(raw, dict) else {}
-    return ImportOptions.model_validate(data.get("importOptions", {}))
+    return ImportOptions.model_validate(_settings_document(settings).get("importOptions", {}))
+
+
+def csv_rules(settings: AppSettings) -> CsvRules:
+    """Pre-flight limits (size, rows, required columns), from the same settings parameter."""
+    return CsvRules.model_validate(_settings_document(settings).get("csvRules", {}))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING
-from urllib.parse import unquote_plus
+import json
+import time
+from typing import IO, TYPE_CHECKING, Any
 
 from people_sync.errors import InvalidStagedFile, NoStagedFile
 from people_sync.models import StagedFile
@@ -12,13 +13,15 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 CSV_SUFFIX = ".csv"
+#: Files that cannot be imported are moved here (outside the staging prefix, so nothing re-triggers).
+FAILED_PREFIX = "failed/"
 
 
 def staged_file_from_s3_record(
     bucket: str, raw_key: str, version_id: str | None, size: int | None, *, prefix: str
 ) -> StagedFile:
-    """Reads `{prefix}{orgId}/{name}.csv` out of an S3 event key (keys arrive URL-encoded)."""
-    key = unquote_plus(raw_key)
+    """Reads `{prefix}{orgId}/{name}` out of an object key."""
+    key = raw_key
     if not key.startswith(prefix):
         raise InvalidStagedFile(f"{key} is outside the staging prefix {prefix}.")
     parts = key[len(prefix) :].split("/")
@@ -58,3 +61,50 @@ def open_staged_file(s3: S3Client, staged: StagedFile) -> tuple[IO[bytes], int]:
     response = s3.get_object(**kwargs)  # type: ignore[arg-type]
     body: IO[bytes] = response["Body"]  # type: ignore[assignment] # StreamingBody reads like a binary file
     return body, int(response["ContentLength"])
+
+
+def quarantine(
+    s3: S3Client,
+    *,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    folder: str,
+    report: dict[str, Any],
+) -> str:
+    """Moves a staged object to `failed/<folder>/` with a JSON report beside it; returns the new key.
+
+    The bucket is versioned: the original stays as a noncurrent version of its key. If a newer
+    upload replaced the object meanwhile, that newer version is left staged.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name = key.rsplit("/", 1)[-1] or "unnamed"
+    target = f"{FAILED_PREFIX}{folder}/{stamp}-{name}"
+    source: dict[str, str] = {"Bucket": bucket, "Key": key}
+    if version_id and version_id != "null":
+        source["VersionId"] = version_id
+    s3.copy_object(Bucket=bucket, Key=target, CopySource=source)  # type: ignore[arg-type]
+    full_report = {
+        "file": f"s3://{bucket}/{key}",
+        "versionId": version_id,
+        "movedTo": f"s3://{bucket}/{target}",
+        "failedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **report,
+    }
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{target}.report.json",
+        Body=json.dumps(full_report, indent=2).encode(),
+        ContentType="application/json",
+    )
+    if _is_current_version(s3, bucket, key, version_id):
+        s3.delete_object(Bucket=bucket, Key=key)
+    return target
+
+
+def _is_current_version(s3: S3Client, bucket: str, key: str, version_id: str | None) -> bool:
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except s3.exceptions.ClientError:
+        return False
+    return version_id in (None, "null") or head.get("VersionId") == version_id

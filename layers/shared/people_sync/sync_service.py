@@ -9,16 +9,18 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import closing
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
 from people_sync.charthop_client import ChartHopClient, created_at
 from people_sync.config import AppSettings
-from people_sync.errors import ChartHopRejected, SyncError
+from people_sync.csv_checks import CsvProblem, CsvRejected, CsvRules, CsvSummary, check_csv
+from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError
 from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
-from people_sync.staging import latest_staged_file, open_staged_file
+from people_sync.staging import latest_staged_file, open_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.targets.base import ImportTarget, ProgressReporter
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ class SyncContext:
     reporter: ProgressReporter
     s3: S3Client
     stepfunctions: SFNClient
+    csv_rules: CsvRules = field(default_factory=CsvRules)
     clock: Callable[[], float] = time.time
 
 
@@ -94,30 +97,77 @@ def running_sync(ctx: SyncContext, org_id: str, *, exclude: str, app_id: str | N
     return None
 
 
-def file_dropped(ctx: SyncContext, staged: StagedFile) -> SyncState | None:
-    """A file arrived without "Sync Now": create a sync process so this sync shows in ChartHop too."""
+def object_staged(
+    ctx: SyncContext, bucket: str, key: str, version_id: str | None, size: int | None
+) -> SyncState | None:
+    """An object landed under the staging prefix: import it, or say why not and move it aside."""
+    try:
+        staged = staged_file_from_s3_record(bucket, key, version_id, size, prefix=ctx.settings.staging_prefix)
+        if staged.org_id != ctx.settings.org_id:
+            raise InvalidStagedFile(
+                f"{staged.key} is staged for org {staged.org_id}, but this deployment syncs org "
+                f"{ctx.settings.org_id}; stage it under {ctx.settings.staging_prefix}{ctx.settings.org_id}/."
+            )
+    except InvalidStagedFile as error:
+        reject_object(ctx, bucket, key, version_id, error.user_message)
+        return None
     if not ctx.settings.import_on_upload:
         logger.info("file staged; waiting for Sync Now", extra={"key": staged.key})
         return None
-    process = ctx.charthop.create_process(
-        staged.org_id,
-        label=f"{ctx.settings.app_name}: {staged.name}",
-        process_type=assumed.CHARTHOP_SYNC_PROCESS_TYPE,
-        run_user_id=ctx.settings.app_user_id,
-        options={"source": f"s3://{staged.bucket}/{staged.key}", "versionId": staged.version_id},
-        message=f"Found {staged.name} in the staging bucket",
-    )
+    return file_dropped(ctx, staged)
+
+
+def file_dropped(ctx: SyncContext, staged: StagedFile) -> SyncState | None:
+    """A file arrived without "Sync Now": create a sync process so this sync shows in ChartHop too."""
+    process = _new_sync_process(ctx, staged.name, f"s3://{staged.bucket}/{staged.key}", staged.version_id)
     return start_import(ctx, staged, process.id)
 
 
+def reject_object(ctx: SyncContext, bucket: str, key: str, version_id: str | None, reason: str) -> None:
+    """An object in the wrong place: moved to failed/_rejected/ and reported in ChartHop, never dropped."""
+    moved = _quarantine(ctx, bucket, key, version_id, "_rejected", CsvProblem("wrong-place", reason), None)
+    process = _new_sync_process(ctx, key.rsplit("/", 1)[-1], f"s3://{bucket}/{key}", version_id)
+    fail_sync(ctx, process.id, f"{reason} Nothing was imported; {moved}")
+
+
+def _new_sync_process(ctx: SyncContext, name: str, source: str, version_id: str | None) -> Process:
+    return ctx.charthop.create_process(
+        ctx.settings.org_id,
+        label=f"{ctx.settings.app_name}: {name}",
+        process_type=assumed.CHARTHOP_SYNC_PROCESS_TYPE,
+        run_user_id=ctx.settings.app_user_id,
+        options={"source": source, "versionId": version_id},
+        message=f"Found {name} in the staging bucket",
+    )
+
+
 def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncState | None:
-    """Streams the file to the target, then hands the wait to the state machine."""
-    size = f" ({staged.size:,} bytes)" if staged.size is not None else ""
-    ctx.reporter.report_progress(sync_id, bar.UPLOADING_PROGRESS, f"Uploading {staged.name}{size} to ChartHop")
+    """Checks the file, streams it to the target, then hands the wait to the state machine."""
+    try:
+        summary = preflight(ctx, staged)
+    except CsvRejected as rejected:
+        refuse_file(ctx, staged, sync_id, rejected.problem)
+        return None
+    ctx.reporter.report_progress(
+        sync_id, bar.UPLOADING_PROGRESS, f"Uploading {staged.name} ({summary.rows:,} rows) to ChartHop"
+    )
     try:
         import_id = ctx.target.start_import(staged, lambda: open_staged_file(ctx.s3, staged), sync_id=sync_id)
+    except ChartHopRejected as error:
+        refuse_file(
+            ctx,
+            staged,
+            sync_id,
+            CsvProblem("rejected-by-target", f"ChartHop refused {staged.name}: {error.user_message}"),
+        )
+        return None
     except SyncError as error:
-        fail_sync(ctx, sync_id, f"Could not start the import of {staged.name}: {error.user_message}")
+        fail_sync(
+            ctx,
+            sync_id,
+            f"Could not start the import of {staged.name}: {error.user_message} "
+            "The file stays staged; press Sync Now to try again.",
+        )
         return None
     logger.info("import started", extra={"sync_process_id": sync_id, "import_id": import_id, "key": staged.key})
     ctx.reporter.report_progress(
@@ -141,6 +191,43 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
     )
     start_status_loop(ctx, state)
     return state
+
+
+def preflight(ctx: SyncContext, staged: StagedFile) -> CsvSummary:
+    """Reads the exact staged version once, as a stream, before anything is sent to a target."""
+    body, size = open_staged_file(ctx.s3, staged)
+    with closing(body):
+        return check_csv(body, size, staged.name, ctx.csv_rules)
+
+
+def refuse_file(ctx: SyncContext, staged: StagedFile, sync_id: str, problem: CsvProblem) -> None:
+    """The file cannot be imported: move it to failed/ with a report and tell the user where it went."""
+    moved = _quarantine(ctx, staged.bucket, staged.key, staged.version_id, staged.org_id, problem, sync_id)
+    fail_sync(
+        ctx,
+        sync_id,
+        f"{problem.message} Nothing was imported; {moved}",
+        results={"file": staged.name, "problem": problem.code},
+    )
+
+
+def _quarantine(
+    ctx: SyncContext,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    folder: str,
+    problem: CsvProblem,
+    sync_id: str | None,
+) -> str:
+    """Where the file went, in words for the user; a failed move is reported, not raised."""
+    report = {"code": problem.code, "message": problem.message, "lines": problem.lines, "syncProcessId": sync_id}
+    try:
+        target = quarantine(ctx.s3, bucket=bucket, key=key, version_id=version_id, folder=folder, report=report)
+    except Exception as error:
+        logger.exception("could not move the file to failed/", extra={"key": key})
+        return f"the file could not be moved to failed/ ({type(error).__name__}) and is still staged."
+    return f"the file was moved to s3://{bucket}/{target} with a report beside it."
 
 
 def start_status_loop(ctx: SyncContext, state: SyncState) -> None:
@@ -203,6 +290,11 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
     else:
         reason = state.import_message or "no reason given"
         message = f"ChartHop could not import {state.file.name}: {reason}"
+        problem = CsvProblem("import-failed", message)
+        moved = _quarantine(
+            ctx, state.file.bucket, state.file.key, state.file.version_id, state.org_id, problem, state.sync_process_id
+        )
+        message = f"{message}. {moved[0].upper()}{moved[1:]}"
     fail_sync(ctx, state.sync_process_id, message, results=results)
     return {"status": "ERROR", "message": message}
 
