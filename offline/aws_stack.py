@@ -60,6 +60,9 @@ class DeployedFunction:
     timeout: int
     memory: int
     environment: dict[str, str]
+    #: Lambda's asynchronous retries, and where an event goes once they are exhausted (EventInvokeConfig).
+    async_retries: int = 2
+    on_failure: Any = None
 
 
 @dataclass
@@ -105,6 +108,10 @@ class OfflineStack:
                     KeySchema=props["KeySchema"],
                     BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
                 )
+            elif kind == "AWS::SQS::Queue":
+                self.physical[logical_id] = self._client("sqs").create_queue(QueueName=self.physical[logical_id])[
+                    "QueueUrl"
+                ]
             elif kind == "AWS::SSM::Parameter":
                 self._client("ssm").put_parameter(
                     Name=self.physical[logical_id], Type="String", Value=str(self.resolve(props["Value"]))
@@ -135,6 +142,8 @@ class OfflineStack:
                 self.arns[logical_id] = f"arn:aws:states:{self.region}:{ACCOUNT_ID}:stateMachine:{name}"
             elif kind == "AWS::DynamoDB::Table":
                 self.arns[logical_id] = f"arn:aws:dynamodb:{self.region}:{ACCOUNT_ID}:table/{name}"
+            elif kind == "AWS::SQS::Queue":
+                self.arns[logical_id] = f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}"
             elif kind == "AWS::SSM::Parameter":
                 name = f"/{self.stack_name}/{logical_id}"
             self.physical[logical_id] = name
@@ -165,6 +174,8 @@ class OfflineStack:
             timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
             memory=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
             environment=env,  # resolved once every resource has a name
+            async_retries=int(props.get("EventInvokeConfig", {}).get("MaximumRetryAttempts", 2)),
+            on_failure=props.get("EventInvokeConfig", {}).get("DestinationConfig", {}).get("OnFailure"),
         )
         self._client("lambda").create_function(
             FunctionName=function.name,
@@ -301,6 +312,10 @@ class OfflineStack:
 
     def function(self, logical_id: str) -> DeployedFunction:
         return self.functions[logical_id]
+
+    def queue_url_for_arn(self, arn: str) -> str:
+        logical_id = next(key for key, value in self.arns.items() if value == arn)
+        return self.physical[logical_id]
 
     def bucket(self, logical_id: str = "StagingBucket") -> str:
         return self.physical[logical_id]

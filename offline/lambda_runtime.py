@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 from unittest import mock
 
+import boto3
 from moto.awslambda.models import LambdaFunction
 
 from offline.aws_stack import REPO_ROOT, DeployedFunction, OfflineStack
@@ -154,14 +155,45 @@ class InProcessLambdaRuntime:
         return invoke
 
     def _run(self, function: DeployedFunction, invocation: Invocation) -> None:
-        handler = self._handler(function)
-        context = LambdaContext(function.name, function.arn, function.memory, function.timeout)
-        try:
-            invocation.result = handler(invocation.event, context)
-        except Exception as error:  # noqa: BLE001 - reported as Lambda reports a handler error
-            invocation.error = error
-            if invocation.asynchronous:
-                traceback.print_exception(error)
+        """Runs the handler; asynchronous events get Lambda's retries, then the on-failure destination
+        (retried at once here; Lambda waits a minute, then two)."""
+        attempts = 1 + (function.async_retries if invocation.asynchronous else 0)
+        for _attempt in range(attempts):
+            invocation.error = None
+            handler = self._handler(function)
+            context = LambdaContext(function.name, function.arn, function.memory, function.timeout)
+            try:
+                invocation.result = handler(invocation.event, context)
+                return
+            except Exception as error:  # noqa: BLE001 - reported as Lambda reports a handler error
+                invocation.error = error
+                if invocation.asynchronous:
+                    traceback.print_exception(error)
+        if invocation.asynchronous and invocation.error is not None:
+            self._send_to_on_failure(function, invocation, attempts)
+
+    def _send_to_on_failure(self, function: DeployedFunction, invocation: Invocation, attempts: int) -> None:
+        """What Lambda puts on an SQS on-failure destination after the last retry."""
+        if not function.on_failure or function.on_failure.get("Type") != "SQS":
+            return
+        assert invocation.error is not None
+        record = {
+            "version": "1.0",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": f"{function.arn}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": invocation.event,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": _error_payload(invocation.error),
+        }
+        queue_url = self.stack.queue_url_for_arn(str(self.stack.resolve(function.on_failure["Destination"])))
+        boto3.client("sqs", region_name=self.stack.region).send_message(
+            QueueUrl=queue_url, MessageBody=json.dumps(record)
+        )
 
     def _handler(self, function: DeployedFunction) -> Callable[[dict[str, Any], Any], Any]:
         module_name, attribute = function.handler.rsplit(".", 1)

@@ -18,17 +18,35 @@ tracer = Tracer()
 metrics = Metrics()
 
 
+EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    ctx = sync_context()
+    if event.get("detail-type") == EXECUTION_STATUS_CHANGE:
+        return _close_abandoned_sync(ctx, event["detail"])
     state = parse(event=event, model=SyncState)
     logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id)
-    ctx = sync_context()
     error = event.get("error")
     outcome = sync_service.workflow_failed(ctx, state, error) if error else sync_service.finish_sync(ctx, state)
     metrics.add_metric(
         name="SyncsDone" if outcome["status"] == "DONE" else "SyncsFailed", unit=MetricUnit.Count, value=1
     )
     logger.info("sync finished", extra={"outcome": outcome})
+    return outcome
+
+
+def _close_abandoned_sync(ctx: sync_service.SyncContext, detail: dict[str, Any]) -> dict[str, Any]:
+    """EventBridge says an execution FAILED, TIMED_OUT or was ABORTED: no sync may stay "running"."""
+    state = SyncState.model_validate_json(detail["input"])
+    logger.append_keys(sync_process_id=state.sync_process_id, execution_status=detail["status"])
+    outcome = sync_service.execution_ended(ctx, state, detail["status"])
+    if outcome is None:
+        logger.info("execution ended; the sync was already closed")
+        return {"status": "ALREADY_CLOSED"}
+    metrics.add_metric(name="AbandonedSyncsClosed", unit=MetricUnit.Count, value=1)
+    logger.warning("closed a sync whose execution ended abnormally", extra={"outcome": outcome})
     return outcome

@@ -92,13 +92,14 @@ def test_charthop_5xx_then_recovery_inside_the_lambda(offline: Offline) -> None:
     assert states_entered(offline, sync_id, "ReportWorkflowFailure") == 0
 
 
-def test_charthop_outage_longer_than_client_retries_is_retried_by_the_state_machine(offline: Offline) -> None:
-    offline.emulator.inject("getProcess", *[Fault.http(502)] * 6)  # the client tries 6 times, then gives up
+def test_charthop_outage_longer_than_client_retries_is_waited_out_by_the_loop(offline: Offline) -> None:
+    offline.emulator.inject("getProcess", *[Fault.http(502)] * 18)  # three whole checks' worth of 502s
     sync_id = drop_roster(offline)
     assert offline.wait_for_process(sync_id, timeout=90)["status"] == "DONE"
     history = offline.execution_history(sync_id)
-    failures = [event for event in history if event["type"] == "LambdaFunctionFailed"]
-    assert [event["lambdaFunctionFailedEventDetails"]["error"] for event in failures] == ["ChartHopUnavailable"]
+    assert [event for event in history if event["type"] == "LambdaFunctionFailed"] == []
+    assert states_entered(offline, sync_id, "CheckImportStatus") >= 4
+    assert [call.status for call in offline.emulator.calls_of("getProcess")].count(502) == 18
     assert offline.execution_status(sync_id) == "SUCCEEDED"
 
 

@@ -148,8 +148,23 @@ class ChartHopClient:
             body["message"] = message
         if app_id:
             body["appId"] = app_id
-        data = self._json("POST", f"/v1/org/{org_id}/process", json=body, what="create a sync process")
-        return Process.model_validate(data)
+        path, what, started = f"/v1/org/{org_id}/process", "create a sync process", time.time()
+        try:
+            return Process.model_validate(self._json("POST", path, json=body, what=what))
+        except ChartHopUnavailable:
+            # A POST is not repeated blindly: ChartHop may have created the process before failing.
+            existing = self._process_created_since(org_id, body, started)
+            if existing is not None:
+                return existing
+            return Process.model_validate(self._json("POST", path, json=body, what=what))
+
+    def _process_created_since(self, org_id: str, body: dict[str, Any], since: float) -> Process | None:
+        for process in self.find_processes(org_id, statuses=[body["status"]]):
+            if (process.label, process.type, process.options) == (body["label"], body["type"], body["options"]) and (
+                created_at(process) >= since - 5
+            ):
+                return process
+        return None
 
     def find_processes(
         self,

@@ -36,6 +36,7 @@ class AppSettings:
     import_on_upload: bool = True
     charthop_retry_backoff_seconds: float = 0.5
     charthop_read_timeout_seconds: float = 60.0
+    max_unavailable_checks: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
@@ -57,6 +58,7 @@ class AppSettings:
             import_on_upload=env.get("IMPORT_ON_UPLOAD", "true").lower() == "true",
             charthop_retry_backoff_seconds=float(env.get("CHARTHOP_RETRY_BACKOFF_SECONDS", "0.5")),
             charthop_read_timeout_seconds=float(env.get("CHARTHOP_READ_TIMEOUT_SECONDS", "60")),
+            max_unavailable_checks=int(env.get("MAX_UNAVAILABLE_CHECKS", "10")),
         )
 
 

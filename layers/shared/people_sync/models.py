@@ -43,6 +43,7 @@ class Process(CamelModel):
     progress: float | None = None
     results: dict[str, Any] | None = None
     summary: str | None = None
+    options: dict[str, Any] | None = None
     create_at: str | None = None
 
 
@@ -142,6 +143,8 @@ class PollState(CamelModel):
     max_seconds: int
     timeout_seconds: int
     started_at: float
+    #: Checks in a row that could not reach the target; the loop rides out short outages itself.
+    unavailable_checks: int = 0
 
 
 class SyncState(CamelModel):

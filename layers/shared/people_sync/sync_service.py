@@ -18,7 +18,7 @@ from people_sync import progress as bar
 from people_sync.charthop_client import ChartHopClient, created_at
 from people_sync.config import AppSettings
 from people_sync.csv_checks import CsvProblem, CsvRejected, CsvRules, CsvSummary, check_csv
-from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError
+from people_sync.errors import ChartHopRejected, ChartHopUnavailable, InvalidStagedFile, SyncError
 from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
 from people_sync.staging import latest_staged_file, open_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.targets.base import ImportTarget, ProgressReporter
@@ -250,8 +250,23 @@ def start_status_loop(ctx: SyncContext, state: SyncState) -> None:
 
 
 def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
-    """One turn of the status loop: read the import, move the progress bar, decide whether to wait again."""
-    status = ctx.target.import_status(state.import_id)
+    """One turn of the status loop: read the import, move the progress bar, decide whether to wait again.
+
+    A target that cannot be reached is waited out for `max_unavailable_checks` turns in a row (the
+    loop's growing waits are the backoff); only a longer outage fails the turn.
+    """
+    try:
+        status = ctx.target.import_status(state.import_id)
+    except ChartHopUnavailable as error:
+        unavailable = state.poll.unavailable_checks + 1
+        if unavailable > ctx.settings.max_unavailable_checks:
+            raise
+        logger.warning(
+            "import status unavailable; waiting it out",
+            extra={"unavailable_checks": unavailable, "reason": error.user_message},
+        )
+        poll = bar.next_poll(state.poll).model_copy(update={"unavailable_checks": unavailable})
+        return state.model_copy(update={"poll": poll})
     progress = bar.sync_progress(status)
     update: dict[str, Any] = {
         "import_state": status.state,
@@ -265,9 +280,12 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
         update.update(finished=True, outcome="TIMED_OUT")
         return state.model_copy(update=update)
     if bar.worth_reporting(progress, state.reported_progress):
-        ctx.reporter.report_progress(state.sync_process_id, progress, bar.status_message(status, state.file.name))
-        update["reported_progress"] = progress
-    update["poll"] = bar.next_poll(state.poll)
+        try:
+            ctx.reporter.report_progress(state.sync_process_id, progress, bar.status_message(status, state.file.name))
+            update["reported_progress"] = progress
+        except ChartHopUnavailable:
+            logger.warning("progress update failed; will report it on the next turn")
+    update["poll"] = bar.next_poll(state.poll).model_copy(update={"unavailable_checks": 0})
     return state.model_copy(update=update)
 
 
@@ -312,6 +330,22 @@ def workflow_failed(ctx: SyncContext, state: SyncState, error: dict[str, Any]) -
         ctx, state.sync_process_id, message, results={"file": state.file.name, "importProcessId": state.import_id}
     )
     return {"status": "ERROR", "message": message}
+
+
+EXECUTION_END_REASONS = {
+    "TIMED_OUT": "its status loop reached the state machine's time limit",
+    "ABORTED": "its status loop was stopped by an operator",
+    "FAILED": "its status loop failed",
+}
+
+
+def execution_ended(ctx: SyncContext, state: SyncState, status: str) -> dict[str, Any] | None:
+    """A status loop ended abnormally (EventBridge): close the sync unless the loop already did."""
+    process = ctx.charthop.get_process(state.org_id, state.sync_process_id)
+    if process.status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES:
+        return None
+    reason = EXECUTION_END_REASONS.get(status, f"its status loop ended as {status}")
+    return workflow_failed(ctx, state, {"Error": status, "Cause": f"{reason}; check the import in ChartHop"})
 
 
 def _error_cause(error: dict[str, Any]) -> str:
