@@ -1,0 +1,67 @@
+"""template.yaml: least-privilege IAM and the wiring the offline stack relies on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from offline.aws_stack import REPO_ROOT, load_template
+
+TEMPLATE = load_template()
+FUNCTIONS = {name: res for name, res in TEMPLATE["Resources"].items() if res["Type"] == "AWS::Serverless::Function"}
+
+
+def statements(policies: list[Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for policy in policies:
+        if isinstance(policy, dict) and "Statement" in policy:
+            found.extend(policy["Statement"])
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_functions_use_no_managed_or_wildcard_policies(name: str) -> None:
+    policies = FUNCTIONS[name]["Properties"].get("Policies", [])
+    assert not [policy for policy in policies if isinstance(policy, str)], "managed policies grant too much"
+    for statement in statements(policies):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), statement
+        assert statement["Resource"] != "*", statement
+
+
+def test_only_the_functions_that_need_s3_writes_have_them() -> None:
+    writers = {name for name, fn in FUNCTIONS.items()
+               if any("s3:PutObject" in st["Action"] for st in statements(fn["Properties"].get("Policies", [])))}
+    assert writers == {"ImportStarterFunction", "SyncFinalizerFunction"}
+
+
+def test_webhook_can_only_invoke_the_import_starter_and_read_its_token() -> None:
+    policies = FUNCTIONS["WebhookFunction"]["Properties"]["Policies"]
+    kinds = sorted(next(iter(policy)) for policy in policies)
+    assert kinds == ["AWSSecretsManagerGetSecretValuePolicy", "LambdaInvokePolicy"]
+
+
+def test_state_machine_has_an_overall_timeout_and_catches_everything() -> None:
+    definition = json.loads((REPO_ROOT / "statemachine" / "sync_status.asl.json").read_text())
+    assert definition["TimeoutSeconds"] >= int(TEMPLATE["Parameters"]["ImportTimeoutSeconds"]["MaxValue"])
+    for name, state in definition["States"].items():
+        if state["Type"] == "Task":
+            assert any("States.ALL" in catch["ErrorEquals"] for catch in state["Catch"]), name
+
+
+def test_async_functions_keep_failed_events() -> None:
+    for name in ("ImportStarterFunction", "SyncFinalizerFunction"):
+        config = FUNCTIONS[name]["Properties"]["EventInvokeConfig"]
+        assert config["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
+
+
+def test_bucket_is_versioned_encrypted_private_and_tls_only() -> None:
+    bucket = TEMPLATE["Resources"]["StagingBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    [statement] = TEMPLATE["Resources"]["StagingBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
