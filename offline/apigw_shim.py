@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import boto3
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from offline.aws_stack import OfflineStack
+from offline.loopback_server import LoopbackServer
 
 #: API Gateway REST APIs refuse payloads over 10 MB before invoking anything.
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
@@ -60,35 +59,13 @@ def _is_text(body: bytes) -> bool:
     return True
 
 
-class ApiGatewayShim:
+class ApiGatewayShim(LoopbackServer):
     """Serves the template's `Api` events on 127.0.0.1; start it inside the active moto mock."""
 
     def __init__(self, stack: OfflineStack, host: str = "127.0.0.1", port: int = 0) -> None:
         self.stack = stack
         self._lambda = boto3.client("lambda", region_name=stack.region)
-        self._server: BaseWSGIServer = make_server(host, port, self._wsgi, threaded=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="apigw-shim", daemon=True
-        )
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> ApiGatewayShim:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> ApiGatewayShim:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._wsgi, name="apigw-shim", host=host, port=port)
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)

@@ -28,9 +28,9 @@ from typing import Any
 import requests
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from offline.loopback_server import LoopbackServer
 from people_sync import api_assumptions as assumed
 
 PROCESS_STATUSES = ("PENDING", "RUNNING", "DONE", "ERROR")
@@ -127,7 +127,7 @@ class EmulatorConfig:
     webhook_headers: dict[str, str] = field(default_factory=dict)
 
 
-class ChartHopEmulator:
+class ChartHopEmulator(LoopbackServer):
     """In-memory ChartHop served over loopback HTTP; thread-safe; usable as a context manager."""
 
     def __init__(
@@ -158,32 +158,7 @@ class ChartHopEmulator:
                 Rule("/v1/org/<org>/process/<process_id>", methods=["PATCH"], endpoint="updateProcess"),
             ]
         )
-        self._server: BaseWSGIServer = make_server(host, port, self._wsgi, threaded=True)
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> ChartHopEmulator:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="charthop-emulator", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> ChartHopEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(self._wsgi, name="charthop-emulator", host=host, port=port)
 
     # --- test controls ---------------------------------------------------------------------------
 
@@ -579,7 +554,7 @@ def main() -> None:
     emulator = ChartHopEmulator(EmulatorConfig(token=args.token), port=args.port)
     emulator.import_behaviour.duration_s = args.import_seconds
     print(f"ChartHop emulator on {emulator.base_url} (org {emulator.config.org_id}, token {args.token})")
-    emulator._server.serve_forever()
+    emulator.serve_forever()
 
 
 if __name__ == "__main__":

@@ -32,8 +32,11 @@ def test_functions_use_no_managed_or_wildcard_policies(name: str) -> None:
 
 
 def test_only_the_functions_that_need_s3_writes_have_them() -> None:
-    writers = {name for name, fn in FUNCTIONS.items()
-               if any("s3:PutObject" in st["Action"] for st in statements(fn["Properties"].get("Policies", [])))}
+    writers = {
+        name
+        for name, fn in FUNCTIONS.items()
+        if any("s3:PutObject" in st["Action"] for st in statements(fn["Properties"].get("Policies", [])))
+    }
     assert writers == {"ImportStarterFunction", "SyncFinalizerFunction"}
 
 
