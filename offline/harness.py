@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,6 +111,16 @@ class Offline:
         except sfn.exceptions.ExecutionDoesNotExist:
             return None
 
+    def stop_status_loops(self, settle_seconds: float = 1.5) -> None:
+        """Stops executions still running, and lets their threads notice before the mock goes away."""
+        sfn = boto3.client("stepfunctions", region_name=self.stack.region)
+        running = sfn.list_executions(stateMachineArn=self.stack.state_machine_arn(), statusFilter="RUNNING")
+        for execution in running["executions"]:
+            sfn.stop_execution(executionArn=execution["executionArn"])
+        if running["executions"]:
+            time.sleep(settle_seconds)  # a Wait state in progress finishes its (test-sized) wait first
+        self.runtime.wait_idle()
+
     def execution_status(self, sync_id: str) -> str | None:
         execution = self.execution(sync_id)
         return None if execution is None else str(execution["status"])
@@ -156,6 +167,8 @@ def offline_environment(
             emulator.import_behaviour = import_behaviour
         with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), moto_workarounds():
             stack = OfflineStack(
+                # a fresh name each time: a status loop left over from an earlier run cannot reach these functions
+                stack_name=f"people-sync-{uuid.uuid4().hex[:6]}",
                 parameters={
                     "ChartHopOrgId": emulator.config.org_id,
                     "ChartHopAppName": emulator.config.app_name,
@@ -173,4 +186,7 @@ def offline_environment(
             with InProcessLambdaRuntime(stack, extra_env=env) as runtime, ApiGatewayShim(stack) as api:
                 offline = Offline(emulator, stack, runtime, api)
                 emulator.config.webhook_url = offline.authorised_webhook_url
-                yield offline
+                try:
+                    yield offline
+                finally:
+                    offline.stop_status_loops()
