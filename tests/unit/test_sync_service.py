@@ -291,3 +291,12 @@ def test_workflow_failure_shows_the_lambda_error_message(aws, emulator, client) 
     outcome = sync_service.workflow_failed(ctx, loop_state(aws, clock), error)
     assert outcome == {"status": "ERROR", "message": "The sync of roster.csv stopped: token revoked"}
     assert not reporter.finished[0]["succeeded"]
+
+
+def test_sync_now_for_another_org_starts_nothing(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, reporter, _ = make_ctx(aws, emulator, client, target)
+    stage(aws, "roster.csv", csv_body("x"))
+    assert sync_service.sync_now(ctx, "some-other-org", emulator.create_sync_process()["id"]) is None
+    assert (target.started, reporter.progress, reporter.finished) == ([], [], [])
+    assert emulator.calls == []

@@ -55,6 +55,9 @@ def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None 
     The process must exist in ChartHop, still be open and belong to this app (a replayed or forged
     delivery starts nothing); while another sync of the app runs, this one is refused, not queued.
     """
+    if org_id != ctx.settings.org_id:
+        logger.warning("Sync Now for an org this deployment does not sync; ignored", extra={"org_id": org_id})
+        return None
     try:
         process = ctx.charthop.get_process(org_id, sync_id)
     except ChartHopRejected as error:
