@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 types: $(STAMP)
-	$(BIN)/mypy layers/shared functions offline tests
+	$(BIN)/mypy layers/shared functions offline tests bench
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
@@ -41,6 +41,10 @@ sam-check: $(STAMP)
 	$(BIN)/pip install --quiet -r requirements-sam.txt
 	$(BIN)/sam validate --lint --region us-east-1
 	$(BIN)/sam build --region us-east-1
+
+## Benchmarks, measured side by side in one run (see bench/run.py).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
