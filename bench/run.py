@@ -77,7 +77,10 @@ def cold_imports(runs: int) -> None:
 
 
 def polling(initial: int, cap: int) -> None:
-    print(f"(c) status loop with the template defaults (first wait {initial} s, doubling to {cap} s), simulated clock")
+    print(
+        f"(c) status loop with the template defaults (first wait {initial} s, doubling to max({cap} s, 10% of "
+        "elapsed)), simulated clock"
+    )
     print("    [target for 1 h: <= 60 transitions, completion noticed within max(60 s, 10% of elapsed)]")
     for duration in (10, 300, 3600):
         poll = PollState(
@@ -89,7 +92,7 @@ def polling(initial: int, cap: int) -> None:
             turns += 1
             if now >= duration:
                 break
-            poll = next_poll(poll)
+            poll = next_poll(poll, now)
         transitions = turns * TRANSITIONS_PER_TURN + TRANSITIONS_OUTSIDE_LOOP
         delay, allowed = now - duration, max(60, 0.1 * duration)
         verdict = "ok" if delay <= allowed and (duration < 3600 or transitions <= 60) else "OVER"

@@ -63,7 +63,7 @@ def test_poll_wait_doubles_up_to_the_cap() -> None:
     poll = PollState(wait_seconds=5, initial_seconds=5, max_seconds=60, timeout_seconds=3900, started_at=0)
     waits = []
     for _ in range(6):
-        poll = bar.next_poll(poll)
+        poll = bar.next_poll(poll, now=0)
         waits.append(poll.wait_seconds)
     assert waits == [10, 20, 40, 60, 60, 60]
     assert poll.attempt == 6
@@ -71,7 +71,7 @@ def test_poll_wait_doubles_up_to_the_cap() -> None:
 
 def test_zero_waits_stay_zero_for_tests() -> None:
     poll = PollState(wait_seconds=0, initial_seconds=0, max_seconds=1, timeout_seconds=60, started_at=0)
-    assert bar.next_poll(poll).wait_seconds == 0
+    assert bar.next_poll(poll, now=10_000).wait_seconds == 0
 
 
 @pytest.mark.parametrize(
@@ -141,3 +141,22 @@ def test_s3_key_names_the_org() -> None:
 def test_keys_outside_the_layout_are_invalid(key: str) -> None:
     with pytest.raises(InvalidStagedFile):
         staged_file_from_s3_record("b", key, None, 1, prefix="staging/")
+
+
+def test_waits_past_the_cap_grow_with_elapsed_time_but_never_past_a_tenth_of_it() -> None:
+    poll = PollState(wait_seconds=5, initial_seconds=5, max_seconds=60, timeout_seconds=7200, started_at=1000)
+    assert bar.next_poll(poll.model_copy(update={"attempt": 9}), now=1000 + 300).wait_seconds == 60
+    assert bar.next_poll(poll.model_copy(update={"attempt": 9}), now=1000 + 3000).wait_seconds == 300
+    assert bar.next_poll(poll.model_copy(update={"attempt": 1}), now=1000 + 3000).wait_seconds == 20
+
+
+def test_completion_is_noticed_within_max_of_cap_and_a_tenth_of_the_duration() -> None:
+    for duration in (10, 59, 61, 300, 601, 1800, 3600):
+        poll = PollState(wait_seconds=5, initial_seconds=5, max_seconds=60, timeout_seconds=7200, started_at=0)
+        now = 0
+        while True:
+            now += poll.wait_seconds
+            if now >= duration:
+                break
+            poll = bar.next_poll(poll, now)
+        assert now - duration <= max(60, 0.1 * duration), duration

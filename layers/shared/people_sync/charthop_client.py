@@ -7,16 +7,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests_toolbelt import MultipartEncoder
 from urllib3.util.retry import Retry
 
 from people_sync import api_assumptions as assumed
 from people_sync.errors import ChartHopRejected, ChartHopUnavailable
 from people_sync.models import ImportOptions, Process, ProcessStatus
+
+if TYPE_CHECKING:
+    from requests_toolbelt import MultipartEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +207,8 @@ class ChartHopClient:
         reset) we first look for an import ChartHop already started under the same parent.
         `open_body` re-opens the source, because a streamed body cannot be sent twice.
         """
+        from requests_toolbelt import MultipartEncoder  # only the import starter uploads: keep others' cold start lean
+
         path = f"/v1/org/{org_id}/import/csv/data"
         query = options.to_query(parent_process_id)
         started = time.time()

@@ -10,6 +10,9 @@ ACCEPTED_PROGRESS = 0.05
 IMPORT_SPAN = 0.9
 #: Progress changes smaller than this are not worth a ChartHop call.
 MIN_PROGRESS_STEP = 0.01
+#: Past PollMaxSeconds, a wait may grow to this fraction of the time the import has taken so far:
+#: completion is then noticed within max(PollMaxSeconds, 10% of the import's duration).
+WAIT_FRACTION_OF_ELAPSED = 0.1
 
 
 def sync_progress(status: ImportStatus) -> float:
@@ -25,10 +28,12 @@ def worth_reporting(new: float, reported: float) -> bool:
     return new - reported >= MIN_PROGRESS_STEP
 
 
-def next_poll(poll: PollState) -> PollState:
-    """Capped exponential backoff: a short import is noticed fast, a long one costs few loops."""
+def next_poll(poll: PollState, now: float) -> PollState:
+    """Exponential backoff capped by max(max_seconds, 10% of elapsed): a short import is noticed within
+    seconds, a long one costs few checks, and no completion waits longer than that cap to be seen."""
     attempt = poll.attempt + 1
-    wait = min(poll.max_seconds, poll.initial_seconds * 2**attempt)
+    cap = max(poll.max_seconds, WAIT_FRACTION_OF_ELAPSED * max(0.0, now - poll.started_at))
+    wait = min(cap, poll.initial_seconds * 2**attempt)
     return poll.model_copy(update={"attempt": attempt, "wait_seconds": int(wait)})
 
 

@@ -268,7 +268,7 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
             "import status unavailable; waiting it out",
             extra={"unavailable_checks": unavailable, "reason": error.user_message},
         )
-        poll = bar.next_poll(state.poll).model_copy(update={"unavailable_checks": unavailable})
+        poll = bar.next_poll(state.poll, ctx.clock()).model_copy(update={"unavailable_checks": unavailable})
         return state.model_copy(update={"poll": poll})
     progress = bar.sync_progress(status)
     update: dict[str, Any] = {
@@ -288,7 +288,7 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
             update["reported_progress"] = progress
         except ChartHopUnavailable:
             logger.warning("progress update failed; will report it on the next turn")
-    update["poll"] = bar.next_poll(state.poll).model_copy(update={"unavailable_checks": 0})
+    update["poll"] = bar.next_poll(state.poll, ctx.clock()).model_copy(update={"unavailable_checks": 0})
     return state.model_copy(update=update)
 
 
