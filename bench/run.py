@@ -47,31 +47,37 @@ def _environment() -> dict[str, str]:
     }
 
 
-def _timed_python(code: str, runs: int) -> float:
-    """Median wall time a fresh interpreter reports for `code` (it prints its own elapsed seconds)."""
-    samples = []
-    for _ in range(runs):
-        result = subprocess.run(  # noqa: S603 - this interpreter, our code
-            [sys.executable, "-c", code], env=_environment(), capture_output=True, text=True, check=True, cwd=REPO_ROOT
-        )
-        samples.append(float(result.stdout.strip().splitlines()[-1]))
-    return statistics.median(samples)
+def _timed_python(code: str) -> float:
+    """Wall time a fresh interpreter reports for `code` (it prints its own elapsed seconds)."""
+    result = subprocess.run(  # noqa: S603 - this interpreter, our code
+        [sys.executable, "-c", code], env=_environment(), capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+FLOOR = "import time; t = time.perf_counter(); import boto3; boto3.client('s3'); print(time.perf_counter() - t)"
+
+
+def _handler_import(path: Path) -> str:
+    return (
+        "import time, importlib.util as u; t = time.perf_counter(); "
+        f"s = u.spec_from_file_location('handler', {str(path)!r}); m = u.module_from_spec(s); "
+        "s.loader.exec_module(m); print(time.perf_counter() - t)"
+    )
 
 
 def cold_imports(runs: int) -> None:
+    """Floor and handlers are measured interleaved, round after round, so machine load hits both alike."""
     print("(b) cold import of each handler module vs. `import boto3` + boto3.client('s3')  [target: <= 1.3x]")
-    floor = _timed_python(
-        "import time; t = time.perf_counter(); import boto3; boto3.client('s3'); print(time.perf_counter() - t)", runs
-    )
-    print(f"    boto3 floor                 {floor * 1000:7.0f} ms")
+    samples: dict[str, list[float]] = {"floor": [], **{name: [] for name in HANDLERS}}
+    for _ in range(runs):
+        samples["floor"].append(_timed_python(FLOOR))
+        for name in HANDLERS:
+            samples[name].append(_timed_python(_handler_import(REPO_ROOT / "functions" / name / "app.py")))
+    floor = statistics.median(samples["floor"])
+    print(f"    boto3 floor                 {floor * 1000:7.0f} ms   (median of {runs})")
     for name in HANDLERS:
-        path = REPO_ROOT / "functions" / name / "app.py"
-        seconds = _timed_python(
-            "import time, importlib.util as u; t = time.perf_counter(); "
-            f"s = u.spec_from_file_location('handler', {str(path)!r}); m = u.module_from_spec(s); "
-            "s.loader.exec_module(m); print(time.perf_counter() - t)",
-            runs,
-        )
+        seconds = statistics.median(samples[name])
         verdict = "ok" if seconds <= 1.3 * floor else "OVER"
         print(f"    {name:<27} {seconds * 1000:7.0f} ms   ratio {seconds / floor:4.2f}  {verdict}")
 
