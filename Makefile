@@ -44,6 +44,7 @@ sam-check: $(STAMP)
 
 ## Benchmarks, measured side by side in one run (see bench/run.py).
 bench: $(STAMP)
+	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.run
 
 clean:
