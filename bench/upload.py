@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -191,6 +192,7 @@ def _status_kb(field: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each upload (median is shown)")
     parser.add_argument("--child", choices=["raw", "starter"], help=argparse.SUPPRESS)
     parser.add_argument("--emulator", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -218,22 +220,32 @@ def main() -> None:
             check=True,
         )
         print(f"    staged in {time.perf_counter() - staged_at:.0f} s; uploading to the ChartHop emulator:", flush=True)
-        results = {}
-        for mode in ("raw", "starter"):
-            out = subprocess.run(
-                [sys.executable, "-m", "bench.upload", "--child", mode, "--emulator", emulator_url],
-                env=env,
-                cwd=REPO_ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        samples: dict[str, list[dict[str, Any]]] = {"raw": [], "starter": []}
+        for _ in range(args.repeat):  # alternated, so machine load hits both alike
+            for mode in samples:
+                out = subprocess.run(
+                    [sys.executable, "-m", "bench.upload", "--child", mode, "--emulator", emulator_url],
+                    env=env,
+                    cwd=REPO_ROOT,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                samples[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = {
+        mode: {
+            "seconds": statistics.median(run["seconds"] for run in runs),
+            "rss_growth_mb": max(run["rss_growth_mb"] for run in runs),
+            "size": runs[0]["size"],
+            "ok": all(run["ok"] for run in runs),
+        }
+        for mode, runs in samples.items()
+    }
     raw, starter = results["raw"], results["starter"]
     for mode, result in results.items():
         rate = result["size"] / result["seconds"] / 1024 / 1024
         print(
-            f"    {mode:<8} {result['seconds']:6.1f} s  {rate:6.1f} MB/s  "
+            f"    {mode:<8} {result['seconds']:6.1f} s (median of {args.repeat})  {rate:6.1f} MB/s  "
             f"peak RSS growth {result['rss_growth_mb']:6.1f} MB  {'ok' if result['ok'] else 'FAILED'}"
         )
     ratio = raw["seconds"] / starter["seconds"]

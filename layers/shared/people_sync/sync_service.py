@@ -9,15 +9,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
 from people_sync.charthop_client import ChartHopClient, created_at
 from people_sync.config import AppSettings
-from people_sync.csv_checks import CsvProblem, CsvRejected, CsvRules, CsvSummary, check_csv
+from people_sync.csv_checks import CheckedUpload, CsvProblem, CsvRejected, CsvRules
 from people_sync.errors import ChartHopRejected, ChartHopUnavailable, InvalidStagedFile, SyncError
 from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
 from people_sync.staging import latest_staged_file, open_staged_file, quarantine, staged_file_from_s3_record
@@ -145,17 +144,14 @@ def _new_sync_process(ctx: SyncContext, name: str, source: str, version_id: str 
 
 
 def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncState | None:
-    """Checks the file, streams it to the target, then hands the wait to the state machine."""
+    """Streams the file to the target while checking it, then hands the wait to the state machine."""
+    size = f" ({staged.size:,} bytes)" if staged.size is not None else ""
+    ctx.reporter.report_progress(sync_id, bar.UPLOADING_PROGRESS, f"Checking and uploading {staged.name}{size}")
     try:
-        summary = preflight(ctx, staged)
+        import_id = ctx.target.start_import(staged, lambda: checked_body(ctx, staged), sync_id=sync_id)
     except CsvRejected as rejected:
         refuse_file(ctx, staged, sync_id, rejected.problem)
         return None
-    ctx.reporter.report_progress(
-        sync_id, bar.UPLOADING_PROGRESS, f"Uploading {staged.name} ({summary.rows:,} rows) to ChartHop"
-    )
-    try:
-        import_id = ctx.target.start_import(staged, lambda: open_staged_file(ctx.s3, staged), sync_id=sync_id)
     except ChartHopRejected as error:
         refuse_file(
             ctx,
@@ -196,11 +192,16 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
     return state
 
 
-def preflight(ctx: SyncContext, staged: StagedFile) -> CsvSummary:
-    """Reads the exact staged version once, as a stream, before anything is sent to a target."""
+def checked_body(ctx: SyncContext, staged: StagedFile) -> tuple[IO[bytes], int]:
+    """The exact staged version, streamed once: the pre-flight checks read the bytes the upload sends,
+    and a file that fails them is cut off before its end reaches the target."""
     body, size = open_staged_file(ctx.s3, staged)
-    with closing(body):
-        return check_csv(body, size, staged.name, ctx.csv_rules)
+    try:
+        checked = CheckedUpload(body, size, staged.name, ctx.csv_rules)
+    except CsvRejected:
+        body.close()
+        raise
+    return cast("IO[bytes]", checked), size
 
 
 def refuse_file(ctx: SyncContext, staged: StagedFile, sync_id: str, problem: CsvProblem) -> None:
