@@ -121,6 +121,7 @@ def _child(mode: str, emulator_url: str) -> dict[str, Any]:
     if mode == "starter":
         from people_sync import sync_service
         from people_sync.config import AppSettings
+        from people_sync.csv_checks import CsvRules
         from people_sync.targets.charthop import ChartHopProgressReporter, ChartHopTarget
 
         sfn = boto3.client("stepfunctions")
@@ -152,6 +153,8 @@ def _child(mode: str, emulator_url: str) -> dict[str, Any]:
             reporter=ChartHopProgressReporter(client, ORG),
             s3=s3,
             stepfunctions=sfn,
+            # ~10 million rows per GB: past the default MaxRows, which a deployment raises for files this big
+            csv_rules=CsvRules(maxRows=100_000_000, maxBytes=8 * 1024**3),
         )
 
         def run() -> Any:
