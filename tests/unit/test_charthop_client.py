@@ -10,7 +10,7 @@ import pytest
 from offline.charthop_emulator import ChartHopEmulator, Fault
 from people_sync.charthop_client import ChartHopClient, default_retry
 from people_sync.errors import ChartHopRejected, ChartHopUnavailable
-from people_sync.models import ImportOptions, ProcessStatus
+from people_sync.models import ImportOptions, Process, ProcessStatus
 
 CSV = b"Employee ID,First Name,Last Name\nE1,Ada,Lovelace\nE2,Grace,Hopper\nE3,Alan,Turing\n"
 
@@ -25,6 +25,18 @@ class Source:
     def __call__(self) -> tuple[IO[bytes], int]:
         self.opened += 1
         return io.BytesIO(self.body), len(self.body)
+
+
+def import_roster(client: ChartHopClient, emulator: ChartHopEmulator, source: Source, parent_id: str) -> Process:
+    """importDataCsv of the source under a parent process, without real sleeps between retries."""
+    return client.import_csv(
+        emulator.config.org_id,
+        source,
+        file_name="roster.csv",
+        options=ImportOptions(),
+        parent_process_id=parent_id,
+        sleep=lambda _: None,
+    )
 
 
 def test_get_process_sends_bearer_token_and_parses_process(emulator: ChartHopEmulator, client: ChartHopClient) -> None:
@@ -151,14 +163,7 @@ def test_import_after_ambiguous_timeout_is_not_repeated(emulator: ChartHopEmulat
     parent = emulator.create_sync_process()
     source = Source()
     emulator.inject("importDataCsv", Fault.slow(1.5))
-    process = client.import_csv(
-        emulator.config.org_id,
-        source,
-        file_name="roster.csv",
-        options=ImportOptions(),
-        parent_process_id=parent["id"],
-        sleep=lambda _: None,
-    )
+    process = import_roster(client, emulator, source, parent["id"])
     assert source.opened == 1
     assert len(emulator.uploads) == 1
     assert process.id == emulator.uploads[0].import_process_id
@@ -168,14 +173,7 @@ def test_import_after_5xx_without_an_import_is_retried(emulator: ChartHopEmulato
     parent = emulator.create_sync_process()
     source = Source()
     emulator.inject("importDataCsv", Fault.http(502))
-    client.import_csv(
-        emulator.config.org_id,
-        source,
-        file_name="roster.csv",
-        options=ImportOptions(),
-        parent_process_id=parent["id"],
-        sleep=lambda _: None,
-    )
+    import_roster(client, emulator, source, parent["id"])
     assert source.opened == 2
     assert len(emulator.uploads) == 1
     assert len(emulator.calls_of("findProcesses")) == 1  # looked for an in-flight import first

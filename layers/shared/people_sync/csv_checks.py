@@ -83,8 +83,8 @@ def check_name(name: str) -> None:
         )
 
 
-def check_csv(stream: Readable, size: int, name: str, rules: CsvRules) -> CsvSummary:
-    """Raises CsvRejected with the first blocking problem; returns what the file holds otherwise."""
+def check_before_reading(name: str, size: int, rules: CsvRules) -> None:
+    """What can be refused from the name and size alone, before a byte is read."""
     check_name(name)
     if size == 0:
         raise CsvRejected(CsvProblem("empty-file", f"{name} is empty."))
@@ -92,6 +92,11 @@ def check_csv(stream: Readable, size: int, name: str, rules: CsvRules) -> CsvSum
         raise CsvRejected(
             CsvProblem("too-large", f"{name} is {size:,} bytes; the limit is {rules.max_bytes:,} bytes. Split it.")
         )
+
+
+def check_csv(stream: Readable, size: int, name: str, rules: CsvRules) -> CsvSummary:
+    """Raises CsvRejected with the first blocking problem; returns what the file holds otherwise."""
+    check_before_reading(name, size, rules)
     chunks = _chunks(stream)
     first = next(chunks, b"")
     for signature, what in BINARY_SIGNATURES.items():
@@ -244,13 +249,7 @@ class CheckedUpload(io.RawIOBase):
 
     def __init__(self, raw: IO[bytes], size: int, name: str, rules: CsvRules) -> None:
         super().__init__()
-        check_name(name)
-        if size == 0:
-            raise CsvRejected(CsvProblem("empty-file", f"{name} is empty."))
-        if size > rules.max_bytes:
-            raise CsvRejected(
-                CsvProblem("too-large", f"{name} is {size:,} bytes; the limit is {rules.max_bytes:,} bytes. Split it.")
-            )
+        check_before_reading(name, size, rules)
         self._raw = raw
         self._size = size
         self._delivered = 0
