@@ -16,7 +16,7 @@ from people_sync import sync_service
 from people_sync.charthop_client import ChartHopClient
 from people_sync.config import AppSettings
 from people_sync.errors import ChartHopRejected
-from people_sync.models import ImportStatus, StagedFile, SyncState
+from people_sync.models import ImportJob, ImportStatus, StagedFile, SyncState
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import OpenBody
 
@@ -28,21 +28,26 @@ class ScriptedTarget:
     """An import target whose statuses are scripted, so each loop decision can be checked."""
 
     name = "scripted"
+    display_name = "Scripted"
+    calls_back = False
+    min_check_interval_seconds = 1
 
     def __init__(self, statuses: list[ImportStatus] | None = None, fail: Exception | None = None) -> None:
         self.statuses = statuses or []
         self.fail = fail
         self.started: list[tuple[StagedFile, bytes, str]] = []
 
-    def start_import(self, staged: StagedFile, open_body: OpenBody, *, sync_id: str) -> str:
+    def start_import(
+        self, staged: StagedFile, open_body: OpenBody, *, sync_id: str, callback_url: str | None = None
+    ) -> ImportJob:
         if self.fail:
             raise self.fail
         body, _size = open_body()
         self.started.append((staged, body.read(), sync_id))
-        return f"import-{len(self.started)}"
+        return ImportJob(import_id=f"import-{len(self.started)}")
 
-    def import_status(self, import_id: str) -> ImportStatus:
-        return self.statuses.pop(0)
+    def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
+        return self.statuses.pop(0), job
 
 
 class RecordingReporter:
@@ -181,7 +186,7 @@ def test_import_that_cannot_start_marks_the_sync_error(aws, emulator, client) ->
     target = ScriptedTarget(fail=ChartHopRejected("ChartHop refused to start the import (HTTP 403)", status=403))
     ctx, reporter, _ = make_ctx(aws, emulator, client, target)
     assert sync_service.start_import(ctx, stage(aws, "roster.csv"), "sync-1") is None
-    assert reporter.finished[0]["message"].startswith("ChartHop refused roster.csv")
+    assert reporter.finished[0]["message"].startswith("Scripted refused roster.csv")
     assert "HTTP 403" in reporter.finished[0]["message"]
     assert "moved to s3://" in reporter.finished[0]["message"]
     assert aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"] == []

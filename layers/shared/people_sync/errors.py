@@ -12,16 +12,24 @@ class SyncError(Exception):
         self.detail = detail
 
 
-class ChartHopUnavailable(SyncError):
-    """ChartHop kept failing transiently (429/5xx/timeout/reset) after our retries: try again later."""
+class TargetUnavailable(SyncError):
+    """An import target kept failing transiently (429/5xx/timeout/reset) after our retries: try again later."""
 
 
-class ChartHopRejected(SyncError):
-    """ChartHop refused the request (4xx other than 429): retrying will not help."""
+class TargetRejected(SyncError):
+    """An import target refused the request (4xx other than 429): retrying will not help."""
 
     def __init__(self, user_message: str, *, status: int, detail: str | None = None) -> None:
         super().__init__(user_message, detail=detail)
         self.status = status
+
+
+class ChartHopUnavailable(TargetUnavailable):
+    """ChartHop kept failing transiently (429/5xx/timeout/reset) after our retries: try again later."""
+
+
+class ChartHopRejected(TargetRejected):
+    """ChartHop refused the request (4xx other than 429): retrying will not help."""
 
 
 class NoStagedFile(SyncError):

@@ -147,6 +147,17 @@ class PollState(CamelModel):
     unavailable_checks: int = 0
 
 
+class ImportJob(CamelModel):
+    """A target's import as the status loop carries it from one check to the next."""
+
+    #: The target's id of the import (ChartHop process id, Orgvue job ticket, ELMA365 import id).
+    import_id: str
+    #: Target-specific bookkeeping that must survive between checks; JSON-serialisable values only.
+    #: The status loop adds `callback` (the query parameters of the target's completion callback) when
+    #: a target that calls back (Orgvue) has called.
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 class SyncState(CamelModel):
     """The state machine's data, passed through every state of the status loop."""
 
@@ -154,6 +165,8 @@ class SyncState(CamelModel):
     org_id: str
     sync_process_id: str
     import_id: str
+    #: The target's bookkeeping for this import (see ImportJob.detail).
+    import_detail: dict[str, Any] = Field(default_factory=dict)
     file: StagedFile
     poll: PollState
     reported_progress: float = 0.0
@@ -162,6 +175,10 @@ class SyncState(CamelModel):
     results: dict[str, Any] | None = None
     finished: bool = False
     outcome: Literal["DONE", "ERROR", "TIMED_OUT"] | None = None
+
+    @property
+    def job(self) -> ImportJob:
+        return ImportJob(import_id=self.import_id, detail=self.import_detail)
 
 
 ImportState = Literal["pending", "running", "done", "failed"]

@@ -17,7 +17,7 @@ from people_sync import progress as bar
 from people_sync.charthop_client import ChartHopClient, created_at
 from people_sync.config import AppSettings
 from people_sync.csv_checks import CheckedUpload, CsvProblem, CsvRejected, CsvRules
-from people_sync.errors import ChartHopRejected, ChartHopUnavailable, InvalidStagedFile, SyncError
+from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError, TargetRejected, TargetUnavailable
 from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
 from people_sync.staging import latest_staged_file, open_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.targets.base import ImportTarget, ProgressReporter
@@ -148,16 +148,16 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
     size = f" ({staged.size:,} bytes)" if staged.size is not None else ""
     ctx.reporter.report_progress(sync_id, bar.UPLOADING_PROGRESS, f"Checking and uploading {staged.name}{size}")
     try:
-        import_id = ctx.target.start_import(staged, lambda: checked_body(ctx, staged), sync_id=sync_id)
+        job = ctx.target.start_import(staged, lambda: checked_body(ctx, staged), sync_id=sync_id)
     except CsvRejected as rejected:
         refuse_file(ctx, staged, sync_id, rejected.problem)
         return None
-    except ChartHopRejected as error:
+    except TargetRejected as error:
         refuse_file(
             ctx,
             staged,
             sync_id,
-            CsvProblem("rejected-by-target", f"ChartHop refused {staged.name}: {error.user_message}"),
+            CsvProblem("rejected-by-target", f"{ctx.target.display_name} refused {staged.name}: {error.user_message}"),
         )
         return None
     except SyncError as error:
@@ -168,9 +168,12 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
             "The file stays staged; press Sync Now to try again.",
         )
         return None
+    import_id = job.import_id
     logger.info("import started", extra={"sync_process_id": sync_id, "import_id": import_id, "key": staged.key})
     ctx.reporter.report_progress(
-        sync_id, bar.ACCEPTED_PROGRESS, f"ChartHop accepted {staged.name}; import {import_id} is queued"
+        sync_id,
+        bar.ACCEPTED_PROGRESS,
+        f"{ctx.target.display_name} accepted {staged.name}; import {import_id} is queued",
     )
     settings = ctx.settings
     state = SyncState(
@@ -178,6 +181,7 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
         org_id=staged.org_id,
         sync_process_id=sync_id,
         import_id=import_id,
+        import_detail=job.detail,
         file=staged,
         poll=PollState(
             wait_seconds=settings.poll_initial_seconds,
@@ -260,8 +264,8 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
     loop's growing waits are the backoff); only a longer outage fails the turn.
     """
     try:
-        status = ctx.target.import_status(state.import_id)
-    except ChartHopUnavailable as error:
+        status, job = ctx.target.import_status(state.job, lambda: checked_body(ctx, state.file))
+    except TargetUnavailable as error:
         unavailable = state.poll.unavailable_checks + 1
         if unavailable > ctx.settings.max_unavailable_checks:
             raise
@@ -273,6 +277,8 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
         return state.model_copy(update={"poll": poll})
     progress = bar.sync_progress(status)
     update: dict[str, Any] = {
+        "import_id": job.import_id,
+        "import_detail": job.detail,
         "import_state": status.state,
         "import_message": status.message,
         "results": status.results or state.results,
@@ -287,7 +293,7 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
         try:
             ctx.reporter.report_progress(state.sync_process_id, progress, bar.status_message(status, state.file.name))
             update["reported_progress"] = progress
-        except ChartHopUnavailable:
+        except TargetUnavailable:
             logger.warning("progress update failed; will report it on the next turn")
     update["poll"] = bar.next_poll(state.poll, ctx.clock()).model_copy(update={"unavailable_checks": 0})
     return state.model_copy(update=update)

@@ -6,26 +6,31 @@ from typing import Any
 
 from people_sync import api_assumptions as assumed
 from people_sync.charthop_client import ChartHopClient
-from people_sync.models import ImportOptions, ImportState, ImportStatus, ProcessStatus, StagedFile
+from people_sync.models import ImportJob, ImportOptions, ImportState, ImportStatus, ProcessStatus, StagedFile
 from people_sync.targets.base import OpenBody
 
 
 class ChartHopTarget:
     name = "charthop"
+    display_name = "ChartHop"
+    calls_back = False
+    min_check_interval_seconds = 1
 
     def __init__(self, client: ChartHopClient, org_id: str, options: ImportOptions) -> None:
         self.client = client
         self.org_id = org_id
         self.options = options
 
-    def start_import(self, staged: StagedFile, open_body: OpenBody, *, sync_id: str) -> str:
+    def start_import(
+        self, staged: StagedFile, open_body: OpenBody, *, sync_id: str, callback_url: str | None = None
+    ) -> ImportJob:
         process = self.client.import_csv(
             self.org_id, open_body, file_name=staged.name, options=self.options, parent_process_id=sync_id
         )
-        return process.id
+        return ImportJob(import_id=process.id)
 
-    def import_status(self, import_id: str) -> ImportStatus:
-        process = self.client.get_process(self.org_id, import_id)
+    def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
+        process = self.client.get_process(self.org_id, job.import_id)
         results = _counts(process.results or {})
         status = process.status.upper()
         state: ImportState
@@ -37,7 +42,8 @@ class ChartHopTarget:
             state = "running"
         else:
             state = "pending"
-        return ImportStatus(state=state, progress=process.progress or 0.0, message=process.message, results=results)
+        progress = process.progress or 0.0
+        return ImportStatus(state=state, progress=progress, message=process.message, results=results), job
 
 
 class ChartHopProgressReporter:
