@@ -87,3 +87,11 @@ def sync_now_event(
         "at": at,
         "payload": process,
     }
+
+
+# --- Orgvue ---------------------------------------------------------------------------------------
+# (Orgvue's guesses go here: job-status path and values, job-ticket fields, result-location format.)
+
+
+# --- ELMA365 --------------------------------------------------------------------------------------
+# (ELMA365's guesses go here: upload/import/status paths, field names, status values.)
