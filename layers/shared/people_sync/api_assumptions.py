@@ -90,7 +90,83 @@ def sync_now_event(
 
 
 # --- Orgvue ---------------------------------------------------------------------------------------
-# (Orgvue's guesses go here: job-status path and values, job-ticket fields, result-location format.)
+# Found (shared/reference/README.md, seed 003) and kept in targets/orgvue.py: bearer JWT, files/generate and its
+# {"get", "put"} answer, the items/import body (importLocation, resultLocation, callback), the callback
+# placeholders {{jobStatus}}/{{traceId}}/{{tenantId}}, the create/update/delete actions, the tenant id pattern.
+# Everything below is a guess.
+
+#: (assumption) The import call is a POST (the docs give its path and body, not its method).
+ORGVUE_IMPORT_METHOD = "POST"
+
+#: (assumption) The import answers 202 with a JSON job ticket: `jobId` (the job's id, our ImportJob.import_id),
+#: `traceId` (what the callback's {{traceId}} carries) and `jobStatus`. The app accepts any 2xx and falls back
+#: to `traceId` when `jobId` is missing.
+ORGVUE_IMPORT_ACCEPTED_STATUS = 202
+ORGVUE_TICKET_ID_FIELD = "jobId"
+ORGVUE_TICKET_TRACE_FIELD = "traceId"
+ORGVUE_TICKET_STATUS_FIELD = "jobStatus"
+ORGVUE_TICKET_QUEUED_STATUS = "queued"
+
+#: (assumption) jobStatus spellings. The emulator sends the first of each; the app compares case-insensitively
+#: and accepts these variants. Any other value is not taken as the end of the import.
+ORGVUE_JOB_STATUS_COMPLETED = "completed"
+ORGVUE_JOB_STATUS_FAILED = "failed"
+ORGVUE_JOB_DONE_STATUSES = frozenset({"completed", "complete", "succeeded", "success", "done", "finished"})
+ORGVUE_JOB_FAILED_STATUSES = frozenset({"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted"})
+
+#: (assumption) The result document Orgvue writes to the result location is a JSON object:
+#: {"traceId", "jobStatus", "message", "summary": {rows, created, updated, deleted, errors},
+#:  "errors": [{"row": <data row number, 1-based>, "message": ...}]}. A job whose rows partly failed still
+#: completes ("completed" with errors > 0); "failed" means nothing was imported.
+ORGVUE_RESULT_STATUS_FIELD = "jobStatus"
+ORGVUE_RESULT_MESSAGE_FIELD = "message"
+ORGVUE_RESULT_SUMMARY_FIELD = "summary"
+ORGVUE_RESULT_ERRORS_FIELD = "errors"
+ORGVUE_RESULT_COUNT_KEYS = ("rows", "created", "updated", "deleted", "errors")
+#: The result location's temporary file type (`targetType` of files/generate).
+ORGVUE_RESULT_TARGET_TYPE = "json"
+
+#: (assumption) The temporary GET/PUT URLs are pre-signed storage URLs: they need no Authorization header,
+#: and like S3 they refuse one (HTTP 400), so our bearer token never travels to the storage host.
+ORGVUE_TEMP_URL_REFUSES_AUTHORIZATION = True
+#: (assumption) A temporary PUT URL accepts `Transfer-Encoding: chunked` (needed when the app adds the
+#: `_action` column, because the size then changes). An S3 pre-signed PUT would not (501): if Orgvue's do
+#: not, the app must count the transformed size in a first pass. The emulator honours this flag.
+ORGVUE_TEMP_PUT_ACCEPTS_CHUNKED = True
+#: (assumption) GET on a result location nothing was written to yet answers 404; S3-style pre-signed URLs
+#: may answer 403 instead, and an empty 200 is possible: the app reads all three as "not written yet".
+ORGVUE_RESULT_NOT_WRITTEN_STATUSES = frozenset({403, 404})
+
+#: (assumption) `_action` may be any column of the CSV (the docs' example has it first, so the app puts it
+#: first when it adds it); values are matched case-insensitively.
+#: (assumption) Rate limiting answers 429, with or without Retry-After (seconds), before acting: safe to
+#: repeat for any method. files/generate is safe to repeat after a 5xx (an unused temporary file expires).
+ORGVUE_RATE_LIMIT_STATUS = 429
+#: (assumption) A tenant the token does not belong to answers 403; a dataset the tenant lacks answers 404.
+ORGVUE_FOREIGN_TENANT_STATUS = 403
+ORGVUE_UNKNOWN_DATASET_STATUS = 404
+#: (assumption) Row semantics (emulator only): `create` of an existing key, `update`/`delete` of a missing key
+#: and an unknown action are row errors; the job still completes. A file without an `_action` column, or
+#: that cannot be read, fails the job. The current docs call the async import a refresh that deletes
+#: records missing from the upload: the emulator does that only when told (ImportBehaviour.refresh).
+
+
+def orgvue_result_document(
+    *,
+    trace_id: str,
+    job_status: str,
+    message: str,
+    counts: dict[str, int],
+    errors: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The result document the emulator writes to the result location (the shape the app reads)."""
+    return {
+        ORGVUE_TICKET_TRACE_FIELD: trace_id,
+        ORGVUE_RESULT_STATUS_FIELD: job_status,
+        ORGVUE_RESULT_MESSAGE_FIELD: message,
+        ORGVUE_RESULT_SUMMARY_FIELD: {key: int(counts.get(key, 0)) for key in ORGVUE_RESULT_COUNT_KEYS},
+        ORGVUE_RESULT_ERRORS_FIELD: list(errors or []),
+    }
 
 
 # --- ELMA365 --------------------------------------------------------------------------------------

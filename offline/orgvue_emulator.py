@@ -1,0 +1,633 @@
+"""A local Orgvue: the Async Import endpoints this app calls, with Orgvue's paths, auth and payloads.
+
+It follows what is known of Orgvue's API (shared/reference/README.md, seed 003) and
+`people_sync.api_assumptions` (section Orgvue) for the rest. It serves the temporary files itself at
+pre-signed-style URLs, processes imports asynchronously on a background thread (after `duration_s` of
+its own clock, or after N reads of the result location), writes the result document to the result
+location, calls the callback URL, records everything, and can be told to fail.
+
+Run it alone with `python -m offline.orgvue_emulator --port 8901`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
+
+import requests
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from offline.charthop_emulator import Fault
+from offline.loopback_server import LoopbackServer
+from people_sync import api_assumptions as assumed
+from people_sync.targets.orgvue import ACTION_COLUMN, ACTIONS, TENANT_ID_PATTERN
+
+#: Operations that faults can be injected into (names used by `inject` and `calls_of`).
+OPERATIONS = ("generate", "import", "tempGet", "tempPut")
+TARGET_TYPES = ("json", "csv")
+TARGET_ENCODINGS = ("identity", "gzip")
+#: How often the worker looks at the clock when nothing wakes it (real-clock mode).
+TICK_S = 0.02
+PLACEHOLDER = re.compile(r"\{\{(jobStatus|traceId|tenantId)\}\}")
+
+__all__ = [
+    "Fault",
+    "ImportBehaviour",
+    "OrgvueEmulator",
+    "OrgvueEmulatorConfig",
+    "RecordedCall",
+    "RecordedCallback",
+    "RecordedImport",
+    "RecordedUpload",
+]
+
+
+@dataclass
+class ImportBehaviour:
+    """How the next imports run: processed after `duration_s` of emulator clock time, or (when `reads` is
+    set) once the result location has been read that many times."""
+
+    duration_s: float = 3.0
+    reads: int | None = None
+    fail_with: str | None = None  # the job fails with this reason, nothing is applied
+    send_callback: bool = True  # False: the callback never comes
+    refresh: bool = False  # also delete items missing from the upload (the current docs' "refresh")
+
+
+@dataclass
+class OrgvueEmulatorConfig:
+    tenant_id: str = "ACME_PEOPLE"
+    dataset_id: str = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
+    token: str = "emulator-orgvue-jwt"  # noqa: S105 - the emulator's own fake token
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(TENANT_ID_PATTERN, self.tenant_id):
+            raise ValueError(f"tenant id {self.tenant_id!r} does not match {TENANT_ID_PATTERN}")
+        uuid.UUID(self.dataset_id)  # dataset ids are GUIDs
+
+
+@dataclass
+class RecordedCall:
+    operation: str
+    method: str
+    path: str
+    status: int
+    at: float
+    authorization: str | None = None
+
+
+@dataclass
+class RecordedUpload:
+    """A PUT to a temporary file: how it was sent (chunked or with Content-Length) and what it held."""
+
+    file_id: str
+    size: int
+    chunked: bool
+    content_length: int | None
+    body: bytes
+
+
+@dataclass
+class RecordedImport:
+    job_id: str
+    trace_id: str
+    body: dict[str, Any]
+    status: str = assumed.ORGVUE_TICKET_QUEUED_STATUS
+    result: dict[str, Any] | None = None
+    result_put_status: int | None = None
+    processed: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class RecordedCallback:
+    url: str
+    status: int  # 0 when the callback URL did not answer
+
+
+@dataclass
+class _TempFile:
+    file_id: str
+    target_type: str
+    get_sig: str
+    put_sig: str
+    data: bytes | None = None
+    reads: int = 0
+
+
+@dataclass
+class _Job:
+    record: RecordedImport
+    behaviour: ImportBehaviour
+    started: float
+    import_url: str
+    result_url: str | None
+    callback_template: str | None
+    result_file: str | None  # our temp file id behind the result location, when it is one of ours
+
+
+class OrgvueEmulator(LoopbackServer):
+    """In-memory Orgvue served over loopback HTTP; thread-safe; usable as a context manager."""
+
+    def __init__(
+        self,
+        config: OrgvueEmulatorConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.config = config or OrgvueEmulatorConfig()
+        self.clock = clock
+        self.import_behaviour = ImportBehaviour()
+        #: The dataset's items, keyed by the first non-`_action` column's value.
+        self.items: dict[str, dict[str, str]] = {}
+        self.calls: list[RecordedCall] = []
+        self.uploads: list[RecordedUpload] = []
+        self.imports: list[RecordedImport] = []
+        self.callbacks: list[RecordedCallback] = []
+        self._files: dict[str, _TempFile] = {}
+        self._jobs: list[_Job] = []
+        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._routes = Map(
+            [
+                Rule("/api/v1/<tenant>/files/generate", methods=["POST"], endpoint="generate"),
+                Rule(
+                    "/api/v1/<tenant>/datasets/<dataset>/items/import",
+                    methods=[assumed.ORGVUE_IMPORT_METHOD],
+                    endpoint="import",
+                ),
+                Rule("/temp-files/<file_id>", methods=["GET"], endpoint="tempGet"),
+                Rule("/temp-files/<file_id>", methods=["PUT"], endpoint="tempPut"),
+            ]
+        )
+        super().__init__(self._wsgi, name="orgvue-emulator", host=host, port=port)
+        self._worker = threading.Thread(target=self._work, name="orgvue-emulator-jobs", daemon=True)
+
+    def start(self) -> Self:
+        super().start()
+        self._worker.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serves in the calling thread, with the job worker alongside (from the command line)."""
+        self._worker.start()
+        try:
+            super().serve_forever()
+        finally:
+            self._stop_worker()
+
+    def stop(self) -> None:
+        """Stops the job worker (it finishes the job in hand) and the server: no thread is left running."""
+        self._stop_worker()
+        super().stop()
+
+    def _stop_worker(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10)
+
+    # --- test controls ---------------------------------------------------------------------------
+
+    def inject(self, operation: str, *faults: Fault) -> None:
+        """Queues failures for the next calls of an operation: generate, import, tempGet, tempPut."""
+        if operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}; one of {', '.join(OPERATIONS)}")
+        with self._lock:
+            self._faults[operation].extend(faults)
+
+    def pending_faults(self, operation: str) -> int:
+        with self._lock:
+            return len(self._faults[operation])
+
+    def calls_of(self, operation: str) -> list[RecordedCall]:
+        with self._lock:
+            return [call for call in self.calls if call.operation == operation]
+
+    def wake(self) -> None:
+        """Makes the worker look at its jobs now (after a test moved the injected clock)."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def wait_until_processed(self, job_id: str | None = None, timeout: float = 5.0) -> RecordedImport:
+        """Blocks until the job (default: the latest) was processed, result written and callback sent."""
+        with self._lock:
+            records = [record for record in self.imports if job_id in (None, record.job_id)]
+        if not records:
+            raise LookupError(f"no import {job_id or ''}")
+        record = records[-1]
+        deadline = time.monotonic() + timeout
+        while not record.processed.is_set():
+            self.wake()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"import {record.job_id} was not processed within {timeout}s")
+            record.processed.wait(0.01)
+        return record
+
+    def file_content(self, url: str) -> bytes | None:
+        """What a temporary file (by either of its URLs) holds, without counting as a read."""
+        with self._lock:
+            temp = self._file_of(url)
+            return temp.data if temp else None
+
+    # --- WSGI ------------------------------------------------------------------------------------
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            endpoint, args = self._routes.bind_to_environ(environ).match()
+        except HTTPException as error:
+            return _error(error.code or 404, error.description or "not found")(environ, start_response)
+        fault = self._next_fault(endpoint)
+        if fault is not None and fault.reset:
+            _drop_connection(environ)
+            self._record(endpoint, request, 0)
+            return []
+        if fault is not None and fault.status:
+            request.get_data()  # read the body, as a real server would before answering
+            response = _error(fault.status, "injected failure")
+            if fault.retry_after is not None:
+                response.headers["Retry-After"] = str(int(fault.retry_after))
+        else:
+            response = getattr(self, f"_op_{endpoint}")(request, **args)
+        self._record(endpoint, request, response.status_code)
+        if fault is not None and fault.delay_s:
+            time.sleep(fault.delay_s)  # the work is done; only the answer is late
+        return response(environ, start_response)
+
+    def _authorised(self, request: Request, tenant: str) -> Response | None:
+        """401 without our bearer token, 403 for another tenant; None when the call may proceed."""
+        if request.headers.get("Authorization") != f"Bearer {self.config.token}":
+            return _error(401, "invalid or missing bearer token")
+        if tenant != self.config.tenant_id:
+            return _error(assumed.ORGVUE_FOREIGN_TENANT_STATUS, f"no access to tenant {tenant}")
+        return None
+
+    def _next_fault(self, operation: str) -> Fault | None:
+        with self._lock:
+            queue = self._faults.get(operation)
+            return queue.popleft() if queue else None
+
+    def _record(self, operation: str, request: Request, status: int) -> None:
+        with self._lock:
+            self.calls.append(
+                RecordedCall(
+                    operation,
+                    request.method,
+                    request.path,
+                    status,
+                    self.clock(),
+                    request.headers.get("Authorization"),
+                )
+            )
+
+    # --- operations ------------------------------------------------------------------------------
+
+    def _op_generate(self, request: Request, tenant: str) -> Response:
+        refused = self._authorised(request, tenant)
+        if refused:
+            return refused
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object")
+        if body.get("targetType") not in TARGET_TYPES:
+            return _error(400, f"targetType must be one of {', '.join(TARGET_TYPES)}")
+        if body.get("targetEncoding", "identity") not in TARGET_ENCODINGS:
+            return _error(400, f"targetEncoding must be one of {', '.join(TARGET_ENCODINGS)}")
+        temp = _TempFile(secrets.token_hex(8), body["targetType"], secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+        with self._lock:
+            self._files[temp.file_id] = temp
+        url = f"{self.base_url}/temp-files/{temp.file_id}"
+        return _json({"get": f"{url}?sig={temp.get_sig}", "put": f"{url}?sig={temp.put_sig}"})
+
+    def _temp_refusal(self, request: Request, file_id: str, method: str) -> tuple[_TempFile | None, Response | None]:
+        if assumed.ORGVUE_TEMP_URL_REFUSES_AUTHORIZATION and "Authorization" in request.headers:
+            return None, _error(400, "only one auth mechanism allowed: the URL is pre-signed")
+        with self._lock:
+            temp = self._files.get(file_id)
+        expected = None if temp is None else (temp.get_sig if method == "GET" else temp.put_sig)
+        if temp is None or not secrets.compare_digest(request.args.get("sig", ""), expected or ""):
+            return None, _error(403, "signature does not match")
+        return temp, None
+
+    def _op_tempGet(self, request: Request, file_id: str) -> Response:  # noqa: N802 - operation name
+        temp, refused = self._temp_refusal(request, file_id, "GET")
+        if refused or temp is None:
+            return refused or _error(403, "signature does not match")
+        with self._wake:
+            temp.reads += 1
+            self._wake.notify_all()
+            data = temp.data
+        if data is None:
+            return _error(404, "no such key")
+        mimetype = "application/json" if temp.target_type == "json" else "text/csv"
+        return Response(data, status=200, mimetype=mimetype)
+
+    def _op_tempPut(self, request: Request, file_id: str) -> Response:  # noqa: N802
+        chunked = "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
+        if chunked and not assumed.ORGVUE_TEMP_PUT_ACCEPTS_CHUNKED:
+            return _error(501, "Transfer-Encoding chunked is not implemented")
+        temp, refused = self._temp_refusal(request, file_id, "PUT")
+        if refused or temp is None:
+            request.get_data()
+            return refused or _error(403, "signature does not match")
+        data = request.get_data()
+        with self._lock:
+            temp.data = data
+            self.uploads.append(
+                RecordedUpload(file_id, len(data), chunked, request.content_length if not chunked else None, data)
+            )
+        return Response(status=200)
+
+    def _op_import(self, request: Request, tenant: str, dataset: str) -> Response:
+        refused = self._authorised(request, tenant)
+        if refused:
+            return refused
+        if dataset != self.config.dataset_id:
+            return _error(assumed.ORGVUE_UNKNOWN_DATASET_STATUS, f"dataset {dataset} not found")
+        body = _json_body(request)
+        problem = _import_body_problem(body)
+        if problem:
+            return _error(400, problem)
+        import_url = body["importLocation"]["url"]
+        result_url = (body.get("resultLocation") or {}).get("url")
+        with self._wake:
+            if result_url is None:  # default: the original PUT URL of the imported file
+                source = self._file_of(import_url)
+                if source is not None:
+                    result_url = f"{self.base_url}/temp-files/{source.file_id}?sig={source.put_sig}"
+            result_file = self._file_of(result_url) if result_url else None
+            record = RecordedImport(job_id=str(uuid.uuid4()), trace_id=secrets.token_hex(16), body=body)
+            self.imports.append(record)
+            self._jobs.append(
+                _Job(
+                    record=record,
+                    behaviour=ImportBehaviour(**vars(self.import_behaviour)),
+                    started=self.clock(),
+                    import_url=import_url,
+                    result_url=result_url,
+                    callback_template=(body.get("callback") or {}).get("urlTemplate"),
+                    result_file=result_file.file_id if result_file else None,
+                )
+            )
+            self._wake.notify_all()
+        ticket = {
+            assumed.ORGVUE_TICKET_ID_FIELD: record.job_id,
+            assumed.ORGVUE_TICKET_TRACE_FIELD: record.trace_id,
+            assumed.ORGVUE_TICKET_STATUS_FIELD: assumed.ORGVUE_TICKET_QUEUED_STATUS,
+        }
+        return _json(ticket, status=assumed.ORGVUE_IMPORT_ACCEPTED_STATUS)
+
+    def _file_of(self, url: str) -> _TempFile | None:
+        parts = urlsplit(url)
+        if f"{parts.scheme}://{parts.netloc}" != self.base_url or not parts.path.startswith("/temp-files/"):
+            return None
+        return self._files.get(parts.path.rsplit("/", 1)[-1])
+
+    # --- asynchronous processing -----------------------------------------------------------------
+
+    def _work(self) -> None:
+        """The job worker: processes due jobs one at a time, off the request threads."""
+        while True:
+            with self._wake:
+                due = self._due_job()
+                while due is None and not self._stopping:
+                    self._wake.wait(TICK_S)
+                    due = self._due_job()
+                if self._stopping or due is None:
+                    return
+                self._jobs.remove(due)
+            self._process(due)
+
+    def _due_job(self) -> _Job | None:
+        for job in self._jobs:
+            if job.behaviour.reads is not None:
+                temp = self._files.get(job.result_file or "")
+                if temp is not None and temp.reads >= job.behaviour.reads:
+                    return job
+            elif self.clock() - job.started >= job.behaviour.duration_s:
+                return job
+        return None
+
+    def _process(self, job: _Job) -> None:
+        record = job.record
+        try:
+            status, document = self._run_import(job)
+            record.status, record.result = status, document
+            if job.result_url:
+                try:
+                    put = requests.put(job.result_url, data=json.dumps(document).encode(), timeout=5)
+                    record.result_put_status = put.status_code
+                except requests.RequestException:
+                    record.result_put_status = 0
+            if job.callback_template and job.behaviour.send_callback:
+                self._call_back(job.callback_template, status, record.trace_id)
+        finally:
+            record.processed.set()
+
+    def _run_import(self, job: _Job) -> tuple[str, dict[str, Any]]:
+        """Reads the data from the import location and applies it; (jobStatus, result document)."""
+        trace_id = job.record.trace_id
+
+        def failed(reason: str, counts: dict[str, int] | None = None) -> tuple[str, dict[str, Any]]:
+            status = assumed.ORGVUE_JOB_STATUS_FAILED
+            return status, assumed.orgvue_result_document(
+                trace_id=trace_id, job_status=status, message=reason, counts=counts or {}
+            )
+
+        try:
+            fetched = requests.get(job.import_url, timeout=5)
+        except requests.RequestException as error:
+            return failed(f"the import location could not be read: {type(error).__name__}")
+        if not fetched.ok:
+            return failed(f"the import location answered HTTP {fetched.status_code}")
+        try:
+            header, rows = _parse_items(fetched.content)
+        except ValueError as error:
+            return failed(str(error))
+        if job.behaviour.fail_with:
+            return failed(job.behaviour.fail_with, {"rows": len(rows), "errors": len(rows)})
+        counts, errors = self._apply(header, rows, refresh=job.behaviour.refresh)
+        status = assumed.ORGVUE_JOB_STATUS_COMPLETED
+        message = f"Processed {counts['rows']} items with {counts['errors']} errors"
+        return status, assumed.orgvue_result_document(
+            trace_id=trace_id, job_status=status, message=message, counts=counts, errors=errors
+        )
+
+    def _apply(
+        self, header: list[str], rows: list[list[str]], *, refresh: bool
+    ) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        action_at = header.index(ACTION_COLUMN)
+        properties = [(index, name) for index, name in enumerate(header) if index != action_at]
+        key_at = properties[0][0]
+        counts = dict.fromkeys(assumed.ORGVUE_RESULT_COUNT_KEYS, 0)
+        errors: list[dict[str, Any]] = []
+        seen: set[str] = set()
+
+        def refuse(number: int, message: str) -> None:
+            counts["errors"] += 1
+            errors.append({"row": number, "message": message})
+
+        with self._lock:
+            for number, row in enumerate(rows, start=1):
+                counts["rows"] += 1
+                if len(row) != len(header):
+                    refuse(number, f"expected {len(header)} fields, found {len(row)}")
+                    continue
+                action, key = row[action_at].strip().lower(), row[key_at]
+                seen.add(key)
+                values = {name: row[index] for index, name in properties}
+                if action not in ACTIONS:
+                    refuse(number, f"unknown _action {row[action_at]!r}; use create, update or delete")
+                elif not key:
+                    refuse(number, f"empty {header[key_at]}")
+                elif action == "create":
+                    if key in self.items:
+                        refuse(number, f"{key} already exists")
+                    else:
+                        self.items[key] = values
+                        counts["created"] += 1
+                elif key not in self.items:
+                    refuse(number, f"{key} does not exist")
+                elif action == "update":
+                    self.items[key].update({name: value for name, value in values.items() if value != ""})
+                    counts["updated"] += 1
+                else:
+                    del self.items[key]
+                    counts["deleted"] += 1
+            if refresh:
+                for key in [key for key in self.items if key not in seen]:
+                    del self.items[key]
+                    counts["deleted"] += 1
+        return counts, errors
+
+    def _call_back(self, template: str, status: str, trace_id: str) -> None:
+        values = {"jobStatus": status, "traceId": trace_id, "tenantId": self.config.tenant_id}
+        url = PLACEHOLDER.sub(lambda match: quote(values[match.group(1)], safe=""), template)
+        try:
+            answer = requests.get(url, timeout=5).status_code
+        except requests.RequestException:
+            answer = 0
+        with self._lock:
+            self.callbacks.append(RecordedCallback(url, answer))
+
+
+def _drop_connection(environ: dict[str, Any]) -> None:
+    """Aborts the client's TCP connection without an answer (RST where the platform allows).
+
+    `close()` alone leaves the descriptor open while the server's file objects hold it (the answer would
+    still go out), so the connection is shut down first.
+    """
+    sock = environ.get("werkzeug.socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def _import_body_problem(body: Any) -> str | None:
+    """Why an items/import body is malformed, or None."""
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    shapes = (("importLocation", "GET", "url", True), ("resultLocation", "PUT", "url", False))
+    for name, method, url_key, required in (*shapes, ("callback", "GET", "urlTemplate", False)):
+        value = body.get(name)
+        if value is None:
+            if required:
+                return f"{name} is required"
+            continue
+        if not isinstance(value, Mapping):
+            return f"{name} must be an object"
+        if value.get("method") != method:
+            return f"{name}.method must be {method}"
+        url = value.get(url_key)
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            return f"{name}.{url_key} must be an absolute http(s) URL"
+    return None
+
+
+def _parse_items(data: bytes) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the import data (CSV, or the JSON array form turned into rows)."""
+    text = data.decode("utf-8-sig", errors="strict") if data else ""
+    if text.lstrip().startswith("["):
+        items = json.loads(text)
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise ValueError("the JSON import data must be an array of objects")
+        names: list[str] = [ACTION_COLUMN]
+        for item in items:
+            names.extend(name for name in item if name not in names)
+        rows = [["" if item.get(name) is None else str(item.get(name)) for name in names] for item in items]
+        header = names
+    else:
+        try:
+            parsed = [row for row in csv.reader(io.StringIO(text), strict=True) if row]
+        except csv.Error as error:
+            raise ValueError(f"the import data is not valid CSV: {error}") from error
+        if not parsed:
+            raise ValueError("the import data is empty")
+        header, rows = [cell.strip() for cell in parsed[0]], parsed[1:]
+    if ACTION_COLUMN not in header:
+        raise ValueError("the import data has no _action column")
+    if len(header) < 2:
+        raise ValueError("the import data has no property columns besides _action")
+    return header, rows
+
+
+def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(request.get_data() or b"null")
+    except ValueError:
+        return None
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"status": status, "message": message}, status=status)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8901)
+    parser.add_argument("--token", default=OrgvueEmulatorConfig.token)
+    parser.add_argument("--tenant-id", default=OrgvueEmulatorConfig.tenant_id)
+    parser.add_argument("--dataset-id", default=OrgvueEmulatorConfig.dataset_id)
+    parser.add_argument("--import-seconds", type=float, default=ImportBehaviour.duration_s)
+    args = parser.parse_args()
+    config = OrgvueEmulatorConfig(tenant_id=args.tenant_id, dataset_id=args.dataset_id, token=args.token)
+    emulator = OrgvueEmulator(config, port=args.port)
+    emulator.import_behaviour.duration_s = args.import_seconds
+    print(
+        f"Orgvue emulator on {emulator.base_url} (tenant {config.tenant_id}, dataset {config.dataset_id}, "
+        f"token {args.token})"
+    )
+    emulator.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""The Orgvue emulator must refuse what Orgvue refuses and finish imports as Orgvue would, or tests against it
+prove nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.wrappers import Request, Response
+
+from offline.loopback_server import LoopbackServer
+from offline.orgvue_emulator import Fault, OrgvueEmulator, OrgvueEmulatorConfig
+from people_sync import api_assumptions as assumed
+
+CSV = b"_action,employeeID,fullName\ncreate,E1,Ada Lovelace\ncreate,E2,Grace Hopper\n"
+
+
+class FakeClock:
+    """The emulator's clock, moved by hand: no test sleeps out an import's duration."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CallbackRecorder(LoopbackServer):
+    """Our callback endpoint in miniature: records each call's query parameters."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.received: list[dict[str, str]] = []
+        self.arrived = threading.Event()
+        super().__init__(self._app, name="callback-recorder")
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        self.received.append(dict(request.args))
+        self.arrived.set()
+        return Response("ok", status=self.status)(environ, start_response)
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/orgvue/callback?sync=s-1"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def recorder() -> Iterator[CallbackRecorder]:
+    with CallbackRecorder() as running:
+        yield running
+
+
+@pytest.fixture
+def orgvue(clock: FakeClock, recorder: CallbackRecorder) -> Iterator[OrgvueEmulator]:
+    with OrgvueEmulator(OrgvueEmulatorConfig(), clock=clock) as running:
+        yield running
+
+
+def _auth(emulator: OrgvueEmulator) -> dict[str, str]:
+    return {"Authorization": f"Bearer {emulator.config.token}"}
+
+
+def _api(emulator: OrgvueEmulator, path: str) -> str:
+    return f"{emulator.base_url}/api/v1/{emulator.config.tenant_id}{path}"
+
+
+def _generate(emulator: OrgvueEmulator, target_type: str = "csv") -> dict[str, str]:
+    response = requests.post(
+        _api(emulator, "/files/generate"),
+        json={"targetType": target_type, "targetEncoding": "identity"},
+        headers=_auth(emulator),
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    urls: dict[str, str] = response.json()
+    return urls
+
+
+def _import_url(emulator: OrgvueEmulator, dataset: str | None = None) -> str:
+    return _api(emulator, f"/datasets/{dataset or emulator.config.dataset_id}/items/import")
+
+
+def _start(emulator: OrgvueEmulator, body: bytes = CSV, callback: str | None = None) -> tuple[dict[str, Any], str]:
+    """Uploads `body`, starts its import; (job ticket, result GET URL)."""
+    data, result = _generate(emulator), _generate(emulator, "json")
+    assert requests.put(data["put"], data=body, timeout=5).status_code == 200
+    payload: dict[str, Any] = {
+        "importLocation": {"method": "GET", "url": data["get"]},
+        "resultLocation": {"method": "PUT", "url": result["put"]},
+    }
+    if callback:
+        payload["callback"] = {
+            "method": "GET",
+            "urlTemplate": f"{callback}&status={{{{jobStatus}}}}&traceId={{{{traceId}}}}&tenantId={{{{tenantId}}}}",
+        }
+    response = requests.post(_import_url(emulator), json=payload, headers=_auth(emulator), timeout=5)
+    assert response.status_code == assumed.ORGVUE_IMPORT_ACCEPTED_STATUS, response.text
+    ticket: dict[str, Any] = response.json()
+    return ticket, result["get"]
+
+
+def test_config_refuses_bad_tenant_and_dataset_ids() -> None:
+    with pytest.raises(ValueError, match="tenant id"):
+        OrgvueEmulatorConfig(tenant_id="acme")
+    with pytest.raises(ValueError, match="tenant id"):
+        OrgvueEmulatorConfig(tenant_id="A" * 31)
+    with pytest.raises(ValueError, match="UUID"):
+        OrgvueEmulatorConfig(dataset_id="not-a-guid")
+    assert OrgvueEmulatorConfig(tenant_id="A_1").tenant_id == "A_1"
+
+
+def test_generate_needs_the_bearer_token(orgvue: OrgvueEmulator) -> None:
+    url, body = _api(orgvue, "/files/generate"), {"targetType": "csv", "targetEncoding": "identity"}
+    assert requests.post(url, json=body, timeout=5).status_code == 401
+    assert requests.post(url, json=body, headers={"Authorization": "Bearer nope"}, timeout=5).status_code == 401
+    other = f"{orgvue.base_url}/api/v1/OTHER/files/generate"
+    assert requests.post(other, json=body, headers=_auth(orgvue), timeout=5).status_code == 403
+    assert set(_generate(orgvue)) == {"get", "put"}
+
+
+def test_generate_refuses_a_bad_body(orgvue: OrgvueEmulator) -> None:
+    url = _api(orgvue, "/files/generate")
+    for body in ({"targetType": "xml", "targetEncoding": "identity"}, {"targetEncoding": "identity"}, [1]):
+        assert requests.post(url, json=body, headers=_auth(orgvue), timeout=5).status_code == 400
+    assert requests.post(url, data=b"{not json", headers=_auth(orgvue), timeout=5).status_code == 400
+
+
+def test_temp_file_round_trip_with_presigned_urls(orgvue: OrgvueEmulator) -> None:
+    urls = _generate(orgvue)
+    assert requests.get(urls["get"], timeout=5).status_code == 404  # nothing written yet
+    assert requests.put(urls["put"], data=CSV, timeout=5).status_code == 200
+    assert requests.get(urls["get"], timeout=5).content == CSV
+    # each URL works for its own method only, and a wrong signature is refused
+    assert requests.get(urls["put"], timeout=5).status_code == 403
+    assert requests.put(urls["get"], data=b"x", timeout=5).status_code == 403
+    assert requests.get(urls["get"].split("?")[0] + "?sig=guess", timeout=5).status_code == 403
+    assert orgvue.uploads[-1].body == CSV
+    assert not orgvue.uploads[-1].chunked
+    assert orgvue.uploads[-1].content_length == len(CSV)
+
+
+def test_temp_urls_refuse_an_authorization_header(orgvue: OrgvueEmulator) -> None:
+    urls = _generate(orgvue)
+    assert requests.put(urls["put"], data=CSV, headers=_auth(orgvue), timeout=5).status_code == 400
+    assert requests.get(urls["get"], headers=_auth(orgvue), timeout=5).status_code == 400
+
+
+def test_chunked_upload_is_recorded_as_chunked(orgvue: OrgvueEmulator) -> None:
+    urls = _generate(orgvue)
+    assert requests.put(urls["put"], data=iter([CSV[:10], CSV[10:]]), timeout=5).status_code == 200
+    assert orgvue.uploads[-1].chunked
+    assert orgvue.uploads[-1].body == CSV
+
+
+def test_import_validates_auth_dataset_and_shapes(orgvue: OrgvueEmulator) -> None:
+    urls = _generate(orgvue)
+    good: dict[str, Any] = {"importLocation": {"method": "GET", "url": urls["get"]}}
+    assert requests.post(_import_url(orgvue), json=good, timeout=5).status_code == 401
+    unknown = _import_url(orgvue, "00000000-0000-0000-0000-000000000000")
+    assert requests.post(unknown, json=good, headers=_auth(orgvue), timeout=5).status_code == 404
+    bad_bodies: list[Any] = [
+        {},
+        {"importLocation": {"method": "PUT", "url": urls["get"]}},
+        {"importLocation": {"method": "GET", "url": "not a url"}},
+        {**good, "resultLocation": {"method": "GET", "url": urls["put"]}},
+        {**good, "callback": {"method": "GET", "url": "http://x/cb"}},
+        {**good, "callback": {"method": "POST", "urlTemplate": "http://x/cb"}},
+        {**good, "callback": "http://x/cb"},
+    ]
+    for body in bad_bodies:
+        response = requests.post(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=5)
+        assert response.status_code == 400, body
+    response = requests.post(_import_url(orgvue), json=good, headers=_auth(orgvue), timeout=5)
+    assert response.status_code == assumed.ORGVUE_IMPORT_ACCEPTED_STATUS
+    ticket = response.json()
+    assert ticket[assumed.ORGVUE_TICKET_ID_FIELD] == orgvue.imports[-1].job_id
+    assert ticket[assumed.ORGVUE_TICKET_TRACE_FIELD] == orgvue.imports[-1].trace_id
+
+
+def test_import_completes_on_its_clock_writes_result_and_calls_back(
+    orgvue: OrgvueEmulator, clock: FakeClock, recorder: CallbackRecorder
+) -> None:
+    orgvue.import_behaviour.duration_s = 30
+    ticket, result_url = _start(orgvue, callback=recorder.url)
+    orgvue.wake()
+    assert not recorder.arrived.wait(0.1)  # not before its time
+    assert requests.get(result_url, timeout=5).status_code == 404
+    clock.now += 30
+    record = orgvue.wait_until_processed(ticket[assumed.ORGVUE_TICKET_ID_FIELD], timeout=2)
+    assert record.status == assumed.ORGVUE_JOB_STATUS_COMPLETED
+    assert record.result_put_status == 200
+    document = requests.get(result_url, timeout=5).json()
+    assert document[assumed.ORGVUE_RESULT_STATUS_FIELD] == assumed.ORGVUE_JOB_STATUS_COMPLETED
+    assert document[assumed.ORGVUE_RESULT_SUMMARY_FIELD]["created"] == 2
+    assert orgvue.items == {
+        "E1": {"employeeID": "E1", "fullName": "Ada Lovelace"},
+        "E2": {"employeeID": "E2", "fullName": "Grace Hopper"},
+    }
+    assert recorder.received == [
+        {
+            "sync": "s-1",
+            "status": assumed.ORGVUE_JOB_STATUS_COMPLETED,
+            "traceId": ticket[assumed.ORGVUE_TICKET_TRACE_FIELD],
+            "tenantId": orgvue.config.tenant_id,
+        }
+    ]
+    assert [(callback.status, callback.url.startswith(recorder.base_url)) for callback in orgvue.callbacks] == [
+        (200, True)
+    ]
+
+
+def test_import_completes_after_n_result_reads(orgvue: OrgvueEmulator) -> None:
+    orgvue.import_behaviour.reads = 2
+    ticket, result_url = _start(orgvue)
+    assert requests.get(result_url, timeout=5).status_code == 404
+    assert not orgvue.imports[-1].processed.wait(0.05)
+    assert requests.get(result_url, timeout=5).status_code == 404  # the second read triggers processing
+    orgvue.wait_until_processed(ticket[assumed.ORGVUE_TICKET_ID_FIELD], timeout=2)
+    assert requests.get(result_url, timeout=5).json()[assumed.ORGVUE_RESULT_STATUS_FIELD] == "completed"
+
+
+def test_actions_update_delete_and_row_errors(orgvue: OrgvueEmulator) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    _start(orgvue)
+    orgvue.wait_until_processed()
+    body = (
+        b"employeeID,_action,fullName\n"
+        b"E1,update,\n"  # an empty cell leaves the property unchanged
+        b"E2,Update,Grace B. Hopper\n"
+        b"E2,delete,\n"
+        b"E9,update,Nobody\n"
+        b"E1,create,Again\n"
+        b"E3,upsert,Unknown\n"
+    )
+    _start(orgvue, body)
+    record = orgvue.wait_until_processed()
+    assert record.result is not None
+    summary = record.result[assumed.ORGVUE_RESULT_SUMMARY_FIELD]
+    assert summary == {"rows": 6, "created": 0, "updated": 2, "deleted": 1, "errors": 3}
+    assert [error["row"] for error in record.result[assumed.ORGVUE_RESULT_ERRORS_FIELD]] == [4, 5, 6]
+    assert orgvue.items == {"E1": {"employeeID": "E1", "fullName": "Ada Lovelace"}}
+
+
+def test_refresh_deletes_items_missing_from_the_upload(orgvue: OrgvueEmulator) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    _start(orgvue)
+    orgvue.wait_until_processed()
+    orgvue.import_behaviour.refresh = True
+    _start(orgvue, b"_action,employeeID,fullName\nupdate,E1,Ada\n")
+    record = orgvue.wait_until_processed()
+    assert record.result is not None
+    assert record.result[assumed.ORGVUE_RESULT_SUMMARY_FIELD]["deleted"] == 1
+    assert set(orgvue.items) == {"E1"}
+
+
+def test_data_without_action_column_fails_the_job(orgvue: OrgvueEmulator, recorder: CallbackRecorder) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    _start(orgvue, b"employeeID,fullName\nE1,Ada\n", callback=recorder.url)
+    record = orgvue.wait_until_processed()
+    assert record.status == assumed.ORGVUE_JOB_STATUS_FAILED
+    assert record.result is not None
+    assert "_action" in record.result[assumed.ORGVUE_RESULT_MESSAGE_FIELD]
+    assert recorder.received[-1]["status"] == assumed.ORGVUE_JOB_STATUS_FAILED
+    assert orgvue.items == {}
+
+
+def test_fail_with_fails_the_job_with_that_reason(orgvue: OrgvueEmulator, recorder: CallbackRecorder) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    orgvue.import_behaviour.fail_with = "Property 'grade' does not exist in dataset"
+    _, result_url = _start(orgvue, callback=recorder.url)
+    orgvue.wait_until_processed()
+    document = requests.get(result_url, timeout=5).json()
+    assert document[assumed.ORGVUE_RESULT_STATUS_FIELD] == assumed.ORGVUE_JOB_STATUS_FAILED
+    assert document[assumed.ORGVUE_RESULT_MESSAGE_FIELD] == "Property 'grade' does not exist in dataset"
+    assert recorder.received[-1]["status"] == assumed.ORGVUE_JOB_STATUS_FAILED
+    assert orgvue.items == {}
+
+
+def test_send_callback_false_writes_the_result_but_never_calls(
+    orgvue: OrgvueEmulator, recorder: CallbackRecorder
+) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    orgvue.import_behaviour.send_callback = False
+    _, result_url = _start(orgvue, callback=recorder.url)
+    orgvue.wait_until_processed()
+    assert requests.get(result_url, timeout=5).status_code == 200
+    assert recorder.received == []
+    assert orgvue.callbacks == []
+
+
+def test_result_defaults_to_the_imported_files_put_url(orgvue: OrgvueEmulator) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    urls = _generate(orgvue)
+    requests.put(urls["put"], data=CSV, timeout=5)
+    body = {"importLocation": {"method": "GET", "url": urls["get"]}}
+    requests.post(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=5)
+    orgvue.wait_until_processed()
+    assert requests.get(urls["get"], timeout=5).json()[assumed.ORGVUE_RESULT_STATUS_FIELD] == "completed"
+
+
+def test_faults_are_injected_per_operation(orgvue: OrgvueEmulator) -> None:
+    orgvue.inject("generate", Fault.http(429, retry_after=3), Fault.http(503))
+    url, body = _api(orgvue, "/files/generate"), {"targetType": "csv", "targetEncoding": "identity"}
+    first = requests.post(url, json=body, headers=_auth(orgvue), timeout=5)
+    assert (first.status_code, first.headers.get("Retry-After")) == (429, "3")
+    assert requests.post(url, json=body, headers=_auth(orgvue), timeout=5).status_code == 503
+    assert requests.post(url, json=body, headers=_auth(orgvue), timeout=5).status_code == 200
+    assert [call.status for call in orgvue.calls_of("generate")] == [429, 503, 200]
+    orgvue.inject("tempGet", Fault.connection_reset())
+    with pytest.raises(requests.ConnectionError):
+        requests.get(_generate(orgvue)["get"], timeout=5)
+    with pytest.raises(ValueError, match="unknown operation"):
+        orgvue.inject("getProcess", Fault.http(500))
+
+
+def test_slow_fault_does_the_work_then_answers_late(orgvue: OrgvueEmulator) -> None:
+    urls = _generate(orgvue)
+    requests.put(urls["put"], data=CSV, timeout=5)
+    orgvue.inject("import", Fault.slow(0.3))
+    body = {"importLocation": {"method": "GET", "url": urls["get"]}}
+    with pytest.raises(requests.Timeout):
+        requests.post(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=(2, 0.1))
+    assert len(orgvue.imports) == 1  # Orgvue started it even though the client never heard
+
+
+def test_stop_leaves_no_thread_running(clock: FakeClock) -> None:
+    before = set(threading.enumerate())
+    emulator = OrgvueEmulator(clock=clock).start()
+    emulator.import_behaviour.duration_s = 60
+    _start(emulator)  # a job still waiting when the emulator stops
+    emulator.stop()
+    assert [thread for thread in threading.enumerate() if thread not in before and thread.is_alive()] == []
