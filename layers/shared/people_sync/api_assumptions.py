@@ -170,4 +170,58 @@ def orgvue_result_document(
 
 
 # --- ELMA365 --------------------------------------------------------------------------------------
-# (ELMA365's guesses go here: upload/import/status paths, field names, status values.)
+# Found (elma365.com "Data import" and "Apps API", see shared/reference/README.md): JSON POSTs under
+# /pub/v1/, answers {"success": bool, "error": ...}, 400 with the reason, 403 failed login, 404 bad
+# address; a client-chosen `hash` names an uploaded file and is not returned; start with hash, format
+# (xlsx/csv) and withEventHandlers; a temporary file lives 60 minutes; one import per app at a time
+# (a second start answers status `blocked`); the status method answers like the start; poll at most
+# once a second. Everything below is a guess.
+
+#: (assumption) Upload of a temporary file: POST with the file as the raw request body (not multipart)
+#: and the client's hash in the query string; the answer is {"success": true} (no hash in it).
+ELMA365_UPLOAD_PATH = "/pub/v1/disk/file/upload"
+ELMA365_UPLOAD_HASH_PARAM = "hash"
+ELMA365_UPLOAD_CONTENT_TYPES = {
+    "csv": "text/csv",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+#: (assumption) ELMA365 expects the hash to be a UUID (its disk API names files by UUID); we send uuid4.
+ELMA365_HASH_IS_UUID = True
+
+#: (assumption) Start an import of an app: POST with a JSON body of these keys.
+ELMA365_IMPORT_PATH = "/pub/v1/app/{namespace}/{code}/import"
+ELMA365_IMPORT_HASH_KEY = "hash"
+ELMA365_IMPORT_FORMAT_KEY = "format"
+ELMA365_IMPORT_EVENT_HANDLERS_KEY = "withEventHandlers"
+ELMA365_IMPORT_FORMATS = ("csv", "xlsx")
+
+#: (assumption) The import's status: POST (the API's usual verb; GET is the alternative) with an empty
+#: JSON body, under the start path plus the import id.
+ELMA365_STATUS_PATH = "/pub/v1/app/{namespace}/{code}/import/{import_id}"
+ELMA365_STATUS_METHOD = "POST"
+
+#: (assumption) Field names of the start/status answer: {"success", "id", "status", "imported",
+#: "total", "error"}. A `blocked` start answers HTTP 200, success true, and carries no id.
+ELMA365_ANSWER_ID_KEY = "id"
+ELMA365_ANSWER_STATUS_KEY = "status"
+ELMA365_ANSWER_IMPORTED_KEY = "imported"
+ELMA365_ANSWER_TOTAL_KEY = "total"
+ELMA365_ANSWER_ERROR_KEY = "error"
+
+#: (assumption) Status values ("blocked" is found; the others are guesses).
+ELMA365_STATUS_IN_PROGRESS = "in_progress"
+ELMA365_STATUS_DONE = "done"
+ELMA365_STATUS_ERROR = "error"
+ELMA365_STATUS_BLOCKED = "blocked"
+
+#: (assumption) A missing or malformed Authorization header answers 401, a wrong token 403 (found: 403
+#: "failed login"); the token goes as `Authorization: Bearer <token>`.
+ELMA365_UNAUTHENTICATED_STATUSES = frozenset({401, 403})
+
+#: (assumption) Rate limiting answers 429, with or without Retry-After (seconds), as ChartHop does.
+ELMA365_RATE_LIMIT_STATUS = 429
+
+#: (assumption) The CSV ELMA365 imports is UTF-8, comma-separated, with the app template's column
+#: names in its first row; each chunk we upload repeats that header row.
+ELMA365_CSV_HAS_HEADER = True
