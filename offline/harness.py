@@ -152,7 +152,7 @@ class Offline:
 def offline_environment(
     *,
     import_behaviour: ImportBehaviour | None = None,
-    poll_initial_seconds: int = 0,
+    poll_initial_seconds: int = 1,
     poll_max_seconds: int = 1,
     import_timeout_seconds: int = 120,
     import_on_upload: bool = True,

@@ -9,6 +9,8 @@ from typing import Any
 from unittest import mock
 
 from moto.stepfunctions.models import StateMachine
+from moto.stepfunctions.parser.asl.component.common.catch.catcher_decl import CatcherDecl
+from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
 
 
 def _state_machine_deepcopy(self: StateMachine, memo: dict[int, Any]) -> StateMachine:
@@ -22,7 +24,35 @@ def _state_machine_deepcopy(self: StateMachine, memo: dict[int, Any]) -> StateMa
     return clone  # type: ignore[return-value]
 
 
+_original_catch_body = CatcherDecl._eval_body
+_original_set_next = CommonStateField._set_next
+
+
+def _catch_body(self: CatcherDecl, env: Any) -> None:
+    """Marks that a catcher chose the next state (moto cannot tell when it names the state itself)."""
+    _original_catch_body(self, env)
+    env.catcher_chose_next = env.next_state_name == self.next_decl.name and bool(env.stack) and _caught(env.stack[-1])
+
+
+def _caught(outcome: Any) -> bool:
+    return type(outcome).__name__ == "CatcherOutcomeCaught"
+
+
+def _set_next(self: CommonStateField, env: Any) -> None:
+    """moto 5.2.1 takes "the next state is still this state" to mean "no catcher chose one", so a
+    catcher whose Next is its own state (the status loop's wait-ran-out catcher; valid ASL) falls through
+    to the state's own Next instead. Honour the catcher's choice."""
+    if getattr(env, "catcher_chose_next", False):
+        env.catcher_chose_next = False
+        return
+    _original_set_next(self, env)
+
+
 @contextmanager
 def moto_workarounds() -> Iterator[None]:
-    with mock.patch.object(StateMachine, "__deepcopy__", _state_machine_deepcopy, create=True):
+    with (
+        mock.patch.object(StateMachine, "__deepcopy__", _state_machine_deepcopy, create=True),
+        mock.patch.object(CatcherDecl, "_eval_body", _catch_body),
+        mock.patch.object(CommonStateField, "_set_next", _set_next),
+    ):
         yield

@@ -76,8 +76,14 @@ def test_slow_import_needs_several_loops_and_moves_the_bar_each_time() -> None:
         sync_id = drop_roster(offline)
         process = offline.wait_for_process(sync_id)
         assert process["status"] == "DONE"
-        assert states_entered(offline, sync_id, "CheckImportStatus") == 5
-        assert states_entered(offline, sync_id, "WaitBeforeCheck") == 5
+        checks = len(offline.emulator.calls_of("getProcess"))
+        assert checks == 5
+        # One state transition per check: the task is entered once after the start (it only waits), then
+        # once per check; nothing else runs until the import is done.
+        assert states_entered(offline, sync_id, "FollowImport") == checks + 1
+        assert states_entered(offline, sync_id, "IsImportFinished") == 1
+        entered = [event for event in offline.execution_history(sync_id) if event["type"].endswith("StateEntered")]
+        assert len(entered) == checks + 1 + 2  # + IsImportFinished + FinishSync
         values = offline.progress_values(sync_id)
         assert_strictly_increasing_to_one(values)
         assert len(values) == 2 + 4 + 1  # uploading, accepted, four running steps, done
@@ -97,8 +103,8 @@ def test_charthop_outage_longer_than_client_retries_is_waited_out_by_the_loop(of
     sync_id = drop_roster(offline)
     assert offline.wait_for_process(sync_id, timeout=90)["status"] == "DONE"
     history = offline.execution_history(sync_id)
-    assert [event for event in history if event["type"] == "LambdaFunctionFailed"] == []
-    assert states_entered(offline, sync_id, "CheckImportStatus") >= 4
+    assert [event for event in history if event["type"] in ("TaskFailed", "LambdaFunctionFailed")] == []
+    assert states_entered(offline, sync_id, "FollowImport") >= 4
     assert [call.status for call in offline.emulator.calls_of("getProcess")].count(502) == 18
     assert offline.execution_status(sync_id) == "SUCCEEDED"
 

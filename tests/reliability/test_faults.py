@@ -35,9 +35,9 @@ def test_outage_beyond_the_loops_tolerance_marks_the_sync_error() -> None:
         assert process["message"].startswith("The sync of roster.csv stopped: ChartHop is unavailable (HTTP 503)")
         assert offline.execution_status(sync_id) == "FAILED"
         failed = [
-            e["lambdaFunctionFailedEventDetails"]["error"]
+            e["taskFailedEventDetails"]["error"]
             for e in offline.execution_history(sync_id)
-            if e["type"] == "LambdaFunctionFailed"
+            if e["type"] == "TaskFailed"
         ]
         assert failed == ["ChartHopUnavailable"] * 3  # first try + the state machine's 2 retries
 
@@ -103,7 +103,7 @@ def test_secrets_never_reach_the_logs(capfd: pytest.CaptureFixture[str], caplog:
     # the API shim's, the async-invocation and the state machine's threads.
     from_functions = [record for record in caplog.records if record.threadName != "MainThread"]
     logged = out + err + "\n".join(f"{record.name} {record.getMessage()}" for record in from_functions)
-    assert "import checked" in logged  # the functions' logs were captured
+    assert "import followed" in logged  # the functions' logs were captured
     assert api_token not in logged
     assert WEBHOOK_TOKEN not in logged
 

@@ -59,19 +59,24 @@ def test_only_forward_progress_is_worth_reporting() -> None:
     assert not bar.worth_reporting(0.205, 0.20)
 
 
-def test_poll_wait_doubles_up_to_the_cap() -> None:
-    poll = PollState(wait_seconds=5, initial_seconds=5, max_seconds=60, timeout_seconds=3900, started_at=0)
-    waits = []
-    for _ in range(6):
-        poll = bar.next_poll(poll, now=0)
-        waits.append(poll.wait_seconds)
-    assert waits == [10, 20, 40, 60, 60, 60]
-    assert poll.attempt == 6
+def poll(initial: int = 5, cap: int = 60) -> PollState:
+    return PollState(wait_seconds=initial, initial_seconds=initial, max_seconds=cap, timeout_seconds=7200, started_at=0)
 
 
-def test_zero_waits_stay_zero_for_tests() -> None:
-    poll = PollState(wait_seconds=0, initial_seconds=0, max_seconds=1, timeout_seconds=60, started_at=0)
-    assert bar.next_poll(poll, now=10_000).wait_seconds == 0
+def test_waits_step_up_a_ladder_from_the_imports_age() -> None:
+    ages = (0, 4, 5, 19, 20, 600, 1199, 1200, 2400, 3600)
+    assert [bar.wait_for(poll(), now) for now in ages] == [5, 5, 15, 45, 60, 60, 60, 120, 240, 240]
+
+
+def test_waits_are_never_shorter_than_a_second() -> None:
+    assert bar.wait_for(poll(initial=1, cap=1), now=0) == 1
+    assert bar.wait_for(poll(initial=1, cap=1), now=19) == 1
+    assert bar.wait_for(poll(initial=1, cap=1), now=20) == 2
+
+
+def test_next_poll_counts_the_check_and_records_when_it_ran() -> None:
+    after = bar.next_poll(poll(), now=20)
+    assert (after.attempt, after.wait_seconds, after.checked_at) == (1, 60, 20)
 
 
 @pytest.mark.parametrize(
@@ -144,19 +149,15 @@ def test_keys_outside_the_layout_are_invalid(key: str) -> None:
 
 
 def test_waits_past_the_cap_grow_with_elapsed_time_but_never_past_a_tenth_of_it() -> None:
-    poll = PollState(wait_seconds=5, initial_seconds=5, max_seconds=60, timeout_seconds=7200, started_at=1000)
-    assert bar.next_poll(poll.model_copy(update={"attempt": 9}), now=1000 + 300).wait_seconds == 60
-    assert bar.next_poll(poll.model_copy(update={"attempt": 9}), now=1000 + 3000).wait_seconds == 300
-    assert bar.next_poll(poll.model_copy(update={"attempt": 1}), now=1000 + 3000).wait_seconds == 20
+    for age in range(0, 7200, 7):
+        assert bar.wait_for(poll(), now=age) <= max(60, 0.1 * age), age
 
 
 def test_completion_is_noticed_within_max_of_cap_and_a_tenth_of_the_duration() -> None:
-    for duration in (10, 59, 61, 300, 601, 1800, 3600):
-        poll = PollState(wait_seconds=5, initial_seconds=5, max_seconds=60, timeout_seconds=7200, started_at=0)
-        now = 0
+    for duration in (10, 59, 61, 300, 601, 1800, 3600, 3601, 5000):
+        state, now = poll(), 0.0
         while True:
-            now += poll.wait_seconds
+            now += bar.wait_for(state, now)
             if now >= duration:
                 break
-            poll = bar.next_poll(poll, now)
         assert now - duration <= max(60, 0.1 * duration), duration

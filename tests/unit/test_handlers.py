@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from offline.lambda_runtime import LambdaContext
 from people_sync import aws_clients
-from people_sync.models import SyncNowRequest, SyncState
+from people_sync.models import LoopTaskEvent, SyncNowRequest, SyncState
 from tests.conftest import load_event
 
 IMPORT_STARTER = "people-sync-ImportStarterFunction"
@@ -111,10 +111,16 @@ def test_handoff_failure_is_a_5xx_so_charthop_redelivers(webhook) -> None:
         call(app, load_event("webhook_sync_now.json"))
 
 
-@pytest.mark.parametrize("name", ["status_checker.json", "sync_finalizer.json", "sync_finalizer_workflow_error.json"])
+@pytest.mark.parametrize("name", ["sync_finalizer.json", "sync_finalizer_workflow_error.json"])
 def test_state_machine_sample_events_are_valid_sync_states(name: str) -> None:
     state = SyncState.model_validate(load_event(name))
     assert state.file.name == "roster.csv"
+
+
+def test_status_checker_sample_event_is_a_loop_task() -> None:
+    task = LoopTaskEvent.model_validate(load_event("status_checker.json"))
+    assert task.state.file.name == "roster.csv"
+    assert task.task_token
 
 
 def test_import_starter_sample_events_match_their_models() -> None:

@@ -245,12 +245,13 @@ def test_check_import_reports_only_forward_progress_and_backs_off(aws, emulator,
     state = loop_state(aws, clock)
     waits = []
     for _ in range(4):
+        clock.now += state.poll.wait_seconds
         state = sync_service.check_import(ctx, state)
         waits.append(state.poll.wait_seconds)
         assert not state.finished
     assert [round(p, 2) for _, p, _ in reporter.progress] == [0.5]
     assert "importing (50%)" in reporter.progress[0][2]
-    assert waits == [10, 20, 40, 60]
+    assert waits == [15, 60, 60, 60]  # the ladder: 3x the import's age early, PollMaxSeconds after
 
 
 @pytest.mark.parametrize(

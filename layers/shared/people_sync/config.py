@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities import parameters
 
-from people_sync.csv_checks import CsvRules
 from people_sync.models import ImportOptions
+
+if TYPE_CHECKING:
+    from people_sync.csv_checks import CsvRules
 
 #: Seconds a secret or the settings parameter is cached inside a warm container.
 PARAMETER_MAX_AGE = 300
@@ -37,6 +39,8 @@ class AppSettings:
     charthop_retry_backoff_seconds: float = 0.5
     charthop_read_timeout_seconds: float = 60.0
     max_unavailable_checks: int = 10
+    #: DynamoDB table of the status loop's memory and the import slots.
+    sync_table: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
@@ -59,6 +63,7 @@ class AppSettings:
             charthop_retry_backoff_seconds=float(env.get("CHARTHOP_RETRY_BACKOFF_SECONDS", "0.5")),
             charthop_read_timeout_seconds=float(env.get("CHARTHOP_READ_TIMEOUT_SECONDS", "60")),
             max_unavailable_checks=int(env.get("MAX_UNAVAILABLE_CHECKS", "10")),
+            sync_table=env.get("SYNC_TABLE", ""),
         )
 
 
@@ -80,4 +85,7 @@ def import_options(settings: AppSettings) -> ImportOptions:
 
 def csv_rules(settings: AppSettings) -> CsvRules:
     """Pre-flight limits (size, rows, required columns), from the same settings parameter."""
+    # Imported here: the webhook reads PARAMETER_MAX_AGE from this module but never checks a CSV.
+    from people_sync.csv_checks import CsvRules
+
     return CsvRules.model_validate(_settings_document(settings).get("csvRules", {}))

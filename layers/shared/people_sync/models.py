@@ -135,9 +135,10 @@ class SyncNowRequest(CamelModel):
 
 
 class PollState(CamelModel):
-    """Where the status loop is: waits grow from `initial_seconds` to `max_seconds`."""
+    """Where the status loop is: waits grow from `initial_seconds` past `max_seconds` (see progress.wait_for)."""
 
     attempt: int = 0
+    #: How long the loop waits (for a callback, or until the next check) before it checks again.
     wait_seconds: int
     initial_seconds: int
     max_seconds: int
@@ -145,6 +146,9 @@ class PollState(CamelModel):
     started_at: float
     #: Checks in a row that could not reach the target; the loop rides out short outages itself.
     unavailable_checks: int = 0
+    #: When the check that produced this state ran (or the import started). The loop's task is entered
+    #: again at once after a hand-over; an entry within half a wait of this time only waits.
+    checked_at: float | None = None
 
 
 class ImportJob(CamelModel):
@@ -179,6 +183,13 @@ class SyncState(CamelModel):
     @property
     def job(self) -> ImportJob:
         return ImportJob(import_id=self.import_id, detail=self.import_detail)
+
+
+class LoopTaskEvent(CamelModel):
+    """What the state machine's FollowImport task sends the status checker."""
+
+    state: SyncState
+    task_token: str
 
 
 ImportState = Literal["pending", "running", "done", "failed"]

@@ -13,6 +13,13 @@ MIN_PROGRESS_STEP = 0.01
 #: Past PollMaxSeconds, a wait may grow to this fraction of the time the import has taken so far:
 #: completion is then noticed within max(PollMaxSeconds, 10% of the import's duration).
 WAIT_FRACTION_OF_ELAPSED = 0.1
+#: Below PollMaxSeconds a wait may be this many times the time the import has taken so far, so a
+#: short import is noticed within seconds.
+EARLY_WAIT_MULTIPLE = 3
+#: Waits come from a ladder (initial x 3 up to PollMaxSeconds, then PollMaxSeconds x 2, x 4 ...):
+#: the state machine's data changes only when a wait steps up, which keeps state transitions few.
+EARLY_STEP = 3
+LATE_STEP = 2
 
 
 def sync_progress(status: ImportStatus) -> float:
@@ -28,13 +35,35 @@ def worth_reporting(new: float, reported: float) -> bool:
     return new - reported >= MIN_PROGRESS_STEP
 
 
+def wait_ladder(initial: int, cap: int, limit: float) -> list[int]:
+    """The waits the loop may use, up to `limit` seconds."""
+    waits: list[int] = []
+    wait = max(1, initial)
+    while wait < cap:
+        waits.append(wait)
+        wait *= EARLY_STEP
+    wait = max(1, cap)
+    while wait <= max(limit, cap):
+        waits.append(wait)
+        wait *= LATE_STEP
+    return waits
+
+
+def wait_for(poll: PollState, now: float) -> int:
+    """The wait before the next check, from the import's age alone: the longest ladder step within
+    max(max_seconds, 10% of elapsed) and, early on, within 3x elapsed. Every completion is noticed within
+    max(max_seconds, 10% of the import's duration), and the wait changes only a few times an hour."""
+    elapsed = max(0.0, now - poll.started_at)
+    allowed = max(
+        poll.initial_seconds,
+        min(max(poll.max_seconds, WAIT_FRACTION_OF_ELAPSED * elapsed), EARLY_WAIT_MULTIPLE * elapsed),
+    )
+    return max(wait for wait in wait_ladder(poll.initial_seconds, poll.max_seconds, allowed) if wait <= allowed)
+
+
 def next_poll(poll: PollState, now: float) -> PollState:
-    """Exponential backoff capped by max(max_seconds, 10% of elapsed): a short import is noticed within
-    seconds, a long one costs few checks, and no completion waits longer than that cap to be seen."""
-    attempt = poll.attempt + 1
-    cap = max(poll.max_seconds, WAIT_FRACTION_OF_ELAPSED * max(0.0, now - poll.started_at))
-    wait = min(cap, poll.initial_seconds * 2**attempt)
-    return poll.model_copy(update={"attempt": attempt, "wait_seconds": int(wait)})
+    """The poll state after a check at `now`."""
+    return poll.model_copy(update={"attempt": poll.attempt + 1, "wait_seconds": wait_for(poll, now), "checked_at": now})
 
 
 def status_message(status: ImportStatus, file_name: str) -> str:

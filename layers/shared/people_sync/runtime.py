@@ -7,6 +7,7 @@ from functools import cache
 from people_sync import aws_clients
 from people_sync.charthop_client import ChartHopClient, default_retry
 from people_sync.config import AppSettings, charthop_token, csv_rules, import_options
+from people_sync.loop_memory import DynamoDBLoopMemory
 from people_sync.sync_service import SyncContext
 from people_sync.targets.charthop import ChartHopProgressReporter, ChartHopTarget
 
@@ -28,6 +29,7 @@ def sync_context() -> SyncContext:
         s3=aws_clients.s3(),
         stepfunctions=aws_clients.stepfunctions(),
         csv_rules=csv_rules(settings),
+        loop_memory=DynamoDBLoopMemory(settings.sync_table),
     )
 
 

@@ -18,6 +18,7 @@ from people_sync.charthop_client import ChartHopClient, created_at
 from people_sync.config import AppSettings
 from people_sync.csv_checks import CheckedUpload, CsvProblem, CsvRejected, CsvRules
 from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError, TargetRejected, TargetUnavailable
+from people_sync.loop_memory import InMemoryLoopMemory, LoopMemory
 from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
 from people_sync.staging import latest_staged_file, open_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.targets.base import ImportTarget, ProgressReporter
@@ -40,6 +41,7 @@ class SyncContext:
     s3: S3Client
     stepfunctions: SFNClient
     csv_rules: CsvRules = field(default_factory=CsvRules)
+    loop_memory: LoopMemory = field(default_factory=InMemoryLoopMemory)
     clock: Callable[[], float] = time.time
 
 
@@ -184,11 +186,12 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
         import_detail=job.detail,
         file=staged,
         poll=PollState(
-            wait_seconds=settings.poll_initial_seconds,
-            initial_seconds=settings.poll_initial_seconds,
+            wait_seconds=max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds),
+            initial_seconds=max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds),
             max_seconds=settings.poll_max_seconds,
             timeout_seconds=settings.import_timeout_seconds,
             started_at=ctx.clock(),
+            checked_at=ctx.clock(),
         ),
         reported_progress=bar.ACCEPTED_PROGRESS,
     )
