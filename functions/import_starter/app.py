@@ -10,9 +10,9 @@ import os
 from typing import Any
 from urllib.parse import unquote_plus
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -31,7 +31,12 @@ tracer = Tracer()
 metrics = Metrics()
 #: A version of an S3 object never changes, so a replay a week later is still a duplicate.
 idempotency = IdempotencyConfig(expires_after_seconds=7 * 24 * 3600, raise_on_no_idempotency_key=True)
-persistence = DynamoDBPersistenceLayer(table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"))
+#: Every invocation runs idempotency, so its DynamoDB client is created here, once per container. It comes from
+#: boto3's default session, like the S3 and Step Functions clients of the sync context, so those reuse the
+#: endpoint and partition data this client loaded instead of loading their own copy on the first invocation.
+persistence = DynamoDBPersistenceLayer(
+    table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"), boto3_client=boto3.client("dynamodb")
+)
 
 
 @idempotent_function(  # type: ignore[untyped-decorator]
@@ -62,6 +67,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         request = parse(event=event, model=SyncNowRequest)
         logger.append_keys(sync_process_id=request.sync_process_id)
         return _started([_once(start_sync_now, request=request.model_dump(mode="json", include=_SYNC_NOW_KEY))])
+    # Only the upload path reads S3 events; importing the data classes package costs a "Sync Now" ~10 ms.
+    from aws_lambda_powertools.utilities.data_classes import S3Event
+
     started = []
     for record in S3Event(event).records:
         s3_object = record.s3.get_object
