@@ -30,6 +30,7 @@ from people_sync.loop_memory import InMemoryLoopMemory  # noqa: E402
 from people_sync.models import ImportJob, ImportStatus, SyncState  # noqa: E402
 from people_sync.status_loop import follow_import  # noqa: E402
 from people_sync.sync_service import SyncContext  # noqa: E402
+from people_sync.targets.log_reporter import LogProgressReporter  # noqa: E402
 
 HANDLERS = ["webhook", "import_starter", "status_checker", "sync_finalizer"]
 
@@ -125,14 +126,6 @@ class _StateMachine:
         return {}
 
 
-class _Reporter:
-    def report_progress(self, sync_id: str, progress: float, message: str) -> None:
-        pass
-
-    def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None:
-        pass
-
-
 def simulate_status_loop(duration: float, initial: int, cap: int) -> tuple[int, int, float]:
     """Runs the real status checker code (status_loop.follow_import) as the ASL drives it, on a simulated
     clock: FollowImport is entered, the checker hands a state back (then IsImportFinished, and FinishSync
@@ -147,9 +140,15 @@ def simulate_status_loop(duration: float, initial: int, cap: int) -> tuple[int, 
         import_starter_function="-", poll_initial_seconds=initial, poll_max_seconds=cap, import_timeout_seconds=7200,
     )  # fmt: skip
     ctx = SyncContext(
-        settings=settings, charthop=cast(Any, None), target=target, reporter=_Reporter(), s3=cast(Any, None),
-        stepfunctions=cast(Any, machine), loop_memory=InMemoryLoopMemory(), clock=lambda: clock[0],
-    )  # fmt: skip
+        settings=settings,
+        charthop=cast(Any, None),
+        target=target,
+        reporter=LogProgressReporter("bench"),
+        s3=cast(Any, None),
+        stepfunctions=cast(Any, machine),
+        loop_memory=InMemoryLoopMemory(),
+        clock=lambda: clock[0],
+    )
     state = SyncState.model_validate(
         {
             "orgId": "org", "syncProcessId": "s", "importId": "i",

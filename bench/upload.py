@@ -150,7 +150,7 @@ def _child(mode: str, emulator_url: str) -> dict[str, Any]:
             settings=settings,
             charthop=client,
             target=ChartHopTarget(client, ORG, ImportOptions()),
-            reporter=ChartHopProgressReporter(client, ORG),
+            reporter=ChartHopProgressReporter(client, ORG, app_name="bench", app_user_id="bench-user"),
             s3=s3,
             stepfunctions=sfn,
             # ~10 million rows per GB: past the default MaxRows, which a deployment raises for files this big

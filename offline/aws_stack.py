@@ -291,6 +291,7 @@ class OfflineStack:
             "AWS::Region": self.region,
             "AWS::AccountId": ACCOUNT_ID,
             "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
         }
         if name in pseudo:
             return pseudo[name]

@@ -1,15 +1,17 @@
 """The whole sync, offline: S3 upload and "Sync Now" against a local ChartHop, through the real template.
 
-    python -m offline.demo [--csv events/roster.csv] [--import-seconds 4]
+    python -m offline.demo [--target charthop|orgvue|elma365|all] [--csv events/roster.csv] [--import-seconds 4]
 
-Prints each sync's progress as ChartHop's app UI would show it and exits non-zero unless every sync
-ends DONE with progress strictly increasing to 1.0.
+Prints each sync's progress as the user would see it (ChartHop's app UI; for Orgvue and ELMA365 the
+functions' progress log lines) and exits non-zero unless every sync ends DONE with progress strictly
+increasing to 1.0.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import sys
 import time
 from pathlib import Path
@@ -17,9 +19,54 @@ from typing import Any
 
 from offline.aws_stack import REPO_ROOT
 from offline.charthop_emulator import ImportBehaviour
+from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
 from offline.harness import Offline, offline_environment
+from offline.orgvue_emulator import ImportBehaviour as OrgvueBehaviour
 
 DEFAULT_CSV = REPO_ROOT / "events" / "roster.csv"
+ORGVUE_CSV = REPO_ROOT / "events" / "orgvue_people.csv"
+TARGETS = ("charthop", "orgvue", "elma365")
+#: The demo imports into ELMA365 in chunks this small, so even the sample roster shows chunking.
+DEMO_ELMA365_CHUNK_ROWS = 10
+
+
+class ProgressLog(logging.Handler):
+    """Collects the progress lines syncs into Orgvue and ELMA365 log (targets/log_reporter.py)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[dict[str, Any]] = []
+        self.printed = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(dict(record.__dict__))
+
+    def flush_lines(self) -> None:
+        while self.printed < len(self.records):
+            entry = self.records[self.printed]
+            self.printed += 1
+            if "progress" not in entry and "status" not in entry:
+                continue  # "sync started": its first progress line follows
+            progress = f"{entry['progress'] * 100:5.1f}%" if "progress" in entry else "     -"
+            status = entry.get("status", "")
+            print(f"   [{entry['sync_id'][:16]}] {progress}  {status:<7} {entry.get('progress_message', '')}")
+
+    def follow(self, target: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Prints the sync's lines until it finishes; returns its last ("sync finished") record."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.flush_lines()
+            done = [r for r in self.records if r.get("target") == target and r.get("status") in ("DONE", "ERROR")]
+            if done:
+                self.flush_lines()
+                return done[-1]
+            time.sleep(0.05)
+        raise TimeoutError(f"the {target} sync did not finish")
+
+    def progress_values(self, sync_id: str) -> list[float]:
+        values = [r["progress"] for r in self.records if r.get("sync_id") == sync_id and "progress" in r]
+        finished = [r for r in self.records if r.get("sync_id") == sync_id and r.get("status") == "DONE"]
+        return values + ([1.0] if finished else [])
 
 
 class ProgressPrinter:
@@ -62,37 +109,79 @@ def verdict(offline: Offline, process: dict[str, Any]) -> bool:
     return ok
 
 
-def run(csv_path: Path, import_seconds: float, *, verbose: bool = False) -> bool:
-    body = csv_path.read_bytes()
+def run(csv_path: Path, import_seconds: float, *, targets: tuple[str, ...], verbose: bool = False) -> bool:
+    further = any(target != "charthop" for target in targets)
+    progress_log = ProgressLog()
+    progress_logger = logging.getLogger("people_sync.progress")
+    progress_logger.addHandler(progress_log)
+    progress_logger.setLevel(logging.INFO)
     with offline_environment(
         import_behaviour=ImportBehaviour(duration_s=import_seconds),
         poll_initial_seconds=1,
         poll_max_seconds=1,
         import_timeout_seconds=600,
         extra_env={} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"},
+        further_targets=further,
+        parameters={"Elma365ChunkRows": str(DEMO_ELMA365_CHUNK_ROWS)} if further else None,
     ) as offline:
-        printer = ProgressPrinter(offline)
-        print("people-sync offline demo (ChartHop emulator + moto; no AWS account, no network)")
+        print("people-sync offline demo (emulated targets + moto; no AWS account, no network)")
         print(f"  ChartHop emulator : {offline.emulator.base_url}  org {offline.org_id}")
+        if offline.orgvue is not None:
+            print(f"  Orgvue emulator   : {offline.orgvue.base_url}  tenant {offline.orgvue.config.tenant_id}")
+        if offline.elma365 is not None:
+            print(f"  ELMA365 emulator  : {offline.elma365.base_url}  app {offline.elma365.config.apps[0]}")
         print(f"  webhook (API GW)  : {offline.webhook_url}")
-        print(f"  staging bucket    : s3://{offline.bucket}/{offline.staged_key('')}")
+        print(f"  staging bucket    : s3://{offline.bucket}/{offline.stack.parameters['StagingPrefix']}")
         print(f"  state machine     : {offline.stack.state_machine_arn()}  (statemachine/sync_status.asl.json)")
+        results = []
+        if "charthop" in targets:
+            results.append(_charthop(offline, csv_path))
+        if "orgvue" in targets and offline.orgvue is not None:
+            offline.orgvue.import_behaviour = OrgvueBehaviour(duration_s=import_seconds)
+            results.append(_further(offline, progress_log, "orgvue", ORGVUE_CSV))
+            print(
+                f"   Orgvue called back {len(offline.orgvue.callbacks)} time(s); "
+                f"the dataset holds {len(offline.orgvue.items)} items"
+            )
+        if "elma365" in targets and offline.elma365 is not None:
+            offline.elma365.import_behaviour = ElmaBehaviour(duration_s=import_seconds / 2)
+            results.append(_further(offline, progress_log, "elma365", csv_path))
+            chunks = [record.rows for record in offline.elma365.own_imports()]
+            print(f"   ELMA365 imported {offline.elma365.imported_rows()} rows in {len(chunks)} chunks {chunks}")
+        progress_logger.removeHandler(progress_log)
+        return all(results)
 
-        print(f"\n1) An HR export drops {csv_path.name} into the staging bucket (no Sync Now pressed)")
-        known = {p["id"] for p in offline.sync_processes()}
-        offline.stage(csv_path.name, body)
-        upload_sync = offline.wait_for_new_sync(known)
-        ok_upload = verdict(offline, printer.follow(upload_sync["id"]))
 
-        print('\n2) A ChartHop admin presses "Sync Now" for the app')
-        pressed = offline.emulator.press_sync_now()
-        print(f"   webhook answered HTTP {pressed['status']} {pressed['body']}")
-        ok_sync_now = verdict(offline, printer.follow(pressed["process"]["id"]))
+def _charthop(offline: Offline, csv_path: Path) -> bool:
+    printer = ProgressPrinter(offline)
+    body = csv_path.read_bytes()
+    print(f"\n1) ChartHop: an HR export drops {csv_path.name} into the staging bucket (no Sync Now pressed)")
+    known = {p["id"] for p in offline.sync_processes()}
+    offline.stage(csv_path.name, body)
+    upload_sync = offline.wait_for_new_sync(known)
+    ok_upload = verdict(offline, printer.follow(upload_sync["id"]))
 
-        offline.runtime.wait_idle()
-        imports = len(offline.emulator.uploads)
-        print(f"\nChartHop received {imports} imports; every updateProcess call is shown above.")
-        return ok_upload and ok_sync_now
+    print('\n2) ChartHop: an admin presses "Sync Now" for the app')
+    pressed = offline.emulator.press_sync_now()
+    print(f"   webhook answered HTTP {pressed['status']} {pressed['body']}")
+    ok_sync_now = verdict(offline, printer.follow(pressed["process"]["id"]))
+
+    offline.runtime.wait_idle()
+    print(f"\nChartHop received {len(offline.emulator.uploads)} imports; every updateProcess call is shown above.")
+    return ok_upload and ok_sync_now
+
+
+def _further(offline: Offline, progress_log: ProgressLog, target: str, csv_path: Path) -> bool:
+    name = {"orgvue": "Orgvue", "elma365": "ELMA365"}[target]
+    key = offline.stage(csv_path.name, csv_path.read_bytes(), folder=target)
+    print(f"\n{name}: {csv_path.name} is dropped at s3://{offline.bucket}/{key}")
+    finished = progress_log.follow(target)
+    offline.runtime.wait_idle()
+    values = progress_log.progress_values(finished["sync_id"])
+    ok = finished["status"] == "DONE" and all(b > a for a, b in itertools.pairwise(values)) and values[-1:] == [1.0]
+    print(f"   => {finished['status']}: {finished.get('progress_message')}")
+    print(f"      progress {values} ({'strictly increasing to 1.0' if ok else 'NOT as expected'})")
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="CSV to stage (default: events/roster.csv)")
     parser.add_argument("--import-seconds", type=float, default=4.0, help="how long the emulated ChartHop import takes")
     parser.add_argument("--verbose", action="store_true", help="also print the functions' JSON logs")
+    parser.add_argument(
+        "--target",
+        choices=[*TARGETS, "all"],
+        default="charthop",
+        help="which target(s) to sync into (default charthop)",
+    )
     args = parser.parse_args(argv)
-    ok = run(args.csv, args.import_seconds, verbose=args.verbose)
+    targets = TARGETS if args.target == "all" else (args.target,)
+    ok = run(args.csv, args.import_seconds, targets=targets, verbose=args.verbose)
     print("\nDEMO OK: every sync ended DONE" if ok else "\nDEMO FAILED")
     return 0 if ok else 1
 

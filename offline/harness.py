@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,10 @@ from moto import mock_aws
 from offline.apigw_shim import ApiGatewayShim
 from offline.aws_stack import OfflineStack
 from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig, ImportBehaviour
+from offline.elma365_emulator import Elma365Emulator
 from offline.lambda_runtime import InProcessLambdaRuntime
 from offline.moto_workarounds import moto_workarounds
+from offline.orgvue_emulator import OrgvueEmulator
 
 TERMINAL = ("DONE", "ERROR")
 #: The webhook secret of the offline stack (in AWS the stack generates it).
@@ -32,6 +34,9 @@ class Offline:
     stack: OfflineStack
     runtime: InProcessLambdaRuntime
     api: ApiGatewayShim
+    #: The further targets' emulators (offline_environment(further_targets=True)).
+    orgvue: OrgvueEmulator | None = None
+    elma365: Elma365Emulator | None = None
 
     @property
     def org_id(self) -> str:
@@ -51,12 +56,34 @@ class Offline:
         """The webhook URL as configured in ChartHop, token included."""
         return f"{self.webhook_url}?token={WEBHOOK_TOKEN}"
 
-    def staged_key(self, file_name: str) -> str:
-        return f"{self.stack.parameters['StagingPrefix']}{self.org_id}/{file_name}"
+    def staged_key(self, file_name: str, folder: str | None = None) -> str:
+        return f"{self.stack.parameters['StagingPrefix']}{folder or self.org_id}/{file_name}"
 
-    def stage(self, file_name: str, body: bytes) -> str:
-        """Uploads a file to the staging prefix, as a user or an HRIS export job would."""
-        return self.put(self.staged_key(file_name), body)
+    def stage(self, file_name: str, body: bytes, folder: str | None = None) -> str:
+        """Uploads a file to the staging prefix (ChartHop's folder, or e.g. "orgvue"), as an HRIS export would."""
+        return self.put(self.staged_key(file_name, folder), body)
+
+    def execution_for_file(self, target: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The newest status loop of a sync into `target` (its executions are named sync-<target>-...)."""
+        sfn = boto3.client("stepfunctions", region_name=self.stack.region)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            executions = sfn.list_executions(stateMachineArn=self.stack.state_machine_arn())["executions"]
+            mine = [e for e in executions if e["name"].startswith(f"sync-{target}-")]
+            if mine:
+                return dict(max(mine, key=lambda e: e["startDate"]))
+            time.sleep(0.05)
+        raise TimeoutError(f"no status loop started for {target}")
+
+    def wait_for_execution(self, execution_arn: str, timeout: float = 60.0) -> dict[str, Any]:
+        sfn = boto3.client("stepfunctions", region_name=self.stack.region)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            execution = sfn.describe_execution(executionArn=execution_arn)
+            if execution["status"] != "RUNNING":
+                return dict(execution)
+            time.sleep(0.05)
+        raise TimeoutError(f"{execution_arn} still running")
 
     def put(self, key: str, body: bytes) -> str:
         boto3.client("s3", region_name=self.stack.region).put_object(Bucket=self.bucket, Key=key, Body=body)
@@ -158,13 +185,33 @@ def offline_environment(
     import_on_upload: bool = True,
     parameters: dict[str, str] | None = None,
     extra_env: dict[str, str] | None = None,
+    further_targets: bool = False,
 ) -> Iterator[Offline]:
-    """Everything the app talks to, on loopback and in moto; nothing leaves the machine."""
+    """Everything the app talks to, on loopback and in moto; nothing leaves the machine.
+
+    With `further_targets`, Orgvue and ELMA365 emulators run too and the stack routes staging/orgvue/
+    and staging/elma365/ to them."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines from the local servers
-    with ChartHopEmulator(EmulatorConfig()) as emulator:
+    with ExitStack() as servers:
+        emulator = servers.enter_context(ChartHopEmulator(EmulatorConfig()))
         if import_behaviour is not None:
             emulator.import_behaviour = import_behaviour
+        orgvue = servers.enter_context(OrgvueEmulator()) if further_targets else None
+        elma365 = servers.enter_context(Elma365Emulator()) if further_targets else None
+        target_parameters: dict[str, str] = {}
+        target_tokens: dict[str, str] = {}
+        if orgvue is not None and elma365 is not None:
+            [(namespace, code)] = elma365.config.apps[:1]
+            target_parameters = {
+                "OrgvueBaseUrl": orgvue.base_url,
+                "OrgvueTenantId": orgvue.config.tenant_id,
+                "OrgvueDatasetId": orgvue.config.dataset_id,
+                "Elma365BaseUrl": elma365.base_url,
+                "Elma365Namespace": namespace,
+                "Elma365Code": code,
+            }
+            target_tokens = {"orgvue": orgvue.config.token, "elma365": elma365.config.token}
         with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), moto_workarounds():
             stack = OfflineStack(
                 # a fresh name each time: a status loop left over from an earlier run cannot reach these functions
@@ -178,15 +225,28 @@ def offline_environment(
                     "PollMaxSeconds": str(poll_max_seconds),
                     "ImportTimeoutSeconds": str(import_timeout_seconds),
                     "ImportOnUpload": "true" if import_on_upload else "false",
+                    **target_parameters,
                     **(parameters or {}),
                 },
-                secret_values={"ChartHopApiTokenSecret": emulator.config.token, "WebhookTokenSecret": WEBHOOK_TOKEN},
+                secret_values={
+                    "ChartHopApiTokenSecret": emulator.config.token,
+                    "WebhookTokenSecret": WEBHOOK_TOKEN,
+                    "TargetTokensSecret": json.dumps(target_tokens),
+                    "CallbackSigningSecret": "offline-callback-signing-key",
+                },
             ).deploy()
-            env = {"CHARTHOP_RETRY_BACKOFF_SECONDS": "0.01", "CHARTHOP_READ_TIMEOUT_SECONDS": "2", **(extra_env or {})}
-            with InProcessLambdaRuntime(stack, extra_env=env) as runtime, ApiGatewayShim(stack) as api:
-                offline = Offline(emulator, stack, runtime, api)
-                emulator.config.webhook_url = offline.authorised_webhook_url
-                try:
-                    yield offline
-                finally:
-                    offline.stop_status_loops()
+            with ApiGatewayShim(stack) as api:
+                env = {
+                    "CHARTHOP_RETRY_BACKOFF_SECONDS": "0.01",
+                    "CHARTHOP_READ_TIMEOUT_SECONDS": "2",
+                    # in AWS the stack names the callback API's URL; offline it is the shim's
+                    "TARGET_CALLBACK_URL": f"{api.base_url}/callback/orgvue",
+                    **(extra_env or {}),
+                }
+                with InProcessLambdaRuntime(stack, extra_env=env) as runtime:
+                    offline = Offline(emulator, stack, runtime, api, orgvue, elma365)
+                    emulator.config.webhook_url = offline.authorised_webhook_url
+                    try:
+                        yield offline
+                    finally:
+                        offline.stop_status_loops()

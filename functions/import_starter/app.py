@@ -22,7 +22,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import sync_service
+from people_sync import routing, sync_service
+from people_sync.config import AppSettings
 from people_sync.models import SyncNowRequest
 from people_sync.runtime import sync_context
 
@@ -54,7 +55,8 @@ def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
     data_keyword_argument="object_version", persistence_store=persistence, config=idempotency, key_prefix="s3-object"
 )
 def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
-    state = sync_service.object_staged(sync_context(), **object_version)
+    ctx = sync_context(routing.target_for_key(object_version["key"], AppSettings.from_env()))
+    state = sync_service.object_staged(ctx, **object_version)
     return {"key": object_version["key"], "importId": state.import_id if state else None}
 
 

@@ -23,6 +23,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     task = parse(event=event, model=LoopTaskEvent)
     state = task.state
     logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target)
-    outcome = status_loop.follow_import(sync_context(), state, task.task_token)
+    outcome = status_loop.follow_import(sync_context(state.target), state, task.task_token)
     logger.info("import followed", extra={"outcome": outcome, "attempt": state.poll.attempt})
     return {"outcome": outcome}

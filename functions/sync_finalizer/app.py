@@ -25,11 +25,11 @@ EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    ctx = sync_context()
     if event.get("detail-type") == EXECUTION_STATUS_CHANGE:
-        return _close_abandoned_sync(ctx, event["detail"])
+        return _close_abandoned_sync(event["detail"])
     state = parse(event=event, model=SyncState)
-    logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id)
+    ctx = sync_context(state.target)
+    logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target)
     error = event.get("error")
     outcome = sync_service.workflow_failed(ctx, state, error) if error else sync_service.finish_sync(ctx, state)
     metrics.add_metric(
@@ -39,11 +39,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return outcome
 
 
-def _close_abandoned_sync(ctx: sync_service.SyncContext, detail: dict[str, Any]) -> dict[str, Any]:
+def _close_abandoned_sync(detail: dict[str, Any]) -> dict[str, Any]:
     """EventBridge says an execution FAILED, TIMED_OUT or was ABORTED: no sync may stay "running"."""
     state = SyncState.model_validate_json(detail["input"])
     logger.append_keys(sync_process_id=state.sync_process_id, execution_status=detail["status"])
-    outcome = sync_service.execution_ended(ctx, state, detail["status"])
+    outcome = sync_service.execution_ended(sync_context(state.target), state, detail["status"])
     if outcome is None:
         logger.info("execution ended; the sync was already closed")
         return {"status": "ALREADY_CLOSED"}

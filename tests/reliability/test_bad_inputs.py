@@ -58,7 +58,7 @@ BAD_INPUTS = [
     ("odd-file-name", "roster;rm -rf *.csv", ROSTER, "odd-file-name", "characters we do not accept"),
     ("control-char-name", "ros\u0007ter.csv", ROSTER, "odd-file-name", "characters we do not accept"),
     ("nested-folder", "sub/roster.csv", ROSTER, "wrong-place", "must be staged as"),
-    ("unknown-org", "/staging/some-other-org/roster.csv", ROSTER, "wrong-place", "this deployment syncs org"),
+    ("unknown-org", "/staging/some-other-org/roster.csv", ROSTER, "wrong-place", "no target of this deployment reads"),
     ("no-org-folder", "/staging/roster.csv", ROSTER, "wrong-place", "must be staged as"),
 ]
 

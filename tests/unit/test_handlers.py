@@ -157,3 +157,54 @@ def test_wrong_content_type_is_415(webhook, content_type: str) -> None:
     event = load_event("webhook_sync_now.json")
     event["headers"] = {**event["headers"], "Content-Type": content_type}
     assert call(app, event)["statusCode"] == 415
+
+
+@pytest.fixture
+def target_callback(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, str]]:
+    monkeypatch.setenv("SYNC_TABLE", "sync-table")
+    monkeypatch.setenv("CALLBACK_SIGNING_SECRET", "callback-key")
+    from functions.target_callback import app
+
+    with mock_aws():
+        boto3.client("secretsmanager").create_secret(Name="callback-key", SecretString="unit-signing-key")
+        boto3.client("dynamodb").create_table(
+            TableName="sync-table",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        parameters.clear_caches()
+        yield app, "unit-signing-key"
+        parameters.clear_caches()
+
+
+def callback_event(sync_id: str, sig: str) -> dict[str, Any]:
+    event = load_event("target_callback_orgvue.json")
+    event["queryStringParameters"] = {**event["queryStringParameters"], "sync": sync_id, "sig": sig}
+    return event
+
+
+def test_signed_callback_is_kept_for_the_syncs_next_check(target_callback) -> None:
+    from people_sync import callbacks
+    from people_sync.loop_memory import DynamoDBLoopMemory
+
+    app, key = target_callback
+    response = app.lambda_handler(callback_event("orgvue-1", callbacks.signature("orgvue-1", key)), context("cb"))
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"]) == {"accepted": True, "wokeTheLoop": False}  # nothing was waiting yet
+    stored = DynamoDBLoopMemory("sync-table").load("orgvue-1").callback
+    assert stored == {
+        "status": "completed",
+        "traceId": "7d0c1b2a-3e4f-4a5b-8c9d-0e1f2a3b4c5d",
+        "tenantId": "ACME_PEOPLE",
+    }
+
+
+@pytest.mark.parametrize("sig", ["", "0" * 64, "signature-made-with-the-CallbackSigningSecret"])
+def test_unsigned_callback_is_401_and_changes_nothing(target_callback, sig: str) -> None:
+    from people_sync.loop_memory import DynamoDBLoopMemory
+
+    app, _ = target_callback
+    response = app.lambda_handler(callback_event("orgvue-1", sig), context("cb"))
+    assert response["statusCode"] == 401
+    assert DynamoDBLoopMemory("sync-table").load("orgvue-1").callback is None

@@ -19,6 +19,7 @@ from people_sync.errors import ChartHopRejected
 from people_sync.models import ImportJob, ImportStatus, StagedFile, SyncState
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import OpenBody
+from people_sync.targets.charthop import ChartHopProgressReporter
 
 BUCKET = "people-sync-staging-test"
 ORG = "588f7ee98f138b19220041a7"
@@ -51,9 +52,19 @@ class ScriptedTarget:
 
 
 class RecordingReporter:
-    def __init__(self) -> None:
+    """Records progress and outcomes; opens syncs in ChartHop (the emulator) when given its reporter."""
+
+    def __init__(self, charthop: ChartHopProgressReporter | None = None) -> None:
         self.progress: list[tuple[str, float, str]] = []
         self.finished: list[dict[str, Any]] = []
+        self.charthop = charthop
+
+    def start_sync(self, name: str, source: str, version_id: str | None) -> str:
+        assert self.charthop is not None, "this test opens no syncs"
+        return self.charthop.start_sync(name, source, version_id)
+
+    def is_closed(self, sync_id: str) -> bool:
+        return any(entry["sync_id"] == sync_id for entry in self.finished)
 
     def report_progress(self, sync_id: str, progress: float, message: str) -> None:
         self.progress.append((sync_id, progress, message))
@@ -110,7 +121,10 @@ def make_ctx(
         import_timeout_seconds=600,
         import_on_upload=import_on_upload,
     )
-    reporter, clock = RecordingReporter(), Clock()
+    reporter = RecordingReporter(
+        ChartHopProgressReporter(client, ORG, app_name="people-sync", app_user_id=emulator.config.app_user_id)
+    )
+    clock = Clock()
     ctx = SyncContext(
         settings=settings,
         charthop=client,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities import parameters
 
+from people_sync.errors import TargetNotConfigured
 from people_sync.models import ImportOptions
 
 if TYPE_CHECKING:
@@ -41,6 +42,20 @@ class AppSettings:
     max_unavailable_checks: int = 10
     #: DynamoDB table of the status loop's memory and the import slots.
     sync_table: str = ""
+    #: Further targets (routing.py): a target is enabled when its base URL is set.
+    orgvue_base_url: str = ""
+    orgvue_tenant_id: str = ""
+    orgvue_dataset_id: str = ""
+    orgvue_default_action: str = ""
+    elma365_base_url: str = ""
+    elma365_namespace: str = ""
+    elma365_code: str = ""
+    elma365_chunk_rows: int = 50_000
+    #: Secret holding the further targets' API tokens as JSON: {"orgvue": "...", "elma365": "..."}.
+    target_tokens_secret_name: str = ""
+    #: Where targets that call back (Orgvue) call, and the secret that signs each sync's callback URL.
+    target_callback_url: str = ""
+    callback_signing_secret_name: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
@@ -64,6 +79,17 @@ class AppSettings:
             charthop_read_timeout_seconds=float(env.get("CHARTHOP_READ_TIMEOUT_SECONDS", "60")),
             max_unavailable_checks=int(env.get("MAX_UNAVAILABLE_CHECKS", "10")),
             sync_table=env.get("SYNC_TABLE", ""),
+            orgvue_base_url=env.get("ORGVUE_BASE_URL", ""),
+            orgvue_tenant_id=env.get("ORGVUE_TENANT_ID", ""),
+            orgvue_dataset_id=env.get("ORGVUE_DATASET_ID", ""),
+            orgvue_default_action=env.get("ORGVUE_DEFAULT_ACTION", ""),
+            elma365_base_url=env.get("ELMA365_BASE_URL", ""),
+            elma365_namespace=env.get("ELMA365_NAMESPACE", ""),
+            elma365_code=env.get("ELMA365_CODE", ""),
+            elma365_chunk_rows=int(env.get("ELMA365_CHUNK_ROWS", "50000")),
+            target_tokens_secret_name=env.get("TARGET_TOKENS_SECRET", ""),
+            target_callback_url=env.get("TARGET_CALLBACK_URL", ""),
+            callback_signing_secret_name=env.get("CALLBACK_SIGNING_SECRET", ""),
         )
 
 
@@ -71,6 +97,21 @@ def charthop_token(settings: AppSettings) -> str:
     """The app's ChartHop API token, from Secrets Manager (cached, never logged)."""
     value = parameters.get_secret(settings.token_secret_name, max_age=PARAMETER_MAX_AGE)
     return str(value).strip()
+
+
+def target_token(settings: AppSettings, target: str) -> str:
+    """A further target's API token, from the JSON secret of target tokens (cached, never logged)."""
+    tokens = parameters.get_secret(settings.target_tokens_secret_name, transform="json", max_age=PARAMETER_MAX_AGE)
+    token = tokens.get(target) if isinstance(tokens, dict) else None
+    if not token:
+        raise TargetNotConfigured(
+            f'No API token for {target}: put it under "{target}" in the secret {settings.target_tokens_secret_name}.'
+        )
+    return str(token).strip()
+
+
+def callback_signing_key(settings: AppSettings) -> str:
+    return str(parameters.get_secret(settings.callback_signing_secret_name, max_age=PARAMETER_MAX_AGE)).strip()
 
 
 def _settings_document(settings: AppSettings) -> dict[str, Any]:

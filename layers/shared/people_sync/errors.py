@@ -38,3 +38,7 @@ class NoStagedFile(SyncError):
 
 class InvalidStagedFile(SyncError):
     """The staged object cannot be imported (wrong place, not a CSV, ...)."""
+
+
+class TargetNotConfigured(SyncError):
+    """A file was routed to a target this deployment has no settings or token for."""

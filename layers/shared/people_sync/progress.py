@@ -8,6 +8,8 @@ from people_sync.models import ImportStatus, PollState
 UPLOADING_PROGRESS = 0.02
 ACCEPTED_PROGRESS = 0.05
 IMPORT_SPAN = 0.9
+#: Counters shown in the final message, in this order, when a target reports them.
+RESULT_COUNTS = ("rows", "imported", "created", "updated", "deleted", "unchanged", "errors")
 #: Progress changes smaller than this are not worth a ChartHop call.
 MIN_PROGRESS_STEP = 0.01
 #: Past PollMaxSeconds, a wait may grow to this fraction of the time the import has taken so far:
@@ -66,10 +68,12 @@ def next_poll(poll: PollState, now: float) -> PollState:
     return poll.model_copy(update={"attempt": poll.attempt + 1, "wait_seconds": wait_for(poll, now), "checked_at": now})
 
 
-def status_message(status: ImportStatus, file_name: str) -> str:
+def status_message(status: ImportStatus, file_name: str, target: str = "ChartHop") -> str:
+    """The progress message for an import still under way; a target's own words are kept after ours."""
     percent = round(min(1.0, max(0.0, status.progress)) * 100)
     if status.state == "pending":
-        return f"{file_name}: waiting for ChartHop to start the import"
+        return f"{file_name}: {status.message or f'waiting for {target} to start the import'}"
     if status.state == "running":
-        return f"{file_name}: ChartHop is importing ({percent}%)"
+        detail = f" - {status.message}" if status.message else ""
+        return f"{file_name}: {target} is importing ({percent}%){detail}"
     return status.message or f"{file_name}: import {status.state}"

@@ -31,8 +31,9 @@ def follow_import(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOu
     """One entry of the loop's task. Returns what became of the task token."""
     sync_id = state.sync_process_id
     memory = ctx.loop_memory.load(sync_id)
-    if just_checked(state, ctx.clock()):
-        # Entered again right after a hand-over (or the import's start): only wait.
+    if just_checked(state, ctx.clock()) and memory.callback is None:
+        # Entered again right after a hand-over (or the import's start): only wait. (A callback that
+        # came before this wait began is acted on at once.)
         _wait(ctx, state, task_token, memory.reported_progress, memory.unavailable_checks)
         return "waiting"
     current = _with_memory(state, memory.reported_progress, memory.unavailable_checks, memory.callback)

@@ -20,6 +20,7 @@ from people_sync.csv_checks import CheckedUpload, CsvProblem, CsvRejected, CsvRu
 from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError, TargetRejected, TargetUnavailable
 from people_sync.loop_memory import InMemoryLoopMemory, LoopMemory
 from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
+from people_sync.routing import staging_folders
 from people_sync.staging import latest_staged_file, open_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.targets.base import ImportTarget, ProgressReporter
 
@@ -42,7 +43,14 @@ class SyncContext:
     stepfunctions: SFNClient
     csv_rules: CsvRules = field(default_factory=CsvRules)
     loop_memory: LoopMemory = field(default_factory=InMemoryLoopMemory)
+    #: The staging folder this context's target reads (ChartHop: the org id; see routing.py).
+    folder: str = ""
+    #: Gives a target that calls back (Orgvue) the signed URL to call for a sync (see callbacks.py).
+    callback_url_for: Callable[[str], str] | None = None
     clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.folder = self.folder or self.settings.org_id
 
 
 def execution_name(sync_id: str) -> str:
@@ -107,10 +115,11 @@ def object_staged(
     """An object landed under the staging prefix: import it, or say why not and move it aside."""
     try:
         staged = staged_file_from_s3_record(bucket, key, version_id, size, prefix=ctx.settings.staging_prefix)
-        if staged.org_id != ctx.settings.org_id:
+        if staged.org_id != ctx.folder:
+            places = " or ".join(staging_folders(ctx.settings))
             raise InvalidStagedFile(
-                f"{staged.key} is staged for org {staged.org_id}, but this deployment syncs org "
-                f"{ctx.settings.org_id}; stage it under {ctx.settings.staging_prefix}{ctx.settings.org_id}/."
+                f"{staged.key} is staged in a folder no target of this deployment reads ({staged.org_id}/); "
+                f"stage it under {places}."
             )
     except InvalidStagedFile as error:
         reject_object(ctx, bucket, key, version_id, error.user_message)
@@ -122,27 +131,16 @@ def object_staged(
 
 
 def file_dropped(ctx: SyncContext, staged: StagedFile) -> SyncState | None:
-    """A file arrived without "Sync Now": create a sync process so this sync shows in ChartHop too."""
-    process = _new_sync_process(ctx, staged.name, f"s3://{staged.bucket}/{staged.key}", staged.version_id)
-    return start_import(ctx, staged, process.id)
+    """A file arrived without "Sync Now": open a sync for it, so it shows where syncs are shown."""
+    sync_id = ctx.reporter.start_sync(staged.name, f"s3://{staged.bucket}/{staged.key}", staged.version_id)
+    return start_import(ctx, staged, sync_id)
 
 
 def reject_object(ctx: SyncContext, bucket: str, key: str, version_id: str | None, reason: str) -> None:
-    """An object in the wrong place: moved to failed/_rejected/ and reported in ChartHop, never dropped."""
+    """An object in the wrong place: moved to failed/_rejected/ and reported, never dropped."""
     moved = _quarantine(ctx, bucket, key, version_id, "_rejected", CsvProblem("wrong-place", reason), None)
-    process = _new_sync_process(ctx, key.rsplit("/", 1)[-1], f"s3://{bucket}/{key}", version_id)
-    fail_sync(ctx, process.id, f"{reason} Nothing was imported; {moved}")
-
-
-def _new_sync_process(ctx: SyncContext, name: str, source: str, version_id: str | None) -> Process:
-    return ctx.charthop.create_process(
-        ctx.settings.org_id,
-        label=f"{ctx.settings.app_name}: {name}",
-        process_type=assumed.CHARTHOP_SYNC_PROCESS_TYPE,
-        run_user_id=ctx.settings.app_user_id,
-        options={"source": source, "versionId": version_id},
-        message=f"Found {name} in the staging bucket",
-    )
+    sync_id = ctx.reporter.start_sync(key.rsplit("/", 1)[-1], f"s3://{bucket}/{key}", version_id)
+    fail_sync(ctx, sync_id, f"{reason} Nothing was imported; {moved}")
 
 
 def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncState | None:
@@ -150,7 +148,10 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
     size = f" ({staged.size:,} bytes)" if staged.size is not None else ""
     ctx.reporter.report_progress(sync_id, bar.UPLOADING_PROGRESS, f"Checking and uploading {staged.name}{size}")
     try:
-        job = ctx.target.start_import(staged, lambda: checked_body(ctx, staged), sync_id=sync_id)
+        callback_url = ctx.callback_url_for(sync_id) if ctx.target.calls_back and ctx.callback_url_for else None
+        job = ctx.target.start_import(
+            staged, lambda: checked_body(ctx, staged), sync_id=sync_id, callback_url=callback_url
+        )
     except CsvRejected as rejected:
         refuse_file(ctx, staged, sync_id, rejected.problem)
         return None
@@ -294,7 +295,9 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
         return state.model_copy(update=update)
     if bar.worth_reporting(progress, state.reported_progress):
         try:
-            ctx.reporter.report_progress(state.sync_process_id, progress, bar.status_message(status, state.file.name))
+            ctx.reporter.report_progress(
+                state.sync_process_id, progress, bar.status_message(status, state.file.name, ctx.target.display_name)
+            )
             update["reported_progress"] = progress
         except TargetUnavailable:
             logger.warning("progress update failed; will report it on the next turn")
@@ -305,7 +308,8 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
 def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
     """Marks the sync process DONE or ERROR with a message a person understands and a results summary."""
     results = {**(state.results or {}), "file": state.file.name, "importProcessId": state.import_id}
-    counts = ", ".join(f"{value} {key}" for key, value in (state.results or {}).items())
+    found = state.results or {}
+    counts = ", ".join(f"{found[key]} {key}" for key in bar.RESULT_COUNTS if key in found)
     elapsed = int(ctx.clock() - state.poll.started_at)
     if state.outcome == "DONE":
         message = f"Imported {state.file.name}" + (f": {counts}" if counts else "")
@@ -315,12 +319,13 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
         return {"status": "DONE", "message": message}
     if state.outcome == "TIMED_OUT":
         message = (
-            f"ChartHop's import of {state.file.name} did not finish within "
-            f"{state.poll.timeout_seconds // 60} minutes (import {state.import_id}); check it in ChartHop"
+            f"{ctx.target.display_name}'s import of {state.file.name} did not finish within "
+            f"{state.poll.timeout_seconds // 60} minutes (import {state.import_id}); "
+            f"check it in {ctx.target.display_name}"
         )
     else:
         reason = state.import_message or "no reason given"
-        message = f"ChartHop could not import {state.file.name}: {reason}"
+        message = f"{ctx.target.display_name} could not import {state.file.name}: {reason}"
         problem = CsvProblem("import-failed", message)
         moved = _quarantine(
             ctx, state.file.bucket, state.file.key, state.file.version_id, state.org_id, problem, state.sync_process_id
@@ -354,8 +359,7 @@ EXECUTION_END_REASONS = {
 
 def execution_ended(ctx: SyncContext, state: SyncState, status: str) -> dict[str, Any] | None:
     """A status loop ended abnormally (EventBridge): close the sync unless the loop already did."""
-    process = ctx.charthop.get_process(state.org_id, state.sync_process_id)
-    if process.status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES:
+    if ctx.reporter.is_closed(state.sync_process_id):
         return None
     reason = EXECUTION_END_REASONS.get(status, f"its status loop ended as {status}")
     return workflow_failed(ctx, state, {"Error": status, "Cause": f"{reason}; check the import in ChartHop"})

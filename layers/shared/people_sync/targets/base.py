@@ -54,6 +54,14 @@ class ImportTarget(Protocol):
 class ProgressReporter(Protocol):
     """Where a sync's progress is shown to people (ChartHop's "Sync Now" progress bar, or the logs)."""
 
+    def start_sync(self, name: str, source: str, version_id: str | None) -> str:
+        """Opens a sync for a file that arrived without "Sync Now"; returns its id."""
+        ...
+
+    def is_closed(self, sync_id: str) -> bool:
+        """Whether the sync already shows DONE or ERROR (the watchdog closes only open ones)."""
+        ...
+
     def report_progress(self, sync_id: str, progress: float, message: str) -> None: ...
 
     def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None: ...

@@ -49,9 +49,26 @@ class ChartHopTarget:
 class ChartHopProgressReporter:
     """Drives the sync process's progress bar in ChartHop's app UI."""
 
-    def __init__(self, client: ChartHopClient, org_id: str) -> None:
+    def __init__(self, client: ChartHopClient, org_id: str, *, app_name: str, app_user_id: str) -> None:
         self.client = client
         self.org_id = org_id
+        self.app_name = app_name
+        self.app_user_id = app_user_id
+
+    def start_sync(self, name: str, source: str, version_id: str | None) -> str:
+        """A sync process in ChartHop, so a sync started by an upload shows there like a "Sync Now"."""
+        process = self.client.create_process(
+            self.org_id,
+            label=f"{self.app_name}: {name}",
+            process_type=assumed.CHARTHOP_SYNC_PROCESS_TYPE,
+            run_user_id=self.app_user_id,
+            options={"source": source, "versionId": version_id},
+            message=f"Found {name} in the staging bucket",
+        )
+        return process.id
+
+    def is_closed(self, sync_id: str) -> bool:
+        return self.client.get_process(self.org_id, sync_id).status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES
 
     def report_progress(self, sync_id: str, progress: float, message: str) -> None:
         self.client.update_process(

@@ -1,0 +1,159 @@
+"""Orgvue and ELMA365 through the same S3 drop and the real state machine, executed by moto against
+their emulators (offline_environment(further_targets=True))."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
+from offline.harness import Offline, offline_environment
+from offline.orgvue_emulator import ImportBehaviour as OrgvueBehaviour
+
+pytestmark = pytest.mark.integration
+
+ORGVUE_CSV = (
+    b"_action,employeeID,fullName,positionTitle\n"
+    b"create,1453878,John Smith,Engineer\n"
+    b"create,1453974,Mary Jones,Consultant\n"
+)
+ELMA_HEADER = b"Employee ID,Full name,Department\n"
+
+
+def roster_rows(count: int) -> bytes:
+    return ELMA_HEADER + b"".join(b"E%06d,Person %d,Engineering\n" % (i, i) for i in range(count))
+
+
+def finished(offline: Offline, target: str, timeout: float = 60.0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sync's execution once it ended, and what its finalizer reported."""
+    execution = offline.execution_for_file(target)
+    ended = offline.wait_for_execution(execution["executionArn"], timeout=timeout)
+    offline.runtime.wait_idle()
+    outcomes = [i.result for i in offline.runtime.invocations_of("SyncFinalizerFunction") if i.result]
+    return ended, outcomes[-1]
+
+
+def states_entered(offline: Offline, execution_arn: str, name: str) -> int:
+    sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
+    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    return sum(1 for e in events if e.get("stateEnteredEventDetails", {}).get("name") == name)
+
+
+@pytest.fixture
+def slow_polling() -> Iterator[Offline]:
+    """Checks 30 s apart: anything that finishes in seconds was woken by a callback, not by polling."""
+    with offline_environment(further_targets=True, poll_initial_seconds=30, poll_max_seconds=30) as offline:
+        yield offline
+
+
+def test_orgvue_callback_completes_the_wait_without_polling(slow_polling: Offline) -> None:
+    offline = slow_polling
+    assert offline.orgvue is not None
+    offline.orgvue.import_behaviour = OrgvueBehaviour(duration_s=1.0)
+    started = time.monotonic()
+    offline.stage("people.csv", ORGVUE_CSV, folder="orgvue")
+    execution, outcome = finished(offline, "orgvue", timeout=25)
+    assert time.monotonic() - started < 20  # well inside the first 30 s wait
+    assert execution["status"] == "SUCCEEDED"
+    assert outcome["status"] == "DONE", outcome
+    assert "2 created" in outcome["message"]
+    [callback] = offline.orgvue.callbacks
+    assert callback.status == 200
+    assert offline.runtime.invocations_of("TargetCallbackFunction")[0].result["statusCode"] == 200
+    assert set(offline.orgvue.items) == {"1453878", "1453974"}
+    # the callback ended the wait: one check after it, no wait ran out
+    assert states_entered(offline, execution["executionArn"], "FollowImport") == 2
+
+
+def test_orgvue_import_failure_is_reported_and_the_file_kept(slow_polling: Offline) -> None:
+    offline = slow_polling
+    assert offline.orgvue is not None
+    offline.orgvue.import_behaviour = OrgvueBehaviour(duration_s=0.5, fail_with="Property 'grade' is read-only")
+    offline.stage("people.csv", ORGVUE_CSV, folder="orgvue")
+    execution, outcome = finished(offline, "orgvue", timeout=25)
+    assert execution["status"] == "SUCCEEDED"  # the workflow did its job: the sync is closed as ERROR
+    assert outcome["status"] == "ERROR"
+    assert "Orgvue could not import people.csv" in outcome["message"]
+    assert "read-only" in outcome["message"]
+    [report] = offline.failed_reports()
+    assert report["code"] == "import-failed"
+    assert offline.staged_keys() == []
+
+
+def test_orgvue_callback_that_never_comes_falls_back_to_polling_the_result() -> None:
+    with offline_environment(further_targets=True, poll_initial_seconds=1, poll_max_seconds=1) as offline:
+        assert offline.orgvue is not None
+        offline.orgvue.import_behaviour = OrgvueBehaviour(duration_s=0.5, send_callback=False)
+        offline.stage("people.csv", ORGVUE_CSV, folder="orgvue")
+        execution, outcome = finished(offline, "orgvue", timeout=40)
+        assert outcome["status"] == "DONE", outcome
+        assert offline.orgvue.callbacks == []
+        assert offline.runtime.invocations_of("TargetCallbackFunction") == []
+        # the waits ran out (Orgvue's 5 s minimum between checks) and a check read the result location
+        assert states_entered(offline, execution["executionArn"], "FollowImport") >= 2
+
+
+def test_orgvue_file_without_action_column_is_refused_before_anything_is_sent() -> None:
+    with offline_environment(further_targets=True) as offline:
+        assert offline.orgvue is not None
+        offline.stage("people.csv", b"employeeID,fullName\n1,Ada\n", folder="orgvue")
+        offline.runtime.wait_idle()
+        [report] = offline.failed_reports()
+        assert report["code"] == "missing-action"
+        assert offline.orgvue.imports == []
+
+
+@pytest.fixture
+def elma() -> Iterator[Offline]:
+    with offline_environment(further_targets=True, poll_initial_seconds=1, poll_max_seconds=1) as offline:
+        yield offline
+
+
+def test_elma365_import_succeeds(elma: Offline) -> None:
+    assert elma.elma365 is not None
+    elma.elma365.import_behaviour = ElmaBehaviour(polls=2)
+    elma.stage("roster.csv", roster_rows(25), folder="elma365")
+    execution, outcome = finished(elma, "elma365")
+    assert execution["status"] == "SUCCEEDED"
+    assert outcome["status"] == "DONE", outcome
+    assert elma.elma365.imported_rows() == 25
+
+
+def test_elma365_import_failure_is_reported_with_its_reason(elma: Offline) -> None:
+    assert elma.elma365 is not None
+    elma.elma365.import_behaviour = ElmaBehaviour(polls=1, fail_with="Field 'Department' is required")
+    elma.stage("roster.csv", roster_rows(5), folder="elma365")
+    _, outcome = finished(elma, "elma365")
+    assert outcome["status"] == "ERROR"
+    assert "ELMA365 could not import roster.csv" in outcome["message"]
+    assert "Department" in outcome["message"]
+
+
+def test_elma365_blocked_then_succeeds(elma: Offline) -> None:
+    assert elma.elma365 is not None
+    elma.elma365.import_behaviour = ElmaBehaviour(polls=1)
+    elma.elma365.block_next_starts(2)
+    elma.stage("roster.csv", roster_rows(10), folder="elma365")
+    _, outcome = finished(elma, "elma365")
+    assert outcome["status"] == "DONE", outcome
+    assert [start.outcome for start in elma.elma365.starts] == ["blocked", "blocked", "started"]
+    assert elma.elma365.imported_rows() == 10
+
+
+def test_elma365_imports_120000_rows_in_three_chunks_one_after_another(elma: Offline) -> None:
+    assert elma.elma365 is not None
+    elma.elma365.import_behaviour = ElmaBehaviour(polls=1)
+    elma.stage("roster.csv", roster_rows(120_000), folder="elma365")
+    _, outcome = finished(elma, "elma365", timeout=120)
+    assert outcome["status"] == "DONE", outcome
+    imports = elma.elma365.own_imports()
+    assert [record.rows for record in imports] == [50_000, 50_000, 20_000]
+    for earlier, later in itertools.pairwise(imports):
+        assert earlier.finished_at is not None
+        assert later.started_at >= earlier.finished_at  # never two at once
+    assert elma.elma365.imported_rows() == 120_000

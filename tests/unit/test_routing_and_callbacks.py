@@ -1,0 +1,82 @@
+"""Routing of staged files to targets, signed callback URLs, the callback route and the log reporter."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from people_sync import callbacks, routing
+from people_sync.config import AppSettings
+from people_sync.targets.log_reporter import LogProgressReporter
+
+ORG = "588f7ee98f138b19220041a7"
+BASE = AppSettings(
+    org_id=ORG,
+    app_name="people-sync",
+    app_user_id="u",
+    charthop_base_url="http://charthop",
+    token_secret_name="s",
+    settings_parameter_name="p",
+    staging_bucket="b",
+    staging_prefix="staging/",
+    state_machine_arn="arn",
+    import_starter_function="f",
+    poll_initial_seconds=5,
+    poll_max_seconds=60,
+    import_timeout_seconds=3900,
+)
+ALL = dataclasses.replace(BASE, orgvue_base_url="https://orgvue", elma365_base_url="https://acme.elma365.com")
+
+
+@pytest.mark.parametrize(
+    ("key", "settings", "target"),
+    [
+        (f"staging/{ORG}/roster.csv", BASE, "charthop"),
+        ("staging/orgvue/people.csv", ALL, "orgvue"),
+        ("staging/elma365/roster.csv", ALL, "elma365"),
+        ("staging/orgvue/people.csv", BASE, "charthop"),  # Orgvue not configured: ChartHop's flow refuses it
+        ("staging/other/roster.csv", ALL, "charthop"),
+        ("elsewhere/orgvue/people.csv", ALL, "charthop"),
+    ],
+)
+def test_the_staging_folder_names_the_target(key: str, settings: AppSettings, target: str) -> None:
+    assert routing.target_for_key(key, settings) == target
+
+
+def test_only_configured_targets_are_offered_as_places_to_stage() -> None:
+    assert routing.staging_folders(BASE) == [f"staging/{ORG}/"]
+    assert routing.staging_folders(ALL) == [f"staging/{ORG}/", "staging/orgvue/", "staging/elma365/"]
+
+
+def test_callback_urls_name_the_sync_and_carry_a_signature_only_its_key_makes() -> None:
+    url = callbacks.callback_url("https://api.example/Prod/callback/orgvue", "sync-1", "key-1")
+    query = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
+    assert query["sync"] == "sync-1"
+    assert callbacks.is_signed("sync-1", query["sig"], "key-1")
+    assert not callbacks.is_signed("sync-2", query["sig"], "key-1")  # another sync
+    assert not callbacks.is_signed("sync-1", query["sig"], "key-2")  # another deployment
+    assert not callbacks.is_signed("sync-1", None, "key-1")
+    assert not callbacks.is_signed("sync-1", query["sig"], "")
+    assert "&sync=" in callbacks.callback_url("https://x/cb?a=1", "s", "k")
+
+
+def test_log_reporter_ids_are_stable_per_object_version_and_name_the_target(caplog) -> None:
+    reporter = LogProgressReporter("orgvue")
+    first = reporter.start_sync("people.csv", "s3://b/staging/orgvue/people.csv", "v1")
+    assert first == reporter.start_sync("people.csv", "s3://b/staging/orgvue/people.csv", "v1")
+    assert first != reporter.start_sync("people.csv", "s3://b/staging/orgvue/people.csv", "v2")
+    assert first.startswith("orgvue-")
+    assert len(f"sync-{first}") <= 80  # a valid execution name
+    caplog.set_level(logging.INFO, logger="people_sync.progress")
+    reporter.report_progress(first, 0.5, "people.csv: Orgvue is importing (50%)")
+    assert not reporter.is_closed(first)
+    reporter.finish(first, succeeded=False, message="Orgvue could not import people.csv", results={}, summary="")
+    assert reporter.is_closed(first)
+    records = [r for r in caplog.records if getattr(r, "sync_id", None) == first]
+    assert [getattr(r, "progress", None) for r in records] == [0.5, None]
+    assert records[-1].levelno == logging.ERROR
+    assert json.dumps(records[-1].__dict__.get("results")) == "{}"
