@@ -106,6 +106,9 @@ class _SimulatedImport:
     def start_import(self, staged: Any, open_body: Any, *, sync_id: str, callback_url: str | None = None) -> Any:
         raise AssertionError("the loop never starts imports")
 
+    def abandon(self, job: ImportJob) -> None:
+        pass
+
     def import_status(self, job: ImportJob, open_body: Any) -> tuple[ImportStatus, ImportJob]:
         self.checks += 1
         if self.clock[0] >= self.duration:

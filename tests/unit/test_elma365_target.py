@@ -165,6 +165,17 @@ def test_small_file_is_imported(elma: Elma365Emulator, slots: InMemorySlots, clo
     assert source.opened == 1  # one chunk: the file was read once
 
 
+def test_abandoning_an_import_frees_the_slot_for_the_next_sync(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
+) -> None:
+    target = make_target(elma, slots, clock)
+    job = target.start_import(STAGED, Source(SMALL), sync_id="sync-1")
+    assert slots.holder(SLOT) == "sync-1"
+    target.abandon(job)  # the loop timed out on it
+    assert slots.holder(SLOT) is None
+    assert slots.acquire(SLOT, "sync-2", 60)
+
+
 def test_import_error_is_reported_with_elma365s_reason(
     elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
 ) -> None:

@@ -28,11 +28,15 @@ class Target:
         self.statuses = statuses
         self.calls_back = calls_back
         self.seen_jobs: list[ImportJob] = []
+        self.abandoned: list[ImportJob] = []
 
     def start_import(
         self, staged: StagedFile, open_body: OpenBody, *, sync_id: str, callback_url: str | None = None
     ) -> ImportJob:
         raise AssertionError("the loop never starts imports")
+
+    def abandon(self, job: ImportJob) -> None:
+        self.abandoned.append(job)
 
     def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
         self.seen_jobs.append(job)

@@ -37,6 +37,7 @@ class ScriptedTarget:
         self.statuses = statuses or []
         self.fail = fail
         self.started: list[tuple[StagedFile, bytes, str]] = []
+        self.abandoned: list[ImportJob] = []
 
     def start_import(
         self, staged: StagedFile, open_body: OpenBody, *, sync_id: str, callback_url: str | None = None
@@ -46,6 +47,9 @@ class ScriptedTarget:
         body, _size = open_body()
         self.started.append((staged, body.read(), sync_id))
         return ImportJob(import_id=f"import-{len(self.started)}")
+
+    def abandon(self, job: ImportJob) -> None:
+        self.abandoned.append(job)
 
     def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
         return self.statuses.pop(0), job
@@ -303,6 +307,17 @@ def test_finish_sync_messages(aws, emulator, client) -> None:
     assert "did not finish within 10 minutes" in sync_service.finish_sync(ctx, late)["message"]
     assert [entry["succeeded"] for entry in reporter.finished] == [True, False, False]
     assert reporter.finished[0]["results"]["importProcessId"] == "import-1"
+
+
+def test_giving_up_on_an_import_frees_what_the_target_holds_for_it(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    base = loop_state(aws, clock)
+    sync_service.finish_sync(ctx, base.model_copy(update={"outcome": "DONE"}))
+    assert target.abandoned == []
+    sync_service.finish_sync(ctx, base.model_copy(update={"outcome": "TIMED_OUT"}))
+    sync_service.workflow_failed(ctx, base, {"Error": "States.Timeout", "Cause": "x"})
+    assert [job.import_id for job in target.abandoned] == ["import-1", "import-1"]
 
 
 def test_workflow_failure_shows_the_lambda_error_message(aws, emulator, client) -> None:

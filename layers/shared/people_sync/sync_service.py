@@ -318,6 +318,7 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
         )
         return {"status": "DONE", "message": message}
     if state.outcome == "TIMED_OUT":
+        _abandon(ctx, state)
         message = (
             f"{ctx.target.display_name}'s import of {state.file.name} did not finish within "
             f"{state.poll.timeout_seconds // 60} minutes (import {state.import_id}); "
@@ -342,6 +343,7 @@ def fail_sync(ctx: SyncContext, sync_id: str, message: str, *, results: dict[str
 
 def workflow_failed(ctx: SyncContext, state: SyncState, error: dict[str, Any]) -> dict[str, Any]:
     """The status loop itself broke (after Step Functions' retries): tell the user instead of going quiet."""
+    _abandon(ctx, state)
     cause = _error_cause(error)
     message = f"The sync of {state.file.name} stopped: {cause}"
     fail_sync(
@@ -363,6 +365,13 @@ def execution_ended(ctx: SyncContext, state: SyncState, status: str) -> dict[str
         return None
     reason = EXECUTION_END_REASONS.get(status, f"its status loop ended as {status}")
     return workflow_failed(ctx, state, {"Error": status, "Cause": f"{reason}; check the import in ChartHop"})
+
+
+def _abandon(ctx: SyncContext, state: SyncState) -> None:
+    try:
+        ctx.target.abandon(state.job)
+    except Exception:  # closing the sync matters more; the slot expires on its own
+        logger.warning("could not free the target's hold on the import", exc_info=True)
 
 
 def _error_cause(error: dict[str, Any]) -> str:

@@ -50,6 +50,11 @@ class ImportTarget(Protocol):
         start the target refused as busy). Raises TargetUnavailable when the target cannot be reached."""
         ...
 
+    def abandon(self, job: ImportJob) -> None:
+        """The loop gives up on this import (it timed out, or the loop failed): free what the target
+        holds for it (ELMA365's per-app import slot), so the next sync is not kept waiting."""
+        ...
+
 
 class ProgressReporter(Protocol):
     """Where a sync's progress is shown to people (ChartHop's "Sync Now" progress bar, or the logs)."""

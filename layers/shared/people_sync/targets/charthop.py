@@ -29,6 +29,9 @@ class ChartHopTarget:
         )
         return ImportJob(import_id=process.id)
 
+    def abandon(self, job: ImportJob) -> None:
+        """Nothing is held for an import here."""
+
     def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
         process = self.client.get_process(self.org_id, job.import_id)
         results = _counts(process.results or {})

@@ -417,6 +417,12 @@ class Elma365Target:
             self.slots.release(self.slot_key, sync_id)
             raise
 
+    def abandon(self, job: ImportJob) -> None:
+        """Frees the app's import slot if this sync holds it."""
+        owner = job.detail.get("owner")
+        if owner:
+            self.slots.release(self.slot_key, owner)
+
     def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
         try:
             return self._import_status(job, open_body)

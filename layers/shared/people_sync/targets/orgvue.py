@@ -240,6 +240,9 @@ class OrgvueTarget:
         logger.info("Orgvue import started", extra={"job_id": job_id, "trace_id": trace_id})
         return ImportJob(import_id=str(job_id), detail=detail)
 
+    def abandon(self, job: ImportJob) -> None:
+        """Nothing is held for an import here."""
+
     def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
         callback = job.detail.get("callback")
         result_url = job.detail.get("resultUrl")
