@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from offline.elma365_emulator import IMPORT_STATUS
 from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
 from offline.harness import Offline, offline_environment
 from offline.orgvue_emulator import ImportBehaviour as OrgvueBehaviour
@@ -157,3 +158,7 @@ def test_elma365_imports_120000_rows_in_three_chunks_one_after_another(elma: Off
         assert earlier.finished_at is not None
         assert later.started_at >= earlier.finished_at  # never two at once
     assert elma.elma365.imported_rows() == 120_000
+    # ELMA365 asks for no more than one status request a second
+    checks = [call.at for call in elma.elma365.calls_of(IMPORT_STATUS)]
+    assert len(checks) >= 3
+    assert min(later - earlier for earlier, later in itertools.pairwise(checks)) >= 1.0

@@ -31,7 +31,7 @@ def follow_import(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOu
     """One entry of the loop's task. Returns what became of the task token."""
     sync_id = state.sync_process_id
     memory = ctx.loop_memory.load(sync_id)
-    if just_checked(state, ctx.clock()) and memory.callback is None:
+    if just_checked(state, ctx.clock(), ctx.target.min_check_interval_seconds) and memory.callback is None:
         # Entered again right after a hand-over (or the import's start): only wait. (A callback that
         # came before this wait began is acted on at once.)
         _wait(ctx, state, task_token, memory.reported_progress, memory.unavailable_checks)
@@ -52,11 +52,12 @@ def follow_import(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOu
     return "waiting"
 
 
-def just_checked(state: SyncState, now: float) -> bool:
+def just_checked(state: SyncState, now: float, min_interval: float = 0.0) -> bool:
     """A wait runs out only `wait_seconds` after the task was entered; an entry much sooner than that
-    after the last check is the re-entry that follows a hand-over."""
+    after the last check is the re-entry that follows a hand-over. Never sooner than the target allows
+    (ELMA365: once a second) either."""
     checked_at = state.poll.checked_at
-    return checked_at is not None and now - checked_at < state.poll.wait_seconds / 2
+    return checked_at is not None and now - checked_at < max(state.poll.wait_seconds / 2, min_interval)
 
 
 def callback_received(memory: LoopMemory, stepfunctions: SFNClient, sync_id: str, callback: dict[str, str]) -> bool:
