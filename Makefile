@@ -14,7 +14,7 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 
 ## Run the whole sync offline: ChartHop emulator + template.yaml's resources in moto.
 demo: $(STAMP)
-	PYTHONPATH=layers/shared:. $(BIN)/python -m offline.demo $(ARGS)
+	PYTHONPATH=layers/shared:. $(BIN)/python -m offline.demo $(if $(TARGET),--target $(TARGET)) $(ARGS)
 
 ## Lint, type-check and run every test (unit, integration, e2e).
 test: $(STAMP) lint types

@@ -19,7 +19,6 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync import routing, sync_service
@@ -66,6 +65,9 @@ def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)
     if "Records" not in event:
+        # Only "Sync Now" is parsed with the Powertools parser (~20 ms of its own on top of pydantic).
+        from aws_lambda_powertools.utilities.parser import parse
+
         request = parse(event=event, model=SyncNowRequest)
         logger.append_keys(sync_process_id=request.sync_process_id)
         return _started([_once(start_sync_now, request=request.model_dump(mode="json", include=_SYNC_NOW_KEY))])
