@@ -129,11 +129,11 @@ class _StateMachine:
         return {}
 
 
-def simulate_status_loop(duration: float, initial: int, cap: int) -> tuple[int, int, float]:
+def simulate_status_loop(duration: float, initial: int, cap: int) -> tuple[int, int, int, float]:
     """Runs the real status checker code (status_loop.follow_import) as the ASL drives it, on a simulated
     clock: FollowImport is entered, the checker hands a state back (then IsImportFinished, and FinishSync
     or FollowImport again) or leaves the token unanswered (the wait runs out, FollowImport is entered
-    again). Returns (checks, state transitions, seconds from completion to notice)."""
+    again). Returns (checks, state transitions, Lambda invocations, seconds from completion to notice)."""
     clock = [0.0]
     target = _SimulatedImport(clock, duration)
     machine = _StateMachine()
@@ -160,9 +160,10 @@ def simulate_status_loop(duration: float, initial: int, cap: int) -> tuple[int, 
                      "startedAt": 0, "checkedAt": 0},
         }
     )  # fmt: skip
-    transitions = 0
+    transitions = invocations = 0
     while True:
         transitions += 1  # FollowImport entered
+        invocations += 1
         outcome = follow_import(ctx, state, "token")
         if outcome == "waiting":
             clock[0] += state.poll.wait_seconds  # the wait runs out; the same data enters the task again
@@ -170,7 +171,7 @@ def simulate_status_loop(duration: float, initial: int, cap: int) -> tuple[int, 
         transitions += 1  # IsImportFinished
         state = SyncState.model_validate_json(machine.handed[-1])
         if state.finished:
-            return target.checks, transitions + 1, clock[0] - duration  # + FinishSync
+            return target.checks, transitions + 1, invocations + 1, clock[0] - duration  # + FinishSync
         clock[0] += 0.1  # straight back into FollowImport
 
 
@@ -181,12 +182,12 @@ def polling(initial: int, cap: int) -> None:
     )
     print("    [target for 1 h: <= 60 transitions, completion noticed within max(60 s, 10% of elapsed)]")
     for duration in (10, 300, 3600):
-        checks, transitions, delay = simulate_status_loop(duration, initial, cap)
+        checks, transitions, invocations, delay = simulate_status_loop(duration, initial, cap)
         allowed = max(60, 0.1 * duration)
         verdict = "ok" if delay <= allowed and (duration < 3600 or transitions <= 60) else "OVER"
         print(
-            f"    import {duration:>5} s: {checks:3d} checks, {transitions:3d} transitions, noticed after "
-            f"{delay:5.1f} s (allowed {allowed:4.0f} s)  {verdict}"
+            f"    import {duration:>5} s: {checks:3d} checks, {transitions:3d} transitions, "
+            f"{invocations:3d} invocations, noticed after {delay:5.1f} s (allowed {allowed:4.0f} s)  {verdict}"
         )
 
 

@@ -119,6 +119,6 @@ def test_charthop_down_keeps_the_file_staged_for_a_retry(offline: Offline) -> No
     [sync] = offline.sync_processes()
     process = offline.wait_for_process(sync["id"])
     assert process["status"] == "ERROR"
-    assert "press Sync Now to try again" in process["message"]
+    assert "press Sync Now (ChartHop) or stage it again to try again" in process["message"]
     assert offline.staged_keys() == [offline.staged_key("roster.csv")]
     assert offline.failed_reports() == []

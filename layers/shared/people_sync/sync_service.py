@@ -168,7 +168,7 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
             ctx,
             sync_id,
             f"Could not start the import of {staged.name}: {error.user_message} "
-            "The file stays staged; press Sync Now to try again.",
+            "The file stays staged; press Sync Now (ChartHop) or stage it again to try again.",
         )
         return None
     import_id = job.import_id
