@@ -68,3 +68,23 @@ def test_bucket_is_versioned_encrypted_private_and_tls_only() -> None:
     [statement] = TEMPLATE["Resources"]["StagingBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_only_the_loops_functions_may_answer_its_task_tokens_and_only_for_it() -> None:
+    machine_name = TEMPLATE["Resources"]["SyncStatusStateMachine"]["Properties"]["Name"]
+    answering = {}
+    for name, fn in FUNCTIONS.items():
+        for policy in fn["Properties"].get("Policies", []):
+            if isinstance(policy, dict) and "StepFunctionsCallbackPolicy" in policy:
+                answering[name] = policy["StepFunctionsCallbackPolicy"]["StateMachineName"]
+    assert answering == {"StatusCheckerFunction": machine_name, "TargetCallbackFunction": machine_name}
+
+
+def test_the_loop_waits_on_a_task_token_for_the_wait_from_its_input() -> None:
+    definition = json.loads((REPO_ROOT / "statemachine" / "sync_status.asl.json").read_text())
+    follow = definition["States"]["FollowImport"]
+    assert follow["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert follow["TimeoutSecondsPath"] == "$.poll.waitSeconds"
+    [timeout_catch] = [c for c in follow["Catch"] if c["ErrorEquals"] == ["States.Timeout"]]
+    assert timeout_catch["Next"] == "FollowImport"  # a wait that ran out is one transition, back into the task
+    assert int(TEMPLATE["Parameters"]["PollInitialSeconds"]["MinValue"]) >= 1  # a task timeout is at least 1 s
