@@ -175,8 +175,13 @@ def test_sync_now_imports_the_newest_csv_and_starts_one_loop(aws, emulator, clie
 def test_same_second_uploads_pick_the_greater_key(aws, emulator, client) -> None:
     target = ScriptedTarget()
     ctx, _, _ = make_ctx(aws, emulator, client, target)
-    stage(aws, "roster-2026-11-23T0900.csv", csv_body("later"))
-    stage(aws, "roster-2026-11-22T0900.csv", csv_body("earlier"))
+    for _ in range(5):  # S3 times are to the second: stage both within one second (a boundary may fall between)
+        later = stage(aws, "roster-2026-11-23T0900.csv", csv_body("later"))
+        earlier = stage(aws, "roster-2026-11-22T0900.csv", csv_body("earlier"))
+        times = [aws["s3"].head_object(Bucket=BUCKET, Key=f.key)["LastModified"] for f in (later, earlier)]
+        if times[0] == times[1]:
+            break
+    assert times[0] == times[1], "could not stage two files within one second"
     sync_service.sync_now(ctx, ORG, emulator.create_sync_process()["id"])
     assert target.started[0][1] == csv_body("later")
 
