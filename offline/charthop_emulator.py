@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import secrets
-import socket
-import struct
 import threading
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +28,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from offline.loopback_server import LoopbackServer
+from offline.emulator_base import Fault, FaultInjectingServer
 from people_sync import api_assumptions as assumed
 
 PROCESS_STATUSES = ("PENDING", "RUNNING", "DONE", "ERROR")
@@ -44,6 +42,16 @@ REQUIRED_IMPORT_FLAGS = (
 )
 CREATE_PROCESS_REQUIRED = ("orgId", "label", "type", "status", "runUserId", "options")
 
+__all__ = [
+    "ChartHopEmulator",
+    "EmulatorConfig",
+    "Fault",
+    "ImportBehaviour",
+    "RecordedCall",
+    "RecordedUpdate",
+    "RecordedUpload",
+]
+
 
 @dataclass
 class ImportBehaviour:
@@ -52,30 +60,6 @@ class ImportBehaviour:
     duration_s: float = 3.0
     polls: int | None = None
     fail_with: str | None = None  # an import ERROR message, e.g. "Unknown column 'Salary'"
-
-
-@dataclass
-class Fault:
-    """One injected failure for the next call of an operation."""
-
-    status: int | None = None
-    retry_after: float | None = None
-    delay_s: float = 0.0
-    reset: bool = False
-
-    @classmethod
-    def http(cls, status: int, retry_after: float | None = None) -> Fault:
-        return cls(status=status, retry_after=retry_after)
-
-    @classmethod
-    def slow(cls, delay_s: float) -> Fault:
-        """Does the work, then answers only after `delay_s`: past the client's read timeout, the
-        client cannot know whether ChartHop acted (the ambiguous failure)."""
-        return cls(delay_s=delay_s)
-
-    @classmethod
-    def connection_reset(cls) -> Fault:
-        return cls(reset=True)
 
 
 @dataclass
@@ -127,7 +111,7 @@ class EmulatorConfig:
     webhook_headers: dict[str, str] = field(default_factory=dict)
 
 
-class ChartHopEmulator(LoopbackServer):
+class ChartHopEmulator(FaultInjectingServer):
     """In-memory ChartHop served over loopback HTTP; thread-safe; usable as a context manager."""
 
     def __init__(
@@ -147,7 +131,6 @@ class ChartHopEmulator(LoopbackServer):
         self.uploads: list[RecordedUpload] = []
         self.roster: set[str] = set()
         self._imports: dict[str, _ImportRun] = {}
-        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
         self._lock = threading.RLock()
         self._routes = Map(
             [
@@ -161,15 +144,6 @@ class ChartHopEmulator(LoopbackServer):
         super().__init__(self._wsgi, name="charthop-emulator", host=host, port=port)
 
     # --- test controls ---------------------------------------------------------------------------
-
-    def inject(self, operation: str, *faults: Fault) -> None:
-        """Queues failures for the next calls of an operationId (e.g. "getProcess")."""
-        with self._lock:
-            self._faults[operation].extend(faults)
-
-    def pending_faults(self, operation: str) -> int:
-        with self._lock:
-            return len(self._faults[operation])
 
     def create_sync_process(self, *, label: str | None = None) -> dict[str, Any]:
         """What ChartHop does when a user presses "Sync Now": a PENDING sync process for the app."""
@@ -223,21 +197,9 @@ class ChartHopEmulator(LoopbackServer):
         except HTTPException as error:
             response = _error(error.code or 404, error.description or "not found")
             return response(environ, start_response)
-        fault = self._next_fault(endpoint)
-        if fault is not None and fault.reset:
-            _reset_connection(environ)
-            self._record(endpoint, request, 0)
-            return []
-        if fault is not None and fault.status:
-            response = _error(fault.status, "injected failure")
-            if fault.retry_after is not None:
-                response.headers["Retry-After"] = str(int(fault.retry_after))
-        else:
-            response = self._dispatch(endpoint, request, args)
-        self._record(endpoint, request, response.status_code)
-        if fault is not None and fault.delay_s:
-            time.sleep(fault.delay_s)  # the work is done; only the answer is late, as in a real timeout
-        return response(environ, start_response)
+        # faults are injected per operationId (e.g. "getProcess")
+        work = functools.partial(self._dispatch, endpoint, request, args)
+        return self._answer(environ, start_response, endpoint, request, work, _error)
 
     def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
         if request.headers.get("Authorization") != f"Bearer {self.config.token}":
@@ -250,11 +212,6 @@ class ChartHopEmulator(LoopbackServer):
         except NotFound:
             return _error(assumed.CHARTHOP_NOT_FOUND_STATUS, "process not found")
         return result
-
-    def _next_fault(self, operation: str) -> Fault | None:
-        with self._lock:
-            queue = self._faults.get(operation)
-            return queue.popleft() if queue else None
 
     def _record(self, operation: str, request: Request, status: int) -> None:
         with self._lock:
@@ -515,15 +472,6 @@ class _CountingReader(io.RawIOBase):
         buffer[: len(data)] = data
         self.size += len(data)
         return len(data)
-
-
-def _reset_connection(environ: dict[str, Any]) -> None:
-    """Closes the client's TCP connection with RST, as a crashed load balancer would."""
-    sock = environ.get("werkzeug.socket")
-    if sock is None:
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def _json_body(request: Request) -> Any:

@@ -12,16 +12,14 @@ Run it alone with `python -m offline.elma365_emulator --port 8902`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
+import functools
 import io
 import json
-import socket
-import struct
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,8 +28,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from offline.charthop_emulator import Fault
-from offline.loopback_server import LoopbackServer
+from offline.emulator_base import Fault, FaultInjectingServer
 from people_sync import api_assumptions as assumed
 from people_sync.targets.elma365 import TEMP_FILE_TTL_SECONDS
 
@@ -130,7 +127,7 @@ class _AppState:
     foreign: set[str] = field(default_factory=set)
 
 
-class Elma365Emulator(LoopbackServer):
+class Elma365Emulator(FaultInjectingServer):
     """In-memory ELMA365 served over loopback HTTP; thread-safe; usable as a context manager."""
 
     def __init__(
@@ -154,7 +151,6 @@ class Elma365Emulator(LoopbackServer):
         self._imports: dict[str, RecordedImport] = {}
         self._behaviours: deque[ImportBehaviour] = deque()
         self._forced_blocks = 0
-        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
         self._lock = threading.RLock()
         app_path = assumed.ELMA365_IMPORT_PATH.format(namespace="<namespace>", code="<code>")
         status_path = assumed.ELMA365_STATUS_PATH.format(
@@ -170,15 +166,6 @@ class Elma365Emulator(LoopbackServer):
         super().__init__(self._wsgi, name="elma365-emulator", host=host, port=port)
 
     # --- test controls ---------------------------------------------------------------------------
-
-    def inject(self, operation: str, *faults: Fault) -> None:
-        """Queues failures for the next calls of an operation (UPLOAD, START_IMPORT, IMPORT_STATUS)."""
-        with self._lock:
-            self._faults[operation].extend(faults)
-
-    def pending_faults(self, operation: str) -> int:
-        with self._lock:
-            return len(self._faults[operation])
 
     def queue_behaviours(self, *behaviours: ImportBehaviour) -> None:
         """The next imports run with these, in order (e.g. chunk 2 of 3 fails); then `import_behaviour`."""
@@ -237,23 +224,9 @@ class Elma365Emulator(LoopbackServer):
         except HTTPException as error:
             request.get_data()
             return _error(error.code or 404, error.description or "not found")(environ, start_response)
-        fault = self._next_fault(endpoint)
-        if fault is not None and (fault.reset or fault.status):
-            request.get_data()  # read the body first, so the client sees the answer rather than a broken pipe
-            if fault.reset:
-                self._record(endpoint, request, 0)
-                _reset_connection(environ)
-                return []
-        if fault is not None and fault.status:
-            response = _error(fault.status, "injected failure")
-            if fault.retry_after is not None:
-                response.headers["Retry-After"] = str(int(fault.retry_after))
-        else:
-            response = self._dispatch(endpoint, request, args)
-        self._record(endpoint, request, response.status_code)
-        if fault is not None and fault.delay_s:
-            time.sleep(fault.delay_s)  # the work is done; only the answer is late, as in a real timeout
-        return response(environ, start_response)
+        # faults are injected per operation: UPLOAD, START_IMPORT, IMPORT_STATUS
+        work = functools.partial(self._dispatch, endpoint, request, args)
+        return self._answer(environ, start_response, endpoint, request, work, _error)
 
     def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
         authorization = request.headers.get("Authorization") or ""
@@ -271,11 +244,6 @@ class Elma365Emulator(LoopbackServer):
         if endpoint == START_IMPORT:
             return self._start(request, app)
         return self._status(app, str(args["import_id"]))
-
-    def _next_fault(self, operation: str) -> Fault | None:
-        with self._lock:
-            queue = self._faults.get(operation)
-            return queue.popleft() if queue else None
 
     def _record(self, operation: str, request: Request, status: int) -> None:
         with self._lock:
@@ -446,18 +414,6 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _reset_connection(environ: dict[str, Any]) -> None:
-    """Closes the client's TCP connection with RST, as a crashed load balancer would."""
-    sock = environ.get("werkzeug.socket")
-    if sock is None:
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    with contextlib.suppress(OSError):
-        # werkzeug's own file objects keep the socket open past close(): stop both directions now
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
 
 
 def _json_body(request: Request) -> Any:

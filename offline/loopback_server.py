@@ -36,6 +36,8 @@ class LoopbackServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)  # shutdown() returns before the serving thread has ended
 
     def __enter__(self) -> Self:
         return self.start()

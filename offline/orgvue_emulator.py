@@ -12,18 +12,15 @@ Run it alone with `python -m offline.orgvue_emulator --port 8901`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
+import functools
 import io
 import json
 import re
 import secrets
-import socket
-import struct
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -34,8 +31,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from offline.charthop_emulator import Fault
-from offline.loopback_server import LoopbackServer
+from offline.emulator_base import Fault, FaultInjectingServer
 from people_sync import api_assumptions as assumed
 from people_sync.targets.orgvue import ACTION_COLUMN, ACTIONS, TENANT_ID_PATTERN
 
@@ -142,7 +138,7 @@ class _Job:
     result_file: str | None  # our temp file id behind the result location, when it is one of ours
 
 
-class OrgvueEmulator(LoopbackServer):
+class OrgvueEmulator(FaultInjectingServer):
     """In-memory Orgvue served over loopback HTTP; thread-safe; usable as a context manager."""
 
     def __init__(
@@ -164,7 +160,6 @@ class OrgvueEmulator(LoopbackServer):
         self.callbacks: list[RecordedCallback] = []
         self._files: dict[str, _TempFile] = {}
         self._jobs: list[_Job] = []
-        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
@@ -214,12 +209,7 @@ class OrgvueEmulator(LoopbackServer):
         """Queues failures for the next calls of an operation: generate, import, tempGet, tempPut."""
         if operation not in OPERATIONS:
             raise ValueError(f"unknown operation {operation!r}; one of {', '.join(OPERATIONS)}")
-        with self._lock:
-            self._faults[operation].extend(faults)
-
-    def pending_faults(self, operation: str) -> int:
-        with self._lock:
-            return len(self._faults[operation])
+        super().inject(operation, *faults)
 
     def calls_of(self, operation: str) -> list[RecordedCall]:
         with self._lock:
@@ -259,22 +249,8 @@ class OrgvueEmulator(LoopbackServer):
             endpoint, args = self._routes.bind_to_environ(environ).match()
         except HTTPException as error:
             return _error(error.code or 404, error.description or "not found")(environ, start_response)
-        fault = self._next_fault(endpoint)
-        if fault is not None and fault.reset:
-            _drop_connection(environ)
-            self._record(endpoint, request, 0)
-            return []
-        if fault is not None and fault.status:
-            request.get_data()  # read the body, as a real server would before answering
-            response = _error(fault.status, "injected failure")
-            if fault.retry_after is not None:
-                response.headers["Retry-After"] = str(int(fault.retry_after))
-        else:
-            response = getattr(self, f"_op_{endpoint}")(request, **args)
-        self._record(endpoint, request, response.status_code)
-        if fault is not None and fault.delay_s:
-            time.sleep(fault.delay_s)  # the work is done; only the answer is late
-        return response(environ, start_response)
+        work = functools.partial(getattr(self, f"_op_{endpoint}"), request, **args)
+        return self._answer(environ, start_response, endpoint, request, work, _error)
 
     def _authorised(self, request: Request, tenant: str) -> Response | None:
         """401 without our bearer token, 403 for another tenant; None when the call may proceed."""
@@ -283,11 +259,6 @@ class OrgvueEmulator(LoopbackServer):
         if tenant != self.config.tenant_id:
             return _error(assumed.ORGVUE_FOREIGN_TENANT_STATUS, f"no access to tenant {tenant}")
         return None
-
-    def _next_fault(self, operation: str) -> Fault | None:
-        with self._lock:
-            queue = self._faults.get(operation)
-            return queue.popleft() if queue else None
 
     def _record(self, operation: str, request: Request, status: int) -> None:
         with self._lock:
@@ -531,21 +502,6 @@ class OrgvueEmulator(LoopbackServer):
             answer = 0
         with self._lock:
             self.callbacks.append(RecordedCallback(url, answer))
-
-
-def _drop_connection(environ: dict[str, Any]) -> None:
-    """Aborts the client's TCP connection without an answer (RST where the platform allows).
-
-    `close()` alone leaves the descriptor open while the server's file objects hold it (the answer would
-    still go out), so the connection is shut down first.
-    """
-    sock = environ.get("werkzeug.socket")
-    if sock is None:
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
 
 
 def _import_body_problem(body: Any) -> str | None:

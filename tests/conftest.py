@@ -1,4 +1,5 @@
-"""Shared fixtures: a live ChartHop emulator, fake AWS credentials, fast client retries."""
+"""Shared fixtures: a live ChartHop emulator, fake AWS credentials, fast client retries, a fake clock and a
+callback recorder."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig
 from people_sync import aws_clients
 from people_sync.charthop_client import ChartHopClient, default_retry
+from tests.fakes import CallbackRecorder, FakeClock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS = REPO_ROOT / "events"
@@ -56,3 +58,16 @@ def client(emulator: ChartHopEmulator) -> ChartHopClient:
         timeout=(2.0, 1.0),
         retry=default_retry(total=3, backoff_factor=0.01),
     )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock moved by hand, for an emulator and what runs against it."""
+    return FakeClock()
+
+
+@pytest.fixture
+def recorder() -> Iterator[CallbackRecorder]:
+    """A callback endpoint that records what arrives (e.g. Orgvue's job callbacks)."""
+    with CallbackRecorder() as running:
+        yield running

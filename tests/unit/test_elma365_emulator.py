@@ -25,25 +25,10 @@ from offline.elma365_emulator import (
     Fault,
     ImportBehaviour,
 )
+from tests.fakes import FakeClock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CSV = b'Employee ID,Name,Notes\nE1,Ada,\nE2,Grace,"two\nlines"\nE3,Alan,\n'
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

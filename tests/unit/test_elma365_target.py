@@ -31,21 +31,11 @@ from people_sync.models import ImportJob, ImportStatus, StagedFile
 from people_sync.slots import InMemorySlots
 from people_sync.targets.base import ImportTarget
 from people_sync.targets.elma365 import Elma365Client, Elma365Target
+from tests.fakes import FakeClock
 
 STAGED = StagedFile(bucket="staging", key="acme/roster.csv", org_id="acme")
 SMALL = b'Employee ID,Name,Notes\nE1,Ada,\nE2,Grace,"two\nlines"\nE3,Alan,\n'
 SLOT = "slot#elma365#hr/employees"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Source:
@@ -75,7 +65,8 @@ def roster(rows: int) -> bytes:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """Epoch seconds, as slot expiry times are (the shared fixture starts at 1000.0)."""
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture

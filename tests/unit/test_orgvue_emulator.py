@@ -4,59 +4,17 @@ prove nothing."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.wrappers import Request, Response
 
-from offline.loopback_server import LoopbackServer
 from offline.orgvue_emulator import Fault, OrgvueEmulator, OrgvueEmulatorConfig
 from people_sync import api_assumptions as assumed
+from tests.fakes import CallbackRecorder, FakeClock
 
 CSV = b"_action,employeeID,fullName\ncreate,E1,Ada Lovelace\ncreate,E2,Grace Hopper\n"
-
-
-class FakeClock:
-    """The emulator's clock, moved by hand: no test sleeps out an import's duration."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class CallbackRecorder(LoopbackServer):
-    """Our callback endpoint in miniature: records each call's query parameters."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.received: list[dict[str, str]] = []
-        self.arrived = threading.Event()
-        super().__init__(self._app, name="callback-recorder")
-
-    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        request = Request(environ)
-        self.received.append(dict(request.args))
-        self.arrived.set()
-        return Response("ok", status=self.status)(environ, start_response)
-
-    @property
-    def url(self) -> str:
-        return f"{self.base_url}/orgvue/callback?sync=s-1"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def recorder() -> Iterator[CallbackRecorder]:
-    with CallbackRecorder() as running:
-        yield running
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from people_sync.errors import TargetRejected, TargetUnavailable
 from people_sync.models import ImportJob, StagedFile
 from people_sync.targets import orgvue as orgvue_module
 from people_sync.targets.orgvue import OrgvueClient, OrgvueTarget, callback_template
-from tests.unit.test_orgvue_emulator import CallbackRecorder, FakeClock
+from tests.fakes import CallbackRecorder, FakeClock
 
 WITH_ACTION = b"_action,employeeID,fullName\ncreate,E1,Ada Lovelace\ncreate,E2,Grace Hopper\n"
 WITHOUT_ACTION = (
@@ -55,17 +55,6 @@ class _Recording(io.RawIOBase):
         if fail_after is not None and self._data.tell() >= fail_after:
             raise CsvRejected(CsvProblem("ragged-rows", "roster.csv has rows of the wrong width (lines 7)."))
         return self._data.read(size)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def recorder() -> Iterator[CallbackRecorder]:
-    with CallbackRecorder() as running:
-        yield running
 
 
 @pytest.fixture

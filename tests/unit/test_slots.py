@@ -10,25 +10,16 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from people_sync.slots import DynamoDBSlots, ImportSlots, InMemorySlots
+from tests.fakes import FakeClock
 
 KEY = "slot#elma365#hr/employees"
 TABLE = "people-sync-idempotency"
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """Epoch seconds, as slot expiry times are (the shared fixture starts at 1000.0)."""
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture(params=["memory", "dynamodb"])

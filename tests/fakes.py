@@ -1,0 +1,44 @@
+"""Test doubles shared by several test modules: a hand-moved clock and a callback endpoint that records calls."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from offline.loopback_server import LoopbackServer
+
+
+class FakeClock:
+    """A clock moved by hand (`advance`, or set `now`): no test sleeps out a duration."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class CallbackRecorder(LoopbackServer):
+    """Our callback endpoint in miniature: records each call's query parameters."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.received: list[dict[str, str]] = []
+        self.arrived = threading.Event()
+        super().__init__(self._app, name="callback-recorder")
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        self.received.append(dict(request.args))
+        self.arrived.set()
+        return Response("ok", status=self.status)(environ, start_response)
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/orgvue/callback?sync=s-1"
