@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from abc import abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -74,9 +75,9 @@ class FaultInjectingServer(LoopbackServer):
             queue = self._faults.get(operation)
             return queue.popleft() if queue else None
 
+    @abstractmethod
     def _record(self, operation: str, request: Request, status: int) -> None:
-        """Records a call (status 0 when the connection was reset)."""
-        raise NotImplementedError
+        """Records a call (status 0 when the connection was reset); each emulator keeps its own records."""
 
     def _answer(
         self,
