@@ -39,9 +39,14 @@ def finished(offline: Offline, target: str, timeout: float = 60.0) -> tuple[dict
     return ended, outcomes[-1]
 
 
-def states_entered(offline: Offline, execution_arn: str, name: str) -> int:
+def execution_history(offline: Offline, execution_arn: str) -> list[dict[str, Any]]:
     sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
-    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    events: list[dict[str, Any]] = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]  # type: ignore[assignment]
+    return events
+
+
+def states_entered(offline: Offline, execution_arn: str, name: str) -> int:
+    events = execution_history(offline, execution_arn)
     return sum(1 for e in events if e.get("stateEnteredEventDetails", {}).get("name") == name)
 
 
@@ -67,8 +72,10 @@ def test_orgvue_callback_completes_the_wait_without_polling(slow_polling: Offlin
     assert callback.status == 200
     assert offline.runtime.invocations_of("TargetCallbackFunction")[0].result["statusCode"] == 200
     assert set(offline.orgvue.items) == {"1453878", "1453974"}
-    # the callback ended the wait: one check after it, no wait ran out
-    assert states_entered(offline, execution["executionArn"], "FollowImport") == 2
+    # the callback ended the wait: no wait ran out, and at most one check followed the start's wait
+    history = execution_history(offline, execution["executionArn"])
+    assert [event for event in history if event["type"] == "TaskTimedOut"] == []
+    assert states_entered(offline, execution["executionArn"], "FollowImport") <= 2
 
 
 def test_orgvue_import_failure_is_reported_and_the_file_kept(slow_polling: Offline) -> None:
@@ -96,6 +103,8 @@ def test_orgvue_callback_that_never_comes_falls_back_to_polling_the_result() -> 
         assert offline.orgvue.callbacks == []
         assert offline.runtime.invocations_of("TargetCallbackFunction") == []
         # the waits ran out (Orgvue's 5 s minimum between checks) and a check read the result location
+        history = execution_history(offline, execution["executionArn"])
+        assert [event for event in history if event["type"] == "TaskTimedOut"] != []
         assert states_entered(offline, execution["executionArn"], "FollowImport") >= 2
 
 
