@@ -9,6 +9,27 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from offline.loopback_server import LoopbackServer
+from people_sync.config import AppSettings
+
+
+def app_settings(**overrides: Any) -> AppSettings:
+    """Settings as the template sets them, with test values; override what a test is about."""
+    values: dict[str, Any] = {
+        "org_id": "588f7ee98f138b19220041a7",
+        "app_name": "people-sync",
+        "app_user_id": "u",
+        "charthop_base_url": "http://unused",
+        "token_secret_name": "unused",
+        "settings_parameter_name": "unused",
+        "staging_bucket": "bucket",
+        "staging_prefix": "staging/",
+        "state_machine_arn": "arn",
+        "import_starter_function": "unused",
+        "poll_initial_seconds": 5,
+        "poll_max_seconds": 60,
+        "import_timeout_seconds": 3900,
+    }
+    return AppSettings(**{**values, **overrides})
 
 
 class FakeClock:

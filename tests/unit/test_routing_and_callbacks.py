@@ -12,23 +12,10 @@ import pytest
 from people_sync import callbacks, routing
 from people_sync.config import AppSettings
 from people_sync.targets.log_reporter import LogProgressReporter
+from tests.fakes import app_settings
 
 ORG = "588f7ee98f138b19220041a7"
-BASE = AppSettings(
-    org_id=ORG,
-    app_name="people-sync",
-    app_user_id="u",
-    charthop_base_url="http://charthop",
-    token_secret_name="s",
-    settings_parameter_name="p",
-    staging_bucket="b",
-    staging_prefix="staging/",
-    state_machine_arn="arn",
-    import_starter_function="f",
-    poll_initial_seconds=5,
-    poll_max_seconds=60,
-    import_timeout_seconds=3900,
-)
+BASE = app_settings(org_id=ORG)
 ALL = dataclasses.replace(BASE, orgvue_base_url="https://orgvue", elma365_base_url="https://acme.elma365.com")
 
 

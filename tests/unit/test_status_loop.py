@@ -9,11 +9,11 @@ import boto3
 import pytest
 
 from people_sync import status_loop
-from people_sync.config import AppSettings
 from people_sync.loop_memory import InMemoryLoopMemory
 from people_sync.models import ImportJob, ImportStatus, StagedFile, SyncState
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import OpenBody
+from tests.fakes import app_settings
 from tests.unit.test_sync_service import Clock, RecordingReporter
 
 TOKEN = "task-token-1"
@@ -66,21 +66,7 @@ def sfn() -> RecordingStepFunctions:
 def make(
     sfn: RecordingStepFunctions, target: Target
 ) -> tuple[SyncContext, RecordingReporter, Clock, InMemoryLoopMemory]:
-    settings = AppSettings(
-        org_id="org",
-        app_name="people-sync",
-        app_user_id="u",
-        charthop_base_url="http://unused",
-        token_secret_name="unused",
-        settings_parameter_name="unused",
-        staging_bucket="bucket",
-        staging_prefix="staging/",
-        state_machine_arn="arn",
-        import_starter_function="unused",
-        poll_initial_seconds=5,
-        poll_max_seconds=60,
-        import_timeout_seconds=3900,
-    )
+    settings = app_settings(org_id="org")
     reporter, clock, memory = RecordingReporter(), Clock(), InMemoryLoopMemory()
     ctx = SyncContext(
         settings=settings,
