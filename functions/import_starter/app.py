@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync import routing, sync_service
 from people_sync.config import AppSettings
+from people_sync.errors import TargetNotConfigured
 from people_sync.models import SyncNowRequest
 from people_sync.runtime import sync_context
 
@@ -54,7 +55,13 @@ def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
     data_keyword_argument="object_version", persistence_store=persistence, config=idempotency, key_prefix="s3-object"
 )
 def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
-    ctx = sync_context(routing.target_for_key(object_version["key"], AppSettings.from_env()))
+    try:
+        ctx = sync_context(routing.target_for_key(object_version["key"], AppSettings.from_env()))
+    except TargetNotConfigured as error:  # e.g. no token for it yet: say so where syncs show, keep the file
+        sync_service.reject_object(
+            sync_context(), **_without_size(object_version), reason=error.user_message, code="target-not-configured"
+        )
+        return {"key": object_version["key"], "importId": None}
     state = sync_service.object_staged(ctx, **object_version)
     return {"key": object_version["key"], "importId": state.import_id if state else None}
 
@@ -86,6 +93,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         }
         started.append(_once(start_file_sync, object_version=version))
     return _started(started)
+
+
+def _without_size(object_version: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in object_version.items() if key != "size"}
 
 
 #: What identifies a "Sync Now" request: ChartHop's sync process (not who pressed or when).

@@ -171,3 +171,21 @@ def test_elma365_imports_120000_rows_in_three_chunks_one_after_another(elma: Off
     checks = [call.at for call in elma.elma365.calls_of(IMPORT_STATUS)]
     assert len(checks) >= 3
     assert min(later - earlier for earlier, later in itertools.pairwise(checks)) >= 1.0
+
+
+def test_a_target_without_its_token_is_reported_in_charthop_and_the_file_kept() -> None:
+    with offline_environment(further_targets=True) as offline:
+        assert offline.orgvue is not None
+        boto3.client("secretsmanager", region_name=offline.stack.region).put_secret_value(
+            SecretId=offline.stack.physical["TargetTokensSecret"], SecretString='{"elma365": "x"}'
+        )
+        offline.stage("people.csv", ORGVUE_CSV, folder="orgvue")
+        offline.runtime.wait_idle()
+        [sync] = offline.sync_processes()
+        process = offline.wait_for_process(sync["id"])
+        assert process["status"] == "ERROR"
+        assert 'No API token for orgvue: put it under "orgvue" in the secret' in process["message"]
+        [report] = offline.failed_reports()
+        assert report["code"] == "target-not-configured"
+        assert offline.orgvue.calls == []
+        assert offline.runtime.invocations_of("ImportStarterFunction")[0].error is None  # handled, not retried

@@ -136,9 +136,12 @@ def file_dropped(ctx: SyncContext, staged: StagedFile) -> SyncState | None:
     return start_import(ctx, staged, sync_id)
 
 
-def reject_object(ctx: SyncContext, bucket: str, key: str, version_id: str | None, reason: str) -> None:
-    """An object in the wrong place: moved to failed/_rejected/ and reported, never dropped."""
-    moved = _quarantine(ctx, bucket, key, version_id, "_rejected", CsvProblem("wrong-place", reason), None)
+def reject_object(
+    ctx: SyncContext, bucket: str, key: str, version_id: str | None, reason: str, *, code: str = "wrong-place"
+) -> None:
+    """An object that cannot go anywhere (wrong place, unconfigured target): moved to failed/_rejected/
+    and reported, never dropped."""
+    moved = _quarantine(ctx, bucket, key, version_id, "_rejected", CsvProblem(code, reason), None)
     sync_id = ctx.reporter.start_sync(key.rsplit("/", 1)[-1], f"s3://{bucket}/{key}", version_id)
     fail_sync(ctx, sync_id, f"{reason} Nothing was imported; {moved}")
 
