@@ -340,3 +340,23 @@ def test_sync_now_for_another_org_starts_nothing(aws, emulator, client) -> None:
     assert sync_service.sync_now(ctx, "some-other-org", emulator.create_sync_process()["id"]) is None
     assert (target.started, reporter.progress, reporter.finished) == ([], [], [])
     assert emulator.calls == []
+
+
+def test_a_second_sync_now_while_the_first_is_starting_is_refused_by_the_orgs_slot(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, reporter, _ = make_ctx(aws, emulator, client, target)
+    stage(aws, "roster.csv")
+    first, second = emulator.create_sync_process()["id"], emulator.create_sync_process()["id"]
+    # the first press's import starter is half-way: it holds the slot, ChartHop shows nothing RUNNING yet
+    assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), first, 60)
+    assert sync_service.sync_now(ctx, ORG, second) is None
+    assert reporter.finished[-1]["sync_id"] == second
+    assert reporter.finished[-1]["message"].startswith("Another sync is already running; this one was not started.")
+    assert target.started == []
+    sync_service.fail_sync(ctx, first, "The sync of roster.csv stopped: ...")  # the first sync is closed
+    third = emulator.create_sync_process()["id"]
+    state = sync_service.sync_now(ctx, ORG, third)
+    assert state is not None
+    assert not ctx.slots.acquire(sync_service.sync_now_slot(ORG), "someone-else", 60)  # held by the third
+    sync_service.finish_sync(ctx, state.model_copy(update={"outcome": "DONE"}))
+    assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), "someone-else", 60)  # freed when it was closed

@@ -18,6 +18,7 @@ from people_sync.config import (
 )
 from people_sync.errors import TargetNotConfigured
 from people_sync.loop_memory import DynamoDBLoopMemory
+from people_sync.slots import DynamoDBSlots
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import ImportTarget, ProgressReporter
 from people_sync.targets.charthop import ChartHopProgressReporter, ChartHopTarget
@@ -56,6 +57,7 @@ def sync_context(target: str = routing.CHARTHOP) -> SyncContext:
         stepfunctions=aws_clients.stepfunctions(),
         csv_rules=csv_rules(settings),
         loop_memory=DynamoDBLoopMemory(settings.sync_table),
+        slots=DynamoDBSlots(settings.sync_table, aws_clients.dynamodb()),
         folder=routing.folder_of_target(target, settings),
         callback_url_for=_signed_callback_urls(settings) if import_target.calls_back else None,
     )
@@ -81,7 +83,6 @@ def _further_target(target: str, settings: AppSettings) -> ImportTarget:
             retry=retry,
         )
         return OrgvueTarget(orgvue, default_action=settings.orgvue_default_action or None)
-    from people_sync.slots import DynamoDBSlots
     from people_sync.targets.elma365 import Elma365Client, Elma365Target
 
     elma365 = Elma365Client(
@@ -92,7 +93,11 @@ def _further_target(target: str, settings: AppSettings) -> ImportTarget:
         timeout=timeout,
         retry=retry,
     )
-    return Elma365Target(elma365, slots=DynamoDBSlots(settings.sync_table), chunk_rows=settings.elma365_chunk_rows)
+    return Elma365Target(
+        elma365,
+        slots=DynamoDBSlots(settings.sync_table, aws_clients.dynamodb()),
+        chunk_rows=settings.elma365_chunk_rows,
+    )
 
 
 def reset() -> None:

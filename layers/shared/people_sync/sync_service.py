@@ -21,6 +21,7 @@ from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError, T
 from people_sync.loop_memory import InMemoryLoopMemory, LoopMemory
 from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
 from people_sync.routing import staging_folders
+from people_sync.slots import ImportSlots, InMemorySlots
 from people_sync.staging import latest_staged_file, open_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.targets.base import ImportTarget, ProgressReporter
 
@@ -43,6 +44,8 @@ class SyncContext:
     stepfunctions: SFNClient
     csv_rules: CsvRules = field(default_factory=CsvRules)
     loop_memory: LoopMemory = field(default_factory=InMemoryLoopMemory)
+    #: Per-key locks with expiry (the org's Sync Now slot); DynamoDB in Lambda.
+    slots: ImportSlots = field(default_factory=InMemorySlots)
     #: The staging folder this context's target reads (ChartHop: the org id; see routing.py).
     folder: str = ""
     #: Gives a target that calls back (Orgvue) the signed URL to call for a sync (see callbacks.py).
@@ -51,6 +54,15 @@ class SyncContext:
 
     def __post_init__(self) -> None:
         self.folder = self.folder or self.settings.org_id
+
+
+#: A Sync Now slot outlives the longest import by this much, then expires even if nobody frees it.
+SLOT_GRACE_SECONDS = 600
+NOT_STARTED = "this one was not started. Press Sync Now again when it has finished."
+
+
+def sync_now_slot(org_id: str) -> str:
+    return f"sync-now#{org_id}"
 
 
 def execution_name(sync_id: str) -> str:
@@ -81,13 +93,17 @@ def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None 
     if app_id and process.app_id and process.app_id != app_id:
         logger.warning("Sync Now for another app's process; ignored", extra={"sync_process_id": sync_id})
         return None
+    # Two presses in the same instant both find nothing RUNNING in ChartHop: the org's Sync Now slot
+    # (a conditional write) lets only one through; it is freed when that sync is closed.
+    if not ctx.slots.acquire(sync_now_slot(org_id), sync_id, ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS):
+        fail_sync(ctx, sync_id, f"Another sync is already running; {NOT_STARTED}")
+        return None
     running = running_sync(ctx, org_id, exclude=sync_id, app_id=process.app_id or app_id)
     if running is not None:
         fail_sync(
             ctx,
             sync_id,
-            f"Another sync is already running ({running.label}, started {running.create_at}); "
-            "this one was not started. Press Sync Now again when it has finished.",
+            f"Another sync is already running ({running.label}, started {running.create_at}); {NOT_STARTED}",
         )
         return None
     try:
@@ -319,6 +335,7 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
         ctx.reporter.finish(
             state.sync_process_id, succeeded=True, message=message, results=results, summary=f"{message} in {elapsed}s"
         )
+        _free_sync_now_slot(ctx, state.sync_process_id)
         return {"status": "DONE", "message": message}
     if state.outcome == "TIMED_OUT":
         _abandon(ctx, state)
@@ -342,6 +359,15 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
 def fail_sync(ctx: SyncContext, sync_id: str, message: str, *, results: dict[str, Any] | None = None) -> None:
     logger.error("sync failed", extra={"sync_process_id": sync_id, "reason": message})
     ctx.reporter.finish(sync_id, succeeded=False, message=message, results=results or {}, summary=message)
+    _free_sync_now_slot(ctx, sync_id)
+
+
+def _free_sync_now_slot(ctx: SyncContext, sync_id: str) -> None:
+    """Only the sync that holds the org's Sync Now slot frees it (release is owner-conditional)."""
+    try:
+        ctx.slots.release(sync_now_slot(ctx.settings.org_id), sync_id)
+    except Exception:  # the slot expires on its own; closing the sync mattered more
+        logger.warning("could not free the Sync Now slot", exc_info=True)
 
 
 def workflow_failed(ctx: SyncContext, state: SyncState, error: dict[str, Any]) -> dict[str, Any]:
