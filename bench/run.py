@@ -25,14 +25,15 @@ from typing import Any, cast
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT / "layers" / "shared"), str(REPO_ROOT)]
 
-from people_sync.config import AppSettings  # noqa: E402 - after the layer is on the path
+from offline.aws_stack import load_template  # noqa: E402 - after the layer is on the path
+from people_sync.config import AppSettings  # noqa: E402
 from people_sync.loop_memory import InMemoryLoopMemory  # noqa: E402
 from people_sync.models import ImportJob, ImportStatus, SyncState  # noqa: E402
 from people_sync.status_loop import follow_import  # noqa: E402
 from people_sync.sync_service import SyncContext  # noqa: E402
 from people_sync.targets.log_reporter import LogProgressReporter  # noqa: E402
 
-HANDLERS = ["webhook", "import_starter", "status_checker", "sync_finalizer"]
+HANDLERS = ["webhook", "import_starter", "status_checker", "sync_finalizer", "target_callback"]
 
 
 def _environment() -> dict[str, str]:
@@ -44,15 +45,21 @@ def _environment() -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "bench",
         "CHARTHOP_APP_NAME": "people-sync",
         "IDEMPOTENCY_TABLE": "bench",
-        "POWERTOOLS_TRACE_DISABLED": "true",
     }
 
 
-#: What Lambda sets in every function's environment. Cold imports are measured with it (floor and handlers
-#: alike) because the X-Ray SDK that Powertools Tracer imports behaves differently without it: outside
-#: Lambda, importing `aws_xray_sdk.core` builds a centralized-sampling recorder that creates two botocore
-#: X-Ray clients (~90 ms), which never happens in Lambda (there it uses the Lambda context and a local sampler).
-LAMBDA_ENVIRONMENT = {"LAMBDA_TASK_ROOT": "/var/task"}
+def lambda_environment() -> dict[str, str]:
+    """What a deployed function's environment holds that changes how its modules import.
+
+    Lambda sets `LAMBDA_TASK_ROOT`: with it, Powertools Tracer is on (as `Tracing: Active` deploys it) and
+    patches the libraries each handler names, and the X-Ray SDK uses the Lambda context instead of building
+    a centralized-sampling recorder with two botocore X-Ray clients (~90 ms that never happen in Lambda).
+    The template's literal environment values (e.g. `PYDANTIC_DISABLE_PLUGINS`) come from template.yaml,
+    so the bench measures what `sam deploy` ships. The floor is measured in the same environment.
+    """
+    variables = load_template()["Globals"]["Function"]["Environment"]["Variables"]
+    literal = {name: value for name, value in variables.items() if isinstance(value, str)}
+    return {**literal, "LAMBDA_TASK_ROOT": "/var/task", "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR"}
 
 
 def _timed_python(code: str, extra_env: dict[str, str] | None = None) -> float:
@@ -79,11 +86,12 @@ def cold_imports(runs: int) -> None:
     """Floor and handlers are measured interleaved, round after round, so machine load hits both alike."""
     print("(b) cold import of each handler module vs. `import boto3` + boto3.client('s3')  [target: <= 1.3x]")
     samples: dict[str, list[float]] = {"floor": [], **{name: [] for name in HANDLERS}}
+    deployed = lambda_environment()
     for _ in range(runs):
-        samples["floor"].append(_timed_python(FLOOR, LAMBDA_ENVIRONMENT))
+        samples["floor"].append(_timed_python(FLOOR, deployed))
         for name in HANDLERS:
             handler = _handler_import(REPO_ROOT / "functions" / name / "app.py")
-            samples[name].append(_timed_python(handler, LAMBDA_ENVIRONMENT))
+            samples[name].append(_timed_python(handler, deployed))
     floor = statistics.median(samples["floor"])
     print(f"    boto3 floor                 {floor * 1000:7.0f} ms   (median of {runs})")
     for name in HANDLERS:

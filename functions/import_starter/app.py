@@ -26,9 +26,10 @@ from people_sync.config import AppSettings
 from people_sync.errors import TargetNotConfigured
 from people_sync.models import SyncNowRequest
 from people_sync.runtime import sync_context
+from people_sync.tracing import TRACE_AWS_AND_TARGETS
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACE_AWS_AND_TARGETS)
 metrics = Metrics()
 #: A version of an S3 object never changes, so a replay a week later is still a duplicate.
 idempotency = IdempotencyConfig(expires_after_seconds=7 * 24 * 3600, raise_on_no_idempotency_key=True)

@@ -12,9 +12,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from people_sync import sync_service
 from people_sync.models import SyncState
 from people_sync.runtime import sync_context
+from people_sync.tracing import TRACE_AWS_AND_TARGETS
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACE_AWS_AND_TARGETS)
 metrics = Metrics()
 
 

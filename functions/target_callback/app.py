@@ -20,9 +20,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from people_sync import aws_clients, callbacks, status_loop
 from people_sync.config import PARAMETER_MAX_AGE
 from people_sync.loop_memory import DynamoDBLoopMemory
+from people_sync.tracing import TRACE_AWS
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACE_AWS)
 metrics = Metrics()
 app = APIGatewayRestResolver()
 #: Query parameters of the callback kept for the check (our own `sync`/`sig` are not).

@@ -17,9 +17,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from people_sync import api_assumptions, aws_clients, webhook_rules
 from people_sync.config import PARAMETER_MAX_AGE
 from people_sync.models import ChartHopEvent, SyncNowRequest
+from people_sync.tracing import TRACE_AWS
 
 logger = Logger()
-tracer = Tracer()
+tracer = Tracer(patch_modules=TRACE_AWS)
 metrics = Metrics()
 app = APIGatewayRestResolver()
 
