@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 types: $(STAMP)
-	$(BIN)/mypy layers/shared functions offline tests bench
+	$(BIN)/mypy layers/shared functions offline tests bench tools
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
@@ -36,11 +36,12 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
 
-## `sam validate --lint` and `sam build` (python3.11 builds without Docker).
+## `sam validate --lint`, `sam build` (no Docker needed) and a check that the build is what Lambda should load.
 sam-check: $(STAMP)
 	$(BIN)/pip install --quiet -r requirements-sam.txt
 	$(BIN)/sam validate --lint --region us-east-1
-	$(BIN)/sam build --region us-east-1
+	PYTHON=$(abspath $(BIN)/python) $(BIN)/sam build --region us-east-1
+	$(BIN)/python -m tools.check_build .aws-sam/build
 
 ## Benchmarks, measured side by side in one run (see bench/run.py).
 bench: $(STAMP)
