@@ -17,9 +17,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import aws_clients, callbacks, status_loop
+from people_sync import aws_clients, callbacks
 from people_sync.config import PARAMETER_MAX_AGE
-from people_sync.loop_memory import DynamoDBLoopMemory
+from people_sync.loop_memory import DynamoDBLoopMemory, callback_received
 from people_sync.tracing import TRACE_AWS
 
 logger = Logger()
@@ -40,7 +40,7 @@ def orgvue_called_back() -> Response[dict[str, Any]]:
         raise UnauthorizedError("unsigned or wrongly signed callback")
     logger.append_keys(sync_process_id=sync_id)
     callback = {key: query[key] for key in KEPT_PARAMETERS if key in query}
-    woke = status_loop.callback_received(
+    woke = callback_received(
         DynamoDBLoopMemory(os.environ["SYNC_TABLE"]), aws_clients.stepfunctions(), sync_id, callback
     )
     metrics.add_metric(name="CallbacksReceived", unit=MetricUnit.Count, value=1)

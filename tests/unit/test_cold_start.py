@@ -23,6 +23,7 @@ print(json.dumps({
     "tracing": not module.tracer.disabled,
     "patched": sorted(patcher._PATCHED_MODULES),
     "loaded": sorted(name for name in ("sqlite3", "requests") if name in sys.modules),
+    "people_sync": sorted(name for name in sys.modules if name.startswith("people_sync")),
 }))
 """
 
@@ -59,5 +60,8 @@ def test_tracing_patches_only_the_libraries_the_handler_calls_out_with(handler: 
     assert "sqlite3" not in report["loaded"]  # Tracer's default (patch everything supported) imports it
 
 
-def test_the_webhook_does_not_import_requests_at_cold_start() -> None:
-    assert cold_import("webhook")["loaded"] == []
+@pytest.mark.parametrize("handler", ["webhook", "target_callback"])
+def test_handlers_that_never_call_a_target_do_not_import_its_client_at_cold_start(handler: str) -> None:
+    report = cold_import(handler)
+    assert report["loaded"] == []
+    assert "people_sync.sync_service" not in report["people_sync"]

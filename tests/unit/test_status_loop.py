@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from people_sync import status_loop
-from people_sync.loop_memory import InMemoryLoopMemory
+from people_sync.loop_memory import InMemoryLoopMemory, callback_received
 from people_sync.models import ImportJob, ImportStatus, StagedFile, SyncState
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import OpenBody
@@ -165,7 +165,7 @@ def test_a_callback_ends_the_wait_with_a_state_that_asks_for_a_check(sfn) -> Non
     state = running_for(clock, 100)
     assert status_loop.follow_import(ctx, state, TOKEN) == "waiting"
     assert memory.load("sync-1").task_token == TOKEN
-    assert status_loop.callback_received(ctx.loop_memory, ctx.stepfunctions, "sync-1", {"status": "Completed"}) is True
+    assert callback_received(ctx.loop_memory, ctx.stepfunctions, "sync-1", {"status": "Completed"}) is True
     [(token, carried)] = sfn.sent
     assert token == TOKEN
     handed = SyncState.model_validate(carried)
@@ -179,7 +179,7 @@ def test_a_callback_ends_the_wait_with_a_state_that_asks_for_a_check(sfn) -> Non
 def test_a_callback_between_two_waits_is_kept_for_the_next_check(sfn) -> None:
     target = Target([ImportStatus(state="running")], calls_back=True)
     ctx, _, clock, _ = make(sfn, target)
-    assert status_loop.callback_received(ctx.loop_memory, ctx.stepfunctions, "sync-1", {"status": "Failed"}) is False
+    assert callback_received(ctx.loop_memory, ctx.stepfunctions, "sync-1", {"status": "Failed"}) is False
     state = started(clock)
     clock.now += 5
     status_loop.follow_import(ctx, state, TOKEN)
@@ -193,5 +193,5 @@ def test_a_callback_for_a_wait_that_already_ran_out_is_not_an_error(sfn) -> None
     clock.now += 5
     status_loop.follow_import(ctx, state, TOKEN)
     sfn.timed_out = True
-    assert status_loop.callback_received(ctx.loop_memory, ctx.stepfunctions, "sync-1", {"status": "Completed"}) is False
+    assert callback_received(ctx.loop_memory, ctx.stepfunctions, "sync-1", {"status": "Completed"}) is False
     assert memory.load("sync-1").callback == {"status": "Completed"}  # the next check still sees it

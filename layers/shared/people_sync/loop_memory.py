@@ -10,6 +10,7 @@ its own, so a callback and a check never overwrite each other.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +22,9 @@ from people_sync.models import CamelModel
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+logger = logging.getLogger(__name__)
 
 #: Loop records outlive the longest sync (the state machine's 2 h limit) and then expire (DynamoDB TTL).
 RECORD_TTL_SECONDS = 2 * 24 * 3600
@@ -54,6 +58,24 @@ class LoopMemory(Protocol):
     def record_callback(self, sync_id: str, callback: dict[str, str]) -> LoopRecord:
         """Stores a target's callback and returns the record as it now stands."""
         ...
+
+
+def callback_received(memory: LoopMemory, stepfunctions: SFNClient, sync_id: str, callback: dict[str, str]) -> bool:
+    """A target called back: remember what it said and end the wait in progress, if there is one.
+
+    The callback is stored first, so a callback that arrives between two waits is still seen by the
+    next check. Returns True when a waiting task was completed.
+    """
+    record = memory.record_callback(sync_id, callback)
+    if not record.task_token or record.waiting_state is None:
+        logger.info("callback stored; no wait in progress", extra={"sync_process_id": sync_id})
+        return False
+    try:
+        stepfunctions.send_task_success(taskToken=record.task_token, output=json.dumps(record.waiting_state))
+    except (stepfunctions.exceptions.TaskTimedOut, stepfunctions.exceptions.TaskDoesNotExist):
+        logger.info("that wait already ran out; the next check reads the callback", extra={"sync_process_id": sync_id})
+        return False
+    return True
 
 
 class InMemoryLoopMemory:

@@ -15,12 +15,11 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
-from people_sync.loop_memory import LoopMemory
 from people_sync.models import SyncState
 from people_sync.sync_service import SyncContext, check_import
 
 if TYPE_CHECKING:
-    from mypy_boto3_stepfunctions import SFNClient
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -58,24 +57,6 @@ def just_checked(state: SyncState, now: float, min_interval: float = 0.0) -> boo
     (ELMA365: once a second) either."""
     checked_at = state.poll.checked_at
     return checked_at is not None and now - checked_at < max(state.poll.wait_seconds / 2, min_interval)
-
-
-def callback_received(memory: LoopMemory, stepfunctions: SFNClient, sync_id: str, callback: dict[str, str]) -> bool:
-    """A target called back: remember what it said and end the wait in progress, if there is one.
-
-    The callback is stored first, so a callback that arrives between two waits is still seen by the
-    next check. Returns True when a waiting task was completed.
-    """
-    record = memory.record_callback(sync_id, callback)
-    if not record.task_token or record.waiting_state is None:
-        logger.info("callback stored; no wait in progress", extra={"sync_process_id": sync_id})
-        return False
-    try:
-        stepfunctions.send_task_success(taskToken=record.task_token, output=json.dumps(record.waiting_state))
-    except (stepfunctions.exceptions.TaskTimedOut, stepfunctions.exceptions.TaskDoesNotExist):
-        logger.info("that wait already ran out; the next check reads the callback", extra={"sync_process_id": sync_id})
-        return False
-    return True
 
 
 def _with_memory(
