@@ -3,10 +3,13 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SAM_VENV  ?= .venv-sam
+SAM_BIN   := $(SAM_VENV)/bin
+SAM_STAMP := $(SAM_VENV)/.installed
 
 .PHONY: demo test lint types unit integration e2e sam-check bench clean
 
-$(STAMP): requirements-dev.txt layers/shared/requirements.txt
+$(STAMP): requirements-dev.txt layers/shared/requirements.txt layers/shared/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
@@ -37,11 +40,18 @@ e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
 
 ## `sam validate --lint`, `sam build` (no Docker needed) and a check that the build is what Lambda should load.
-sam-check: $(STAMP)
-	$(BIN)/pip install --quiet -r requirements-sam.txt
-	$(BIN)/sam validate --lint --region us-east-1
-	PYTHON=$(abspath $(BIN)/python) $(BIN)/sam build --region us-east-1
+sam-check: $(STAMP) $(SAM_STAMP)
+	$(SAM_BIN)/sam validate --lint --region us-east-1
+	PYTHON=$(abspath $(BIN)/python) $(SAM_BIN)/sam build --region us-east-1
 	$(BIN)/python -m tools.check_build .aws-sam/build
+
+# SAM CLI in a virtualenv of its own: its pins (e.g. pydantic for aws-sam-translator) must not change the
+# versions the tests run, which are the layer's (layers/shared/constraints.txt).
+$(SAM_STAMP): requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_BIN)/pip install --quiet --upgrade pip
+	$(SAM_BIN)/pip install --quiet -r requirements-sam.txt
+	touch $(SAM_STAMP)
 
 ## Benchmarks, measured side by side in one run (see bench/run.py).
 bench: $(STAMP)
@@ -49,4 +59,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
