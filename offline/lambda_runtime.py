@@ -229,10 +229,8 @@ def _error_payload(error: BaseException) -> dict[str, Any]:
 
 
 def _reset_caches() -> None:
-    """Clears per-container caches so a new offline stack starts cold."""
-    from aws_lambda_powertools.utilities import parameters
-
-    parameters.clear_caches()  # type: ignore[no-untyped-call]
-    runtime_module = sys.modules.get("people_sync.runtime")
-    if runtime_module is not None:
-        runtime_module.reset()
+    """Clears per-container caches (clients, parameter values, sync contexts) so a new offline stack starts cold."""
+    for name in ("people_sync.aws_clients", "people_sync.runtime"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.reset()

@@ -10,7 +10,6 @@ import os
 from typing import Any
 from urllib.parse import unquote_plus
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.idempotency import (
@@ -21,7 +20,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import routing, sync_service
+from people_sync import aws_clients, routing, sync_service
 from people_sync.config import AppSettings
 from people_sync.errors import TargetNotConfigured
 from people_sync.models import SyncNowRequest
@@ -33,11 +32,12 @@ tracer = Tracer(patch_modules=TRACE_AWS_AND_TARGETS)
 metrics = Metrics()
 #: A version of an S3 object never changes, so a replay a week later is still a duplicate.
 idempotency = IdempotencyConfig(expires_after_seconds=7 * 24 * 3600, raise_on_no_idempotency_key=True)
-#: Every invocation runs idempotency, so its DynamoDB client is created here, once per container. It comes from
-#: boto3's default session, like the S3 and Step Functions clients of the sync context, so those reuse the
-#: endpoint and partition data this client loaded instead of loading their own copy on the first invocation.
+#: Every invocation runs idempotency, so its DynamoDB client is created here, once per container (in the init
+#: phase, which Lambda runs on a full vCPU). It is the app's one DynamoDB client (the sync context's slots and
+#: loop memory use it too) and comes from boto3's default session, like the S3 and Step Functions clients,
+#: so those reuse the endpoint and partition data it loaded.
 persistence = DynamoDBPersistenceLayer(
-    table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"), boto3_client=boto3.client("dynamodb")
+    table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"), boto3_client=aws_clients.dynamodb()
 )
 
 

@@ -14,7 +14,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync import aws_clients, callbacks
@@ -51,7 +50,7 @@ def orgvue_called_back() -> Response[dict[str, Any]]:
 
 
 def _signing_key() -> str:
-    return str(parameters.get_secret(os.environ["CALLBACK_SIGNING_SECRET"], max_age=PARAMETER_MAX_AGE)).strip()
+    return str(aws_clients.secrets().get(os.environ["CALLBACK_SIGNING_SECRET"], max_age=PARAMETER_MAX_AGE)).strip()
 
 
 @logger.inject_lambda_context(correlation_id_path="requestContext.requestId", clear_state=True)

@@ -10,7 +10,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import BadRequestError, ServiceError, UnauthorizedError
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -66,7 +65,7 @@ def receive_event() -> Response[dict[str, Any]]:
 
 
 def _webhook_token() -> str:
-    return str(parameters.get_secret(os.environ["WEBHOOK_TOKEN_SECRET"], max_age=PARAMETER_MAX_AGE)).strip()
+    return str(aws_clients.secrets().get(os.environ["WEBHOOK_TOKEN_SECRET"], max_age=PARAMETER_MAX_AGE)).strip()
 
 
 def _accepted(body: dict[str, Any]) -> Response[dict[str, Any]]:

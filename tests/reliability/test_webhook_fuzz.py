@@ -9,7 +9,6 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
@@ -49,11 +48,11 @@ def webhook_app() -> Iterator[Any]:
         }.items():
             patch.setenv(key, value)
         boto3.client("secretsmanager").create_secret(Name="webhook-token", SecretString=TOKEN)
-        parameters.clear_caches()
+        aws_clients.reset()
         from functions.webhook import app
 
         yield app
-        parameters.clear_caches()
+        aws_clients.reset()
 
 
 json_values = st.recursive(

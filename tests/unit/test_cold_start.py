@@ -1,4 +1,4 @@
-"""Cold start as deployed (tracing on): each handler's X-Ray patches only the libraries it calls out with."""
+"""Cold start: what each handler loads as deployed (tracing on), and what its first invocation builds."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import subprocess
 import sys
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
+from people_sync import config
 from tests.conftest import REPO_ROOT
+from tests.fakes import app_settings
 
 #: Imports a handler module as the Lambda runtime does, then reports what the X-Ray SDK patched.
 PROBE = """
@@ -65,3 +69,25 @@ def test_handlers_that_never_call_a_target_do_not_import_its_client_at_cold_star
     report = cold_import(handler)
     assert report["loaded"] == []
     assert "people_sync.sync_service" not in report["people_sync"]
+
+
+def test_secrets_and_settings_are_read_without_a_boto3_session_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Powertools' get_secret/get_parameter would each build a session (endpoint data loaded again)."""
+    with mock_aws():
+        boto3.client("secretsmanager").create_secret(Name="charthop-token", SecretString=" token \n")
+        boto3.client("ssm").put_parameter(
+            Name="/people-sync/settings", Type="String", Value=json.dumps({"importOptions": {"upsert": False}})
+        )
+        sessions: list[boto3.session.Session] = []
+        original_init = boto3.session.Session.__init__
+
+        def counting_init(self: boto3.session.Session, *args: Any, **kwargs: Any) -> None:
+            sessions.append(self)
+            original_init(self, *args, **kwargs)
+
+        monkeypatch.setattr(boto3.session.Session, "__init__", counting_init)
+        settings = app_settings(token_secret_name="charthop-token", settings_parameter_name="/people-sync/settings")
+
+        assert config.charthop_token(settings) == "token"
+        assert config.import_options(settings).upsert is False
+        assert sessions == []

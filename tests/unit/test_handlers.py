@@ -9,7 +9,6 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
 from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
@@ -38,11 +37,11 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, Stubb
 
     with mock_aws():
         boto3.client("secretsmanager").create_secret(Name="webhook-token", SecretString=WEBHOOK_TOKEN)
-        parameters.clear_caches()
+        aws_clients.reset()
         with Stubber(aws_clients.lambda_client()) as stubber:
             yield app, stubber
             stubber.assert_no_pending_responses()
-        parameters.clear_caches()
+        aws_clients.reset()
 
 
 def call(app: ModuleType, event: dict[str, Any], *, token: str | None = WEBHOOK_TOKEN) -> dict[str, Any]:
@@ -173,9 +172,9 @@ def target_callback(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleTyp
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        parameters.clear_caches()
+        aws_clients.reset()
         yield app, "unit-signing-key"
-        parameters.clear_caches()
+        aws_clients.reset()
 
 
 def callback_event(sync_id: str, sig: str) -> dict[str, Any]:

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities import parameters
-
+from people_sync import aws_clients
 from people_sync.errors import TargetNotConfigured
 from people_sync.models import ImportOptions
 
@@ -95,13 +94,13 @@ class AppSettings:
 
 def charthop_token(settings: AppSettings) -> str:
     """The app's ChartHop API token, from Secrets Manager (cached, never logged)."""
-    value = parameters.get_secret(settings.token_secret_name, max_age=PARAMETER_MAX_AGE)
+    value = aws_clients.secrets().get(settings.token_secret_name, max_age=PARAMETER_MAX_AGE)
     return str(value).strip()
 
 
 def target_token(settings: AppSettings, target: str) -> str:
     """A further target's API token, from the JSON secret of target tokens (cached, never logged)."""
-    tokens = parameters.get_secret(settings.target_tokens_secret_name, transform="json", max_age=PARAMETER_MAX_AGE)
+    tokens = aws_clients.secrets().get(settings.target_tokens_secret_name, transform="json", max_age=PARAMETER_MAX_AGE)
     token = tokens.get(target) if isinstance(tokens, dict) else None
     if not token:
         raise TargetNotConfigured(
@@ -111,11 +110,13 @@ def target_token(settings: AppSettings, target: str) -> str:
 
 
 def callback_signing_key(settings: AppSettings) -> str:
-    return str(parameters.get_secret(settings.callback_signing_secret_name, max_age=PARAMETER_MAX_AGE)).strip()
+    return str(aws_clients.secrets().get(settings.callback_signing_secret_name, max_age=PARAMETER_MAX_AGE)).strip()
 
 
 def _settings_document(settings: AppSettings) -> dict[str, Any]:
-    raw = parameters.get_parameter(settings.settings_parameter_name, transform="json", max_age=PARAMETER_MAX_AGE)
+    raw = aws_clients.ssm_parameters().get(
+        settings.settings_parameter_name, transform="json", max_age=PARAMETER_MAX_AGE
+    )
     return raw if isinstance(raw, dict) else {}
 
 
