@@ -6,13 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from people_sync import config
+from people_sync import aws_clients, config
 from tests.conftest import REPO_ROOT
 from tests.fakes import app_settings
 
@@ -91,3 +93,30 @@ def test_secrets_and_settings_are_read_without_a_boto3_session_of_their_own(monk
         assert config.charthop_token(settings) == "token"
         assert config.import_options(settings).upsert is False
         assert sessions == []
+
+
+def test_clients_are_created_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's default session is not thread-safe while it creates clients; offline, functions run on threads."""
+    inside: list[int] = []
+    overlapped = threading.Event()
+    lock = threading.Lock()
+
+    def slow_client(service: str) -> str:
+        with lock:
+            inside.append(1)
+            if len(inside) > 1:
+                overlapped.set()
+        time.sleep(0.05)
+        with lock:
+            inside.pop()
+        return service
+
+    monkeypatch.setattr(boto3, "client", slow_client)
+    factories = [aws_clients.s3, aws_clients.dynamodb, aws_clients.stepfunctions, aws_clients.secretsmanager]
+    threads = [threading.Thread(target=factory) for factory in factories]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not overlapped.is_set()
+    assert aws_clients.dynamodb() == "dynamodb"  # created once, then cached

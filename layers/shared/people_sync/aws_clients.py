@@ -4,8 +4,10 @@ them (`parameters.get_secret` and `get_parameter` would each build a boto3 sessi
 
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable
+from functools import cache, wraps
+from typing import TYPE_CHECKING, TypeVar
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
@@ -18,33 +20,53 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
     from mypy_boto3_stepfunctions import SFNClient
 
+Client = TypeVar("Client")
+#: boto3's default session is not thread-safe while it creates clients. Lambda runs one invocation per
+#: container at a time, but the offline stack runs every function in one process, on threads.
+_creating = threading.Lock()
+
+
+def _one_at_a_time(factory: Callable[[], Client]) -> Callable[[], Client]:
+    @wraps(factory)
+    def create() -> Client:
+        with _creating:
+            return factory()
+
+    return create
+
 
 @cache
+@_one_at_a_time
 def s3() -> S3Client:
     return boto3.client("s3")
 
 
 @cache
+@_one_at_a_time
 def stepfunctions() -> SFNClient:
     return boto3.client("stepfunctions")
 
 
 @cache
+@_one_at_a_time
 def lambda_client() -> LambdaClient:
     return boto3.client("lambda")
 
 
 @cache
+@_one_at_a_time
 def dynamodb() -> DynamoDBClient:
     return boto3.client("dynamodb")
 
 
 @cache
+@_one_at_a_time
 def secretsmanager() -> SecretsManagerClient:
     return boto3.client("secretsmanager")
 
 
 @cache
+@_one_at_a_time
 def ssm() -> SSMClient:
     return boto3.client("ssm")
 
