@@ -143,10 +143,24 @@ class Offline:
         sfn = boto3.client("stepfunctions", region_name=self.stack.region)
         running = sfn.list_executions(stateMachineArn=self.stack.state_machine_arn(), statusFilter="RUNNING")
         for execution in running["executions"]:
-            sfn.stop_execution(executionArn=execution["executionArn"])
+            self.stop_execution(execution["executionArn"])
         if running["executions"]:
             time.sleep(settle_seconds)  # a Wait state in progress finishes its (test-sized) wait first
         self.runtime.wait_idle()
+
+    def stop_execution(self, execution_arn: str, timeout: float = 10.0) -> None:
+        """Stops an execution once it has entered its first state: moto fails a stop that arrives before
+        its worker thread has set the execution up (AttributeError in moto; Step Functions has no such window)."""
+        sfn = boto3.client("stepfunctions", region_name=self.stack.region)
+        deadline = time.monotonic() + timeout
+        while not any(
+            event["type"].endswith("StateEntered")
+            for event in sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{execution_arn} entered no state within {timeout} s")
+            time.sleep(0.02)
+        sfn.stop_execution(executionArn=execution_arn)
 
     def execution_status(self, sync_id: str) -> str | None:
         execution = self.execution(sync_id)

@@ -118,6 +118,34 @@ def test_sync_now_while_a_sync_runs_is_reported_as_already_running() -> None:
         assert executions(offline) == [f"sync-{first}"]
 
 
+def test_two_sync_now_presses_at_the_same_instant_start_one_import() -> None:
+    """Both deliveries reach the import starter at once (the offline runtime runs them on two threads):
+    the org-wide Sync Now slot, a DynamoDB conditional write, lets exactly one through."""
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=1), import_on_upload=False) as offline:
+        offline.stage("roster.csv", ROSTER)
+        offline.runtime.wait_idle()
+        events = [offline.emulator.sync_now_event(offline.emulator.create_sync_process()) for _ in range(2)]
+        start = threading.Barrier(len(events))
+
+        def deliver(event: dict[str, object]) -> int:
+            start.wait(timeout=10)
+            return requests.post(offline.authorised_webhook_url, json=event, timeout=10).status_code
+
+        answers: list[int] = []
+        senders = [threading.Thread(target=lambda e=event: answers.append(deliver(e))) for event in events]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=30)
+        assert answers == [202, 202]
+        finals = [offline.wait_for_process(str(event["entityId"])) for event in events]
+        assert sorted(process["status"] for process in finals) == ["DONE", "ERROR"]
+        refused = next(process for process in finals if process["status"] == "ERROR")
+        assert "Another sync is already running" in refused["message"]
+        assert len(offline.emulator.uploads) == 1
+        assert len(executions(offline)) == 1
+
+
 def test_sync_now_for_an_unknown_process_starts_nothing(offline: Offline) -> None:
     offline.stage("roster.csv", ROSTER)
     offline.runtime.wait_idle()

@@ -66,7 +66,7 @@ def test_aborted_execution_is_closed_by_the_watchdog_once() -> None:
         execution = offline.execution(sync_id)
         assert execution is not None
         sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
-        sfn.stop_execution(executionArn=execution["executionArn"])
+        offline.stop_execution(execution["executionArn"])
         stopped = sfn.describe_execution(executionArn=execution["executionArn"])
         event = json.loads((EVENTS / "sync_finalizer_execution_timed_out.json").read_text())
         event["detail"].update(status="ABORTED", input=stopped["input"], executionArn=stopped["executionArn"])

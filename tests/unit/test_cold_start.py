@@ -119,4 +119,4 @@ def test_clients_are_created_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> N
     for thread in threads:
         thread.join()
     assert not overlapped.is_set()
-    assert aws_clients.dynamodb() == "dynamodb"  # created once, then cached
+    assert str(aws_clients.dynamodb()) == "dynamodb"  # created by the fake above, then cached
