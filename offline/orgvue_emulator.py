@@ -37,6 +37,10 @@ from people_sync.targets.orgvue import ACTION_COLUMN, ACTIONS, TENANT_ID_PATTERN
 
 #: Operations that faults can be injected into (names used by `inject` and `calls_of`).
 OPERATIONS = ("generate", "import", "tempGet", "tempPut")
+#: Marks the emulator's own PUT of an import's result document (to the result location, often one of its own
+#: temporary files): recorded as "resultPut", so `calls_of("tempPut")` and `uploads` hold only the app's
+#: uploads and a fault injected for the app's upload is never spent on the result.
+WORKER_HEADER = "X-Orgvue-Emulator-Worker"
 TARGET_TYPES = ("json", "csv")
 TARGET_ENCODINGS = ("identity", "gzip")
 #: How often the worker looks at the clock when nothing wakes it (real-clock mode).
@@ -250,6 +254,8 @@ class OrgvueEmulator(FaultInjectingServer):
         except HTTPException as error:
             return _error(error.code or 404, error.description or "not found")(environ, start_response)
         work = functools.partial(getattr(self, f"_op_{endpoint}"), request, **args)
+        if endpoint == "tempPut" and request.headers.get(WORKER_HEADER):
+            return self._answer(environ, start_response, "resultPut", request, work, _error)
         return self._answer(environ, start_response, endpoint, request, work, _error)
 
     def _authorised(self, request: Request, tenant: str) -> Response | None:
@@ -326,9 +332,10 @@ class OrgvueEmulator(FaultInjectingServer):
         data = request.get_data()
         with self._lock:
             temp.data = data
-            self.uploads.append(
-                RecordedUpload(file_id, len(data), chunked, request.content_length if not chunked else None, data)
-            )
+            if not request.headers.get(WORKER_HEADER):
+                self.uploads.append(
+                    RecordedUpload(file_id, len(data), chunked, request.content_length if not chunked else None, data)
+                )
         return Response(status=200)
 
     def _op_import(self, request: Request, tenant: str, dataset: str) -> Response:
@@ -408,7 +415,9 @@ class OrgvueEmulator(FaultInjectingServer):
             record.status, record.result = status, document
             if job.result_url:
                 try:
-                    put = requests.put(job.result_url, data=json.dumps(document).encode(), timeout=5)
+                    put = requests.put(
+                        job.result_url, data=json.dumps(document).encode(), headers={WORKER_HEADER: "result"}, timeout=5
+                    )
                     record.result_put_status = put.status_code
                 except requests.RequestException:
                     record.result_put_status = 0

@@ -156,6 +156,9 @@ def test_import_completes_on_its_clock_writes_result_and_calls_back(
     record = orgvue.wait_until_processed(ticket[assumed.ORGVUE_TICKET_ID_FIELD], timeout=2)
     assert record.status == assumed.ORGVUE_JOB_STATUS_COMPLETED
     assert record.result_put_status == 200
+    # The emulator's own result write is kept apart from the app's uploads (what tests inspect).
+    assert [call.status for call in orgvue.calls_of("resultPut")] == [200]
+    assert len(orgvue.uploads) == 1  # the imported file only
     document = requests.get(result_url, timeout=5).json()
     assert document[assumed.ORGVUE_RESULT_STATUS_FIELD] == assumed.ORGVUE_JOB_STATUS_COMPLETED
     assert document[assumed.ORGVUE_RESULT_SUMMARY_FIELD]["created"] == 2
