@@ -42,6 +42,7 @@ e2e: $(STAMP)
 ## `sam validate --lint`, `sam build` (no Docker needed) and a check that the build is what Lambda should load.
 sam-check: $(STAMP) $(SAM_STAMP)
 	$(SAM_BIN)/sam validate --lint --region us-east-1
+	$(SAM_BIN)/cfn-lint template.yaml --mandatory-checks E2533  # see .cfnlintrc
 	PYTHON=$(abspath $(BIN)/python) $(SAM_BIN)/sam build --region us-east-1
 	$(BIN)/python -m tools.check_build .aws-sam/build
 
