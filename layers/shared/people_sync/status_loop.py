@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from people_sync.models import SyncState
 from people_sync.sync_service import SyncContext, check_import
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 
