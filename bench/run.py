@@ -50,6 +50,13 @@ def _environment() -> dict[str, str]:
 #: Each snippet times itself in a fresh Lambda-like interpreter (tools/deployed.py) and prints the seconds.
 FLOOR = "import time; t = time.perf_counter(); import boto3; boto3.client('s3'); print(time.perf_counter() - t)"
 HANDLER_IMPORT = "import time; t = time.perf_counter(); import app; print(time.perf_counter() - t)"
+#: What the import starter's first invocation adds to its cold start: the AWS clients it uses, created at first
+#: use (people_sync.aws_clients), after the handler module has been imported. Not part of the (b) ratios.
+FIRST_USE_CLIENTS = ("dynamodb", "s3", "stepfunctions", "secretsmanager", "ssm")
+FIRST_USE = (
+    "import time, app; from people_sync import aws_clients; t = time.perf_counter(); "
+    f"[getattr(aws_clients, name)() for name in {FIRST_USE_CLIENTS!r}]; print(time.perf_counter() - t)"
+)
 
 
 def _timed(code: str, path: list[Path]) -> float:
@@ -72,12 +79,14 @@ def cold_imports(runs: int) -> None:
         source_only = without_bytecode(layer, Path(scratch) / "source-only" / "python")
         samples: dict[str, list[float]] = {"floor": [], **{name: [] for name in HANDLERS}}
         from_source: dict[str, list[float]] = {name: [] for name in HANDLERS}
+        first_use: list[float] = []
         for _ in range(runs):
             samples["floor"].append(_timed(FLOOR, [layer]))
             for name in HANDLERS:
                 code = REPO_ROOT / "functions" / name
                 samples[name].append(_timed(HANDLER_IMPORT, [code, layer]))
                 from_source[name].append(_timed(HANDLER_IMPORT, [code, source_only]))
+            first_use.append(_timed(FIRST_USE, [REPO_ROOT / "functions" / "import_starter", layer]))
     floor = statistics.median(samples["floor"])
     print(f"    boto3 floor                 {floor * 1000:7.0f} ms   (median of {runs})")
     for name in HANDLERS:
@@ -88,6 +97,10 @@ def cold_imports(runs: int) -> None:
             f"    {name:<27} {seconds * 1000:7.0f} ms   ratio {seconds / floor:4.2f}  {verdict:<4}   "
             f"layer without bytecode {uncompiled * 1000:4.0f} ms ({uncompiled / seconds:.1f}x)"
         )
+    print(
+        f"    import starter's first invocation then creates its AWS clients ({', '.join(FIRST_USE_CLIENTS)}): "
+        f"{statistics.median(first_use) * 1000:.0f} ms, once per container (not in the ratios)"
+    )
 
 
 class _SimulatedImport:

@@ -7,6 +7,8 @@ one per sync process, however often S3, Lambda or the webhook deliver the same e
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -32,18 +34,17 @@ tracer = Tracer(patch_modules=TRACE_AWS_AND_TARGETS)
 metrics = Metrics()
 #: A version of an S3 object never changes, so a replay a week later is still a duplicate.
 idempotency = IdempotencyConfig(expires_after_seconds=7 * 24 * 3600, raise_on_no_idempotency_key=True)
-#: Every invocation runs idempotency, so its DynamoDB client is created here, once per container (in the init
-#: phase, which Lambda runs on a full vCPU). It is the app's one DynamoDB client (the sync context's slots and
-#: loop memory use it too) and comes from boto3's default session, like the S3 and Step Functions clients,
-#: so those reuse the endpoint and partition data it loaded.
-persistence = DynamoDBPersistenceLayer(
-    table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"), boto3_client=aws_clients.dynamodb()
-)
 
 
-@idempotent_function(  # type: ignore[untyped-decorator]
-    data_keyword_argument="request", persistence_store=persistence, config=idempotency, key_prefix="sync-now"
-)
+@cache
+def _idempotency_store() -> DynamoDBPersistenceLayer:
+    """Built at first use, once per container, on the app's one DynamoDB client (the sync context's slots and
+    loop memory use it too): like every AWS client here it is not created while the module is imported."""
+    return DynamoDBPersistenceLayer(
+        table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"), boto3_client=aws_clients.dynamodb()
+    )
+
+
 def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
     sync_request = SyncNowRequest.model_validate(request)
     state = sync_service.sync_now(
@@ -52,9 +53,6 @@ def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
     return {"syncProcessId": sync_request.sync_process_id, "importId": state.import_id if state else None}
 
 
-@idempotent_function(  # type: ignore[untyped-decorator]
-    data_keyword_argument="object_version", persistence_store=persistence, config=idempotency, key_prefix="s3-object"
-)
 def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
     try:
         ctx = sync_context(routing.target_for_key(object_version["key"], AppSettings.from_env()))
@@ -78,7 +76,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
         request = parse(event=event, model=SyncNowRequest)
         logger.append_keys(sync_process_id=request.sync_process_id)
-        return _started([_once(start_sync_now, request=request.model_dump(mode="json", include=_SYNC_NOW_KEY))])
+        key = request.model_dump(mode="json", include=_SYNC_NOW_KEY)
+        return _started([_once(start_sync_now, "sync-now", request=key)])
     # Only the upload path reads S3 events; importing the data classes package costs a "Sync Now" ~10 ms.
     from aws_lambda_powertools.utilities.data_classes import S3Event
 
@@ -92,7 +91,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "version_id": s3_object.version_id,
             "size": s3_object.size,
         }
-        started.append(_once(start_file_sync, object_version=version))
+        started.append(_once(start_file_sync, "s3-object", object_version=version))
     return _started(started)
 
 
@@ -104,9 +103,18 @@ def _without_size(object_version: dict[str, Any]) -> dict[str, Any]:
 _SYNC_NOW_KEY = {"org_id", "sync_process_id", "app_id"}
 
 
-def _once(function: Any, **kwargs: Any) -> dict[str, Any]:
+def _once(function: Callable[..., dict[str, Any]], key_prefix: str, **argument: dict[str, Any]) -> dict[str, Any]:
+    """Runs `function` once per value of its one argument (Powertools idempotency, keyed `key_prefix#hash`)."""
+    (name,) = argument
+    once = idempotent_function(
+        function,
+        data_keyword_argument=name,
+        persistence_store=_idempotency_store(),
+        config=idempotency,
+        key_prefix=key_prefix,
+    )
     try:
-        result: dict[str, Any] = function(**kwargs)
+        result: dict[str, Any] = once(**argument)
     except IdempotencyAlreadyInProgressError:
         logger.warning("duplicate delivery while the first is still being handled; skipped")
         metrics.add_metric(name="DuplicateDeliveries", unit=MetricUnit.Count, value=1)

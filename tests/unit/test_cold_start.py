@@ -18,9 +18,17 @@ from people_sync import aws_clients, config
 from tests.conftest import REPO_ROOT
 from tests.fakes import app_settings
 
-#: Imports a handler module as the Lambda runtime does, then reports what the X-Ray SDK patched.
+#: Imports a handler module as the Lambda runtime does, then reports what the X-Ray SDK patched, what was
+#: imported and which AWS clients were created.
 PROBE = """
 import importlib.util, json, sys
+import botocore.session
+created = []
+create_client = botocore.session.Session.create_client
+def recording_create_client(self, service_name, *args, **kwargs):
+    created.append(service_name)
+    return create_client(self, service_name, *args, **kwargs)
+botocore.session.Session.create_client = recording_create_client
 spec = importlib.util.spec_from_file_location("handler", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
@@ -30,8 +38,12 @@ print(json.dumps({
     "patched": sorted(patcher._PATCHED_MODULES),
     "loaded": sorted(name for name in ("sqlite3", "requests") if name in sys.modules),
     "people_sync": sorted(name for name in sys.modules if name.startswith("people_sync")),
+    "clients": created,
 }))
 """
+
+
+HANDLERS = sorted(path.name for path in (REPO_ROOT / "functions").iterdir() if (path / "app.py").exists())
 
 
 def cold_import(handler: str) -> dict[str, Any]:
@@ -64,6 +76,12 @@ def test_tracing_patches_only_the_libraries_the_handler_calls_out_with(handler: 
     assert report["tracing"] is True
     assert report["patched"] == patched
     assert "sqlite3" not in report["loaded"]  # Tracer's default (patch everything supported) imports it
+
+
+@pytest.mark.parametrize("handler", HANDLERS)
+def test_importing_a_handler_creates_no_aws_client(handler: str) -> None:
+    """Clients are created at first use, once per container (people_sync.aws_clients); the import stays lean."""
+    assert cold_import(handler)["clients"] == []
 
 
 @pytest.mark.parametrize("handler", ["webhook", "target_callback"])
