@@ -2,7 +2,10 @@
 
 `Fault` is one failure for the next call of an operation; `FaultInjectingServer` is a `LoopbackServer` that
 keeps a queue of faults per operation (the names are each emulator's own) and answers a routed call with
-the fault due for it, if any; `reset_connection` drops a client's TCP connection for real.
+the fault due for it, if any; `reset_connection` drops a client's TCP connection for real. A fault can also
+be pinned to the Nth call of an operation (`inject_at`, so a seeded schedule replays the same faults
+whatever the threads' timing), and can strike after the work was done (`after_effect`: the service acted,
+the client only sees the failure).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Fault:
     retry_after: float | None = None
     delay_s: float = 0.0
     reset: bool = False
+    #: Do the work first, then answer `status` or drop the connection: the client cannot tell it happened.
+    after_effect: bool = False
 
     @classmethod
     def http(cls, status: int, retry_after: float | None = None) -> Fault:
@@ -58,6 +63,10 @@ class FaultInjectingServer(LoopbackServer):
 
     def __init__(self, app: WsgiApp, *, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._pinned: dict[tuple[str, int], Fault] = {}
+        self._call_counts: dict[str, int] = defaultdict(int)
+        #: (operation, call index, fault) of every fault applied, in order (campaign statistics).
+        self.applied_faults: list[tuple[str, int, Fault]] = []
         self._faults_lock = threading.Lock()
         super().__init__(app, name=name, host=host, port=port)
 
@@ -66,14 +75,33 @@ class FaultInjectingServer(LoopbackServer):
         with self._faults_lock:
             self._faults[operation].extend(faults)
 
+    def inject_at(self, operation: str, index: int, fault: Fault) -> None:
+        """Fails the call of an operation with this 0-based index (counted from the server's start), whenever
+        it comes: a seeded schedule then injects the same faults however the callers' threads interleave."""
+        with self._faults_lock:
+            self._pinned[(operation, index)] = fault
+
+    def clear_faults(self) -> None:
+        """Drops every fault not yet applied (the faults stop)."""
+        with self._faults_lock:
+            self._faults.clear()
+            self._pinned.clear()
+
     def pending_faults(self, operation: str) -> int:
         with self._faults_lock:
-            return len(self._faults[operation])
+            return len(self._faults[operation]) + sum(1 for op, _ in self._pinned if op == operation)
 
     def _next_fault(self, operation: str) -> Fault | None:
         with self._faults_lock:
+            index = self._call_counts[operation]
+            self._call_counts[operation] = index + 1
+            fault = self._pinned.pop((operation, index), None)
             queue = self._faults.get(operation)
-            return queue.popleft() if queue else None
+            if fault is None and queue:
+                fault = queue.popleft()
+            if fault is not None:
+                self.applied_faults.append((operation, index, fault))
+            return fault
 
     @abstractmethod
     def _record(self, operation: str, request: Request, status: int) -> None:
@@ -92,9 +120,18 @@ class FaultInjectingServer(LoopbackServer):
 
         A reset drops the connection without an answer; an HTTP fault answers `error(status, ...)` (with
         Retry-After when the fault has one) instead of doing the work; a slow fault does the work and
-        answers late. Every call is recorded.
+        answers late; with `after_effect`, the work is done before the reset or the error. Every call is
+        recorded.
         """
         fault = self._next_fault(operation)
+        if fault is not None and fault.after_effect and (fault.reset or fault.status):
+            done = work()
+            self._record(operation, request, done.status_code)
+            if fault.reset:
+                reset_connection(environ)
+                return []
+            response = error(fault.status or 500, "injected failure after the work was done")
+            return response(environ, start_response)
         if fault is not None and (fault.reset or fault.status):
             request.get_data()  # read the body first, so the client sees the answer rather than a broken pipe
             if fault.reset:
