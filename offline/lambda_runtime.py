@@ -4,10 +4,16 @@ Every way moto invokes a function (boto3 `invoke`, Step Functions Lambda tasks, 
 ends in `LambdaFunction.invoke`; we replace it while the runtime is active. Asynchronous invocations
 (`InvocationType=Event` and S3 notifications) run on a worker thread, as Lambda runs them apart from
 the caller; synchronous ones answer with the handler's result or Lambda's error payload.
+
+For fault campaigns, `external_call_hook` sees every external call a handler makes (a boto3 API call or an
+HTTP request through requests), numbered per invocation, before and after it is made; it may raise a
+`ClientError` (an AWS fault) or `InvocationKilled`, which ends the invocation the way a Lambda timeout or
+out-of-memory kill does: no `except Exception` in the handler runs.
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import json
 import os
@@ -20,10 +26,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal, Protocol
 from unittest import mock
 
 import boto3
+import requests
+from botocore.client import BaseClient
 from moto.awslambda.models import LambdaFunction
 
 from offline.aws_stack import REPO_ROOT, DeployedFunction, OfflineStack
@@ -53,6 +61,41 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class InvocationKilled(BaseException):
+    """Ends an invocation where it stands, as Lambda's timeout or an out-of-memory kill does: a BaseException,
+    so the handler's `except Exception` (its error handling) never sees it."""
+
+    def __init__(self, reason: str = "Sandbox.Timedout") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class ExternalCall:
+    """One call a handler makes to the outside: which invocation makes it and its number in it."""
+
+    function: str  # the function's logical id, e.g. "ImportStarterFunction"
+    attempt: int  # 0-based count of this function's invocations (each async retry is one)
+    index: int  # 0-based number of the external call within the invocation
+    kind: Literal["aws", "http"]
+    name: str  # "s3.GetObject", "PATCH /v1/org/<org>/process/<id>"
+
+
+class ExternalCallHook(Protocol):
+    def __call__(self, call: ExternalCall, phase: Literal["before", "after"]) -> None:
+        """Called before each external call and after it returned; raising fails (or kills) there."""
+
+
+@dataclass
+class _Running:
+    function: str
+    attempt: int
+    calls: int = 0
+
+
+_running: contextvars.ContextVar[_Running | None] = contextvars.ContextVar("offline_lambda_running", default=None)
+
+
 @dataclass
 class Invocation:
     function: str
@@ -75,6 +118,9 @@ class InProcessLambdaRuntime:
         self._pending: list[Future[Any]] = []
         self._lock = threading.Lock()
         self._patches: list[Any] = []
+        #: See the module docstring; None (the default) leaves every call alone.
+        self.external_call_hook: ExternalCallHook | None = None
+        self._attempts: dict[str, int] = {}
 
     def __enter__(self) -> InProcessLambdaRuntime:
         env = self._shared_environment()
@@ -82,6 +128,8 @@ class InProcessLambdaRuntime:
             mock.patch.dict(os.environ, env),
             mock.patch.object(LambdaFunction, "invoke", self._make_invoke()),
             mock.patch.object(sys, "path", [str(LAYER_PATH), *sys.path]),
+            mock.patch.object(BaseClient, "_make_api_call", self._watched_api_call()),
+            mock.patch.object(requests.Session, "send", self._watched_send()),
         ]
         for patch in self._patches:
             patch.start()
@@ -109,6 +157,40 @@ class InProcessLambdaRuntime:
     def invocations_of(self, logical_id: str) -> list[Invocation]:
         name = self.stack.function(logical_id).name
         return [inv for inv in self.invocations if inv.function == name]
+
+    # --- external calls (fault campaigns) ---------------------------------------------------------
+
+    def _external_call(self, kind: Literal["aws", "http"], name: str, perform: Callable[[], Any]) -> Any:
+        running = _running.get()
+        hook = self.external_call_hook
+        if running is None or hook is None:
+            return perform()
+        call = ExternalCall(running.function, running.attempt, running.calls, kind, name)
+        running.calls += 1
+        hook(call, "before")
+        result = perform()
+        hook(call, "after")
+        return result
+
+    def _watched_api_call(self) -> Callable[..., Any]:
+        original: Callable[..., Any] = getattr(BaseClient, "_make_api_call")  # noqa: B009 - private, untyped
+        runtime = self
+
+        def make_api_call(client: BaseClient, operation_name: str, api_params: Any) -> Any:
+            name = f"{client.meta.service_model.service_name}.{operation_name}"
+            return runtime._external_call("aws", name, lambda: original(client, operation_name, api_params))
+
+        return make_api_call
+
+    def _watched_send(self) -> Callable[..., Any]:
+        original = requests.Session.send
+        runtime = self
+
+        def send(session: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+            name = f"{request.method} {request.url}"
+            return runtime._external_call("http", name, lambda: original(session, request, **kwargs))
+
+        return send
 
     # --- invocation ------------------------------------------------------------------------------
 
@@ -162,6 +244,10 @@ class InProcessLambdaRuntime:
             invocation.error = None
             handler = self._handler(function)
             context = LambdaContext(function.name, function.arn, function.memory, function.timeout)
+            with self._lock:
+                number = self._attempts.get(function.logical_id, 0)
+                self._attempts[function.logical_id] = number + 1
+            running = _running.set(_Running(function.logical_id, number))
             try:
                 invocation.result = handler(invocation.event, context)
                 return
@@ -169,6 +255,10 @@ class InProcessLambdaRuntime:
                 invocation.error = error
                 if invocation.asynchronous:
                     traceback.print_exception(error)
+            except InvocationKilled as killed:  # no handler code ran; Lambda reports a timeout
+                invocation.error = killed
+            finally:
+                _running.reset(running)
         if invocation.asynchronous and invocation.error is not None:
             self._send_to_on_failure(function, invocation, attempts)
 
@@ -221,6 +311,8 @@ def _is_s3_event(event: dict[str, Any]) -> bool:
 
 
 def _error_payload(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, InvocationKilled):
+        return {"errorType": error.reason, "errorMessage": f"The invocation ended abruptly ({error.reason})"}
     return {
         "errorMessage": str(error),
         "errorType": type(error).__name__,
