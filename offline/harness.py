@@ -188,6 +188,45 @@ class Offline:
     def dump(self, process_id: str) -> str:
         return json.dumps(self.emulator.updates_for(process_id), indent=2)
 
+    def sync_table_items(self) -> list[dict[str, Any]]:
+        """Every item of the sync table (slots, Sync Now slots, loop memory), as DynamoDB returns them."""
+        ddb = boto3.client("dynamodb", region_name=self.stack.region)
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": self.stack.physical["SyncTable"]}
+        while True:
+            page = ddb.scan(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def deliver_execution_end(self, execution_arn: str) -> None:
+        """Hands an execution that ended FAILED, TIMED_OUT or ABORTED to the finalizer, as the template's
+        EventBridge rule does in AWS (moto emits no such events); asynchronously, as EventBridge invokes."""
+        sfn = boto3.client("stepfunctions", region_name=self.stack.region)
+        execution = sfn.describe_execution(executionArn=execution_arn)
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "region": self.stack.region,
+            "resources": [execution_arn],
+            "detail": {
+                "executionArn": execution_arn,
+                "stateMachineArn": execution["stateMachineArn"],
+                "name": execution["name"],
+                "status": execution["status"],
+                "input": execution["input"],
+                "output": None,
+            },
+        }
+        boto3.client("lambda", region_name=self.stack.region).invoke(
+            FunctionName=self.stack.function("SyncFinalizerFunction").name,
+            InvocationType="Event",
+            Payload=json.dumps(event).encode(),
+        )
+
 
 @contextmanager
 def offline_environment(
