@@ -1,13 +1,15 @@
-"""Work-arounds for moto bugs that stand between us and running the real state machine offline."""
+"""Work-arounds for moto bugs and gaps that stand between us and running the real stack offline."""
 
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
+from moto.s3 import notifications
 from moto.stepfunctions.models import StateMachine
 from moto.stepfunctions.parser.asl.component.common.catch.catcher_decl import CatcherDecl
 from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
@@ -48,9 +50,30 @@ def _set_next(self: CommonStateField, env: Any) -> None:
     _original_set_next(self, env)
 
 
+_original_s3_event = notifications._get_s3_event
+#: One counter for every key: S3 only promises that a key's later event has the greater sequencer.
+_sequencer = itertools.count(1)
+
+
+def _s3_event(event_name: str, bucket: Any, key: Any, notification_id: str) -> dict[str, list[dict[str, Any]]]:
+    """moto (5.2.1 and 5.2.5) leaves `versionId` and `sequencer` out of S3 event records. The import starter
+    keys its idempotency on the object version, so without it two uploads of the same bytes to the same key
+    would be one import offline and two in AWS. Adds them as S3 does: an ObjectCreated record names the new
+    version (in a versioned bucket) and carries a hexadecimal sequencer that grows with each event."""
+    event = _original_s3_event(event_name, bucket, key, notification_id)
+    if event_name.startswith("s3:ObjectCreated:"):
+        for record in event["Records"]:
+            s3_object = record["s3"]["object"]
+            if key.version_id != "null":  # moto's version of an object in an unversioned bucket
+                s3_object["versionId"] = key.version_id
+            s3_object["sequencer"] = f"{next(_sequencer):018X}"
+    return event
+
+
 @contextmanager
 def moto_workarounds() -> Iterator[None]:
     with (
+        mock.patch.object(notifications, "_get_s3_event", _s3_event),
         mock.patch.object(StateMachine, "__deepcopy__", _state_machine_deepcopy, create=True),
         mock.patch.object(CatcherDecl, "_eval_body", _catch_body),
         mock.patch.object(CommonStateField, "_set_next", _set_next),
