@@ -1,10 +1,20 @@
 """Builds a SyncContext per import target once per Lambda container, so warm invocations reuse clients
-and connections. A target's modules are imported only when a sync goes to it."""
+and connections. A target's modules are imported only when a sync goes to it.
+
+Tokens and settings are read again on each use through Powertools' cache (config.PARAMETER_MAX_AGE), so a
+rotated token or changed settings reach a warm container within that age. The context is rebuilt only when
+a value changed, and keeps every HTTP client whose own inputs stayed the same (its connections stay warm).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
-from functools import cache
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from people_sync import aws_clients, callbacks, routing
 from people_sync.charthop_client import ChartHopClient, default_retry
@@ -18,36 +28,87 @@ from people_sync.config import (
 )
 from people_sync.errors import TargetNotConfigured
 from people_sync.loop_memory import DynamoDBLoopMemory
+from people_sync.models import ImportOptions
 from people_sync.slots import DynamoDBSlots
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import ImportTarget, ProgressReporter
 from people_sync.targets.charthop import ChartHopProgressReporter, ChartHopTarget
 
+if TYPE_CHECKING:
+    from people_sync.csv_checks import CsvRules
 
-@cache
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a context is built from; a context is rebuilt when any of it changed."""
+
+    settings: AppSettings
+    charthop_token: str
+    csv_rules: CsvRules
+    #: ChartHop's import options (read for ChartHop contexts only).
+    import_options: ImportOptions = field(default_factory=ImportOptions)
+    #: A further target's API token (Orgvue and ELMA365 contexts only).
+    target_token: str | None = None
+
+
+@dataclass(frozen=True)
+class _Built:
+    inputs: _Inputs
+    context: SyncContext
+
+
+_built: dict[str, _Built] = {}
+#: The offline stack runs every function in one process, on threads: one build per target at a time.
+_building = threading.Lock()
+
+
 def sync_context(target: str = routing.CHARTHOP) -> SyncContext:
     """The context of syncs into `target` ("charthop", "orgvue", "elma365"; see routing.py)."""
+    with _building:
+        previous = _built.get(target)
+        try:
+            inputs = _read_inputs(target)
+        except GetParameterError:
+            if previous is None:
+                raise
+            # A Secrets Manager or SSM outage must not fail syncs that the last values can run.
+            logger.warning("could not read tokens or settings again; keeping the last ones", exc_info=True)
+            return previous.context
+        if previous is not None and previous.inputs == inputs:
+            return previous.context
+        context = _build(target, inputs, previous)
+        _built[target] = _Built(inputs, context)
+        return context
+
+
+def _read_inputs(target: str) -> _Inputs:
+    """Reads through Powertools' cache: AWS is asked only when a value is older than PARAMETER_MAX_AGE."""
     settings = AppSettings.from_env()
     if target not in routing.enabled_targets(settings):
         raise TargetNotConfigured(f"{target} is not configured in this deployment")
-    charthop = ChartHopClient(
-        charthop_token(settings),
-        base_url=settings.charthop_base_url,
-        timeout=(5.0, settings.charthop_read_timeout_seconds),
-        retry=default_retry(backoff_factor=settings.charthop_retry_backoff_seconds),
-    )
+    if target == routing.CHARTHOP:
+        return _Inputs(settings, charthop_token(settings), csv_rules(settings), import_options=import_options(settings))
+    return _Inputs(settings, charthop_token(settings), csv_rules(settings), target_token=target_token(settings, target))
+
+
+def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext:
+    settings = inputs.settings
+    kept = previous.context if previous is not None and previous.inputs.settings == settings else None
+    same_token = previous is not None and previous.inputs.charthop_token == inputs.charthop_token
+    charthop = kept.charthop if kept is not None and same_token else _charthop(inputs)
     import_target: ImportTarget
     reporter: ProgressReporter
     if target == routing.CHARTHOP:
-        import_target = ChartHopTarget(charthop, settings.org_id, import_options(settings))
+        import_target = ChartHopTarget(charthop, settings.org_id, inputs.import_options)
         reporter = ChartHopProgressReporter(
             charthop, settings.org_id, app_name=settings.app_name, app_user_id=settings.app_user_id
         )
     else:
-        import_target = _further_target(target, settings)
-        from people_sync.targets.log_reporter import LogProgressReporter
-
-        reporter = LogProgressReporter(target)
+        same_target_token = previous is not None and previous.inputs.target_token == inputs.target_token
+        import_target = kept.target if kept is not None and same_target_token else _further_target(target, inputs)
+        reporter = kept.reporter if kept is not None else _log_reporter(target, settings)
     return SyncContext(
         settings=settings,
         charthop=charthop,
@@ -55,7 +116,7 @@ def sync_context(target: str = routing.CHARTHOP) -> SyncContext:
         reporter=reporter,
         s3=aws_clients.s3(),
         stepfunctions=aws_clients.stepfunctions(),
-        csv_rules=csv_rules(settings),
+        csv_rules=inputs.csv_rules,
         loop_memory=DynamoDBLoopMemory(settings.sync_table),
         slots=DynamoDBSlots(settings.sync_table, aws_clients.dynamodb()),
         folder=routing.folder_of_target(target, settings),
@@ -63,19 +124,41 @@ def sync_context(target: str = routing.CHARTHOP) -> SyncContext:
     )
 
 
+def _charthop(inputs: _Inputs) -> ChartHopClient:
+    settings = inputs.settings
+    return ChartHopClient(
+        inputs.charthop_token,
+        base_url=settings.charthop_base_url,
+        timeout=(5.0, settings.charthop_read_timeout_seconds),
+        retry=default_retry(backoff_factor=settings.charthop_retry_backoff_seconds),
+    )
+
+
+def _log_reporter(target: str, settings: AppSettings) -> ProgressReporter:
+    """Log lines for targets without a progress bar; "closed" is kept in the sync table (durable across
+    containers)."""
+    from people_sync.targets.log_reporter import LogProgressReporter
+
+    if not settings.sync_table:
+        return LogProgressReporter(target)
+    return LogProgressReporter(target, table=settings.sync_table, client=aws_clients.dynamodb())
+
+
 def _signed_callback_urls(settings: AppSettings) -> Callable[[str], str]:
     """The signing key is read when the first URL is made (only the import starter makes them)."""
     return lambda sync_id: callbacks.callback_url(settings.target_callback_url, sync_id, callback_signing_key(settings))
 
 
-def _further_target(target: str, settings: AppSettings) -> ImportTarget:
+def _further_target(target: str, inputs: _Inputs) -> ImportTarget:
+    settings = inputs.settings
+    token = inputs.target_token or ""
     retry = default_retry(backoff_factor=settings.charthop_retry_backoff_seconds)
     timeout = (5.0, settings.charthop_read_timeout_seconds)
     if target == routing.ORGVUE:
         from people_sync.targets.orgvue import OrgvueClient, OrgvueTarget
 
         orgvue = OrgvueClient(
-            target_token(settings, target),
+            token,
             base_url=settings.orgvue_base_url,
             tenant_id=settings.orgvue_tenant_id,
             dataset_id=settings.orgvue_dataset_id,
@@ -86,7 +169,7 @@ def _further_target(target: str, settings: AppSettings) -> ImportTarget:
     from people_sync.targets.elma365 import Elma365Client, Elma365Target
 
     elma365 = Elma365Client(
-        target_token(settings, target),
+        token,
         base_url=settings.elma365_base_url,
         namespace=settings.elma365_namespace,
         code=settings.elma365_code,
@@ -101,6 +184,7 @@ def _further_target(target: str, settings: AppSettings) -> ImportTarget:
 
 
 def reset() -> None:
-    """Forget the cached contexts (tests and the offline stack switch settings between runs)."""
-    sync_context.cache_clear()
+    """Forget the built contexts (tests and the offline stack switch settings between runs)."""
+    with _building:
+        _built.clear()
     aws_clients.reset()
