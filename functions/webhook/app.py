@@ -34,11 +34,18 @@ def receive_event() -> Response[dict[str, Any]]:
     if not webhook_rules.token_matches(presented, _webhook_token()):
         metrics.add_metric(name="WebhookUnauthorized", unit=MetricUnit.Count, value=1)
         raise UnauthorizedError("missing or wrong webhook token")
-    body = request.decoded_body or ""
-    if len(body.encode()) > webhook_rules.MAX_BODY_BYTES:
+    try:
+        raw = webhook_rules.body_bytes(request.body, base64_encoded=bool(request.is_base64_encoded))
+    except webhook_rules.MalformedBody as error:
+        raise BadRequestError(error.reason) from error
+    if len(raw) > webhook_rules.MAX_BODY_BYTES:
         raise ServiceError(413, f"body over {webhook_rules.MAX_BODY_BYTES} bytes")
     if not webhook_rules.is_json_content_type(request.headers.get("Content-Type")):
         raise ServiceError(415, "expected Content-Type: application/json")
+    try:
+        body = webhook_rules.body_text(raw)
+    except webhook_rules.MalformedBody as error:
+        raise BadRequestError(error.reason) from error
     try:
         event = parse(event=json.loads(body), model=ChartHopEvent)
     except (ValidationError, ValueError, TypeError) as error:
@@ -61,7 +68,9 @@ def receive_event() -> Response[dict[str, Any]]:
     )
     metrics.add_metric(name="SyncNowAccepted", unit=MetricUnit.Count, value=1)
     logger.info("sync requested", extra={"sync_process_id": sync_request.sync_process_id})
-    return _accepted({"accepted": True, "action": "sync-started", "syncProcessId": sync_request.sync_process_id})
+    # "requested": the import starter runs asynchronously and may still refuse it (not our process, a sync
+    # already running); the outcome shows in ChartHop's sync process.
+    return _accepted({"accepted": True, "action": "sync-requested", "syncProcessId": sync_request.sync_process_id})
 
 
 def _webhook_token() -> str:

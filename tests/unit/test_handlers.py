@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from types import ModuleType
@@ -72,7 +73,8 @@ def test_sync_now_is_acknowledged_and_handed_to_the_import_starter(webhook) -> N
     )
     response = call(app, event)
     assert response["statusCode"] == 202
-    assert json.loads(response["body"]) == {"accepted": True, "action": "sync-started", "syncProcessId": sync_id}
+    # requested, not started: the import starter runs asynchronously and may still refuse it
+    assert json.loads(response["body"]) == {"accepted": True, "action": "sync-requested", "syncProcessId": sync_id}
 
 
 def test_other_events_are_acknowledged_and_ignored(webhook) -> None:
@@ -89,6 +91,41 @@ def test_bodies_that_are_not_charthop_events_are_400(webhook, body: str) -> None
     event["body"] = body
     response = call(app, event)
     assert response["statusCode"] == 400
+
+
+NOT_UTF8 = b'{"type": "process.create.people-sync", "name": "caf\xe9"}'
+
+
+@pytest.mark.parametrize(
+    ("body", "base64_encoded", "message"),
+    [
+        (base64.b64encode(NOT_UTF8).decode(), True, "body is not UTF-8 JSON"),
+        (base64.b64encode(b"\xff\xfe{}").decode(), True, "body is not UTF-8 JSON"),
+        (NOT_UTF8.decode("utf-8", "surrogateescape"), False, "body is not UTF-8 JSON"),  # "\udce9" in the event JSON
+        ('{"type": "\ud800"}', False, "body is not UTF-8 JSON"),
+        ("e30", True, "body is not valid base64"),  # padding missing
+        ("{not base64}", True, "body is not valid base64"),
+    ],
+)
+def test_bodies_that_are_not_utf8_or_not_base64_are_400(webhook, body: str, base64_encoded: bool, message: str) -> None:
+    app, _ = webhook  # no Lambda response queued: a started sync would fail the test
+    event = load_event("webhook_sync_now.json")
+    event["body"] = body
+    event["isBase64Encoded"] = base64_encoded
+    response = call(app, event)
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["message"] == message
+
+
+def test_a_base64_encoded_sync_now_is_accepted(webhook) -> None:
+    app, stubber = webhook
+    stubber.add_response("invoke", {"StatusCode": 202})
+    event = load_event("webhook_sync_now.json")
+    event["body"] = base64.b64encode(event["body"].encode()).decode()
+    event["isBase64Encoded"] = True
+    response = call(app, event)
+    assert response["statusCode"] == 202
+    assert json.loads(response["body"])["action"] == "sync-requested"
 
 
 def test_other_paths_are_404(webhook) -> None:

@@ -6,6 +6,8 @@ the stack, kept in Secrets Manager), presented as `?token=` or the `X-People-Syn
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 
 TOKEN_QUERY_PARAMETER = "token"  # noqa: S105 - a parameter name, not a secret
@@ -24,3 +26,35 @@ def token_matches(presented: str | None, expected: str) -> bool:
 def is_json_content_type(content_type: str | None) -> bool:
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+class MalformedBody(ValueError):
+    """The body is not what a ChartHop event is sent as; `reason` is the 400's message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def body_bytes(body: str | None, *, base64_encoded: bool) -> bytes:
+    """The bytes the sender sent, before they are read as text (the size limit counts these).
+
+    Text that is not UTF-8 (lone surrogates, from a `\\udcff` escape in the event) stays invalid here and
+    is refused by `body_text`; a body flagged as base64 must be strict base64.
+    """
+    if not body:
+        return b""
+    if not base64_encoded:
+        return body.encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as error:  # ValueError: characters outside ASCII
+        raise MalformedBody("body is not valid base64") from error
+
+
+def body_text(raw: bytes) -> str:
+    """A ChartHop event is UTF-8 JSON; anything else is the sender's error (400), never our crash."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise MalformedBody("body is not UTF-8 JSON") from error
