@@ -69,6 +69,7 @@ class RecordedCall:
     path: str
     status: int
     at: float
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +110,13 @@ class EmulatorConfig:
     admin_user_id: str = "64b0c0ffee64b0c0ffee0003"
     webhook_url: str | None = None
     webhook_headers: dict[str, str] = field(default_factory=dict)
+    #: The most processes one findProcesses page holds (also the page size when `limit` is absent). ChartHop's
+    #: own cap is not published; it is small here so that tests page through several pages.
+    process_page_size: int = 20
+    #: findProcesses lists newest first; ChartHop's order is not published, so tests can reverse it.
+    newest_first: bool = True
+    #: The `type` of the process importDataCsv creates (free text in the spec; the app must not rely on it).
+    import_process_type: str = assumed.CHARTHOP_IMPORT_PROCESS_TYPE
 
 
 class ChartHopEmulator(FaultInjectingServer):
@@ -215,7 +223,9 @@ class ChartHopEmulator(FaultInjectingServer):
 
     def _record(self, operation: str, request: Request, status: int) -> None:
         with self._lock:
-            self.calls.append(RecordedCall(operation, request.method, request.path, status, self.clock()))
+            self.calls.append(
+                RecordedCall(operation, request.method, request.path, status, self.clock(), dict(request.args))
+            )
 
     # --- operations ------------------------------------------------------------------------------
 
@@ -244,7 +254,7 @@ class ChartHopEmulator(FaultInjectingServer):
             self.roster |= keys
             process = self._new_process(
                 label=f"Import {upload.filename}",
-                process_type=assumed.CHARTHOP_IMPORT_PROCESS_TYPE,
+                process_type=self.config.import_process_type,
                 run_user_id=self.config.app_user_id,
                 options=options,
                 parent_process_id=parent_id,
@@ -318,10 +328,18 @@ class ChartHopEmulator(FaultInjectingServer):
         return _json(process, status=201)
 
     def _op_findProcesses(self, request: Request) -> Response:  # noqa: N802
+        """One page of processes, as the spec pages them: at most `limit`, `next` names where the next page
+        starts (assumed: the id of its first process), and `from` asks for the page starting there."""
         parent = request.args.get("parentProcessId")
         statuses = {s for s in (request.args.get("statuses") or "").split(",") if s}
         app_id = request.args.get("appId")
-        limit = int(request.args.get("limit") or 100)
+        page_size = self.config.process_page_size
+        try:
+            limit = min(page_size, int(request.args.get("limit") or page_size))
+        except ValueError:
+            return _error(400, f"invalid limit {request.args.get('limit')!r}")
+        if limit < 1:
+            return _error(400, f"invalid limit {limit}")
         with self._lock:
             found = [self._refresh(pid) for pid in list(self.processes)]
         if parent:
@@ -330,8 +348,31 @@ class ChartHopEmulator(FaultInjectingServer):
             found = [p for p in found if p.get("appId") == app_id]
         if statuses:
             found = [p for p in found if p["status"] in statuses]
-        found.sort(key=lambda p: p["createAt"], reverse=True)
-        return _json({"data": found[:limit]})
+        newest_first = self.config.newest_first
+        found.sort(key=_listing_key, reverse=newest_first)
+        start = 0
+        cursor = request.args.get(assumed.CHARTHOP_PAGE_FROM_PARAM)
+        if cursor:
+            with self._lock:
+                origin = self.processes.get(cursor)
+            if origin is None:
+                return _error(400, f"{assumed.CHARTHOP_PAGE_FROM_PARAM} {cursor!r} is not a process")
+            # by position, not membership: the cursor may have left the filter (e.g. changed status) meanwhile
+            mark = _listing_key(origin)
+            start = next(
+                (
+                    i
+                    for i, p in enumerate(found)
+                    if (_listing_key(p) <= mark if newest_first else _listing_key(p) >= mark)
+                ),
+                len(found),
+            )
+        page = found[start : start + limit]
+        rest = found[start + limit :]
+        body: dict[str, Any] = {"data": page}
+        if rest:
+            body[assumed.CHARTHOP_NEXT_FIELD] = rest[0]["id"]
+        return _json(body)
 
     # --- process store ---------------------------------------------------------------------------
 
@@ -431,6 +472,11 @@ class ChartHopEmulator(FaultInjectingServer):
                 "errors": run.bad_rows,
             },
         )
+
+
+def _listing_key(process: dict[str, Any]) -> tuple[str, str]:
+    """findProcesses' order: by createAt, ties broken by id (ids are unique)."""
+    return (process["createAt"], process["id"])
 
 
 def _read_csv(stream: Any) -> tuple[int, int, int, set[str], str | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from offline.charthop_emulator import ChartHopEmulator, ImportBehaviour
+from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig, ImportBehaviour
 
 FLAGS = {
     "skipErrors": "true",
@@ -145,3 +145,45 @@ def test_find_processes_filters_by_parent(emulator: ChartHopEmulator) -> None:
         timeout=5,
     ).json()
     assert [process["id"] for process in found["data"]] == [child["id"]]
+
+
+def _find(emulator: ChartHopEmulator, **params: str) -> requests.Response:
+    return requests.get(
+        f"{emulator.base_url}/v1/org/{emulator.config.org_id}/process",
+        params=params,
+        headers=_auth(emulator),
+        timeout=5,
+    )
+
+
+def test_find_processes_pages_with_limit_next_and_from() -> None:
+    """findProcesses pages as the spec says: at most `limit` per page, `next` passed back as `from`."""
+    with ChartHopEmulator(EmulatorConfig(process_page_size=4)) as emulator:
+        made = [emulator.create_sync_process()["id"] for _ in range(10)]
+        first = _find(emulator).json()
+        assert len(first["data"]) == 4  # the configured page size when `limit` is absent
+        assert _find(emulator, limit="100").json()["data"] == first["data"]  # the emulator's cap wins
+        assert len(_find(emulator, limit="3").json()["data"]) == 3
+        seen, cursor = [p["id"] for p in first["data"]], first["next"]
+        while cursor:
+            page = _find(emulator, **{"from": cursor}).json()
+            seen += [p["id"] for p in page["data"]]
+            cursor = page.get("next")
+        assert sorted(seen) == sorted(made)
+        assert len(seen) == len(set(seen))
+
+
+def test_find_processes_refuses_a_bad_limit_or_cursor(emulator: ChartHopEmulator) -> None:
+    assert _find(emulator, limit="many").status_code == 400
+    assert _find(emulator, limit="0").status_code == 400
+    assert _find(emulator, **{"from": "no-such-process"}).status_code == 400
+
+
+def test_find_processes_last_page_has_no_next(emulator: ChartHopEmulator) -> None:
+    emulator.create_sync_process()
+    assert "next" not in _find(emulator).json()
+
+
+def test_import_process_type_is_configurable() -> None:
+    with ChartHopEmulator(EmulatorConfig(import_process_type="CSV_IMPORT")) as emulator:
+        assert _import(emulator, FLAGS).json()["type"] == "CSV_IMPORT"

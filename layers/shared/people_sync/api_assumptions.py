@@ -17,8 +17,18 @@ CHARTHOP_PROGRESS_MAX = 1.0
 
 #: (assumption) The `type` value of a ChartHop Process created by importDataCsv and of a sync process
 #: this app creates itself when a file is dropped without "Sync Now" (the spec leaves `type` free text).
+#: The app does not rely on the import's type: after an ambiguous import failure it looks for the import
+#: by `parentProcessId` alone (the emulator's EmulatorConfig.import_process_type can spell it otherwise).
 CHARTHOP_IMPORT_PROCESS_TYPE = "import"
 CHARTHOP_SYNC_PROCESS_TYPE = "sync"
+
+#: findProcesses pages (found: query parameters `limit` and `from` "from id", answer `{data, next}`).
+#: (assumption) `next` is an opaque cursor: passed back as `from` it asks for the following page, and a page
+#: without `next` (absent, null or empty) is the last. ChartHop's largest page is not published; a short
+#: page does not mean the last one. The emulator's cursor is the id of the next page's first process.
+CHARTHOP_PAGE_LIMIT_PARAM = "limit"
+CHARTHOP_PAGE_FROM_PARAM = "from"
+CHARTHOP_NEXT_FIELD = "next"
 
 #: (assumption) ChartHop answers rate limiting with 429, with or without a Retry-After header
 #: (seconds). Without the header we fall back to our own capped exponential backoff.
