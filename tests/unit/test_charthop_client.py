@@ -97,13 +97,19 @@ def test_429_honours_retry_after(
     assert 7 in slept
 
 
-def test_huge_retry_after_is_capped(
-    emulator: ChartHopEmulator, client: ChartHopClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_huge_retry_after_is_capped(emulator: ChartHopEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capped at 30 s; a budget of 60 s leaves room for that wait (a smaller one gives up: test_call_budget)."""
     slept: list[float] = []
     monkeypatch.setattr("urllib3.util.retry.time.sleep", slept.append)
     created = emulator.create_sync_process()
     emulator.inject("getProcess", Fault.http(429, retry_after=3600))
+    client = ChartHopClient(
+        emulator.config.token,
+        base_url=emulator.base_url,
+        timeout=(2.0, 1.0),
+        retry=default_retry(total=3, backoff_factor=0.01),
+        call_budget_seconds=60.0,
+    )
     client.get_process(emulator.config.org_id, created["id"])
     assert slept
     assert max(slept) <= 30

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from people_sync import api_assumptions as assumed
-from people_sync.charthop_client import RETRY_AFTER_MAX, RETRYABLE_STATUSES, default_retry
+from people_sync.charthop_client import RETRY_AFTER_MAX, RETRYABLE_STATUSES, BudgetAdapter, default_retry
 from people_sync.csv_checks import CsvProblem, CsvRejected
 from people_sync.errors import TargetRejected, TargetUnavailable
 from people_sync.models import ImportJob, ImportState, ImportStatus, StagedFile
@@ -137,11 +136,11 @@ class Elma365Client:
         self.retry = retry or default_retry()
         self.sleep = sleep
         self.session = session or requests.Session()
-        self.session.mount("https://", HTTPAdapter(max_retries=self.retry))
-        self.session.mount("http://", HTTPAdapter(max_retries=self.retry))
+        self.session.mount("https://", BudgetAdapter(max_retries=self.retry))
+        self.session.mount("http://", BudgetAdapter(max_retries=self.retry))
         # requests picks the longest mounted prefix: status requests get a policy that repeats them on 5xx
         status_prefix = self.base_url + assumed.ELMA365_STATUS_PATH.format(namespace=namespace, code=code, import_id="")
-        self.session.mount(status_prefix, HTTPAdapter(max_retries=_reads_retry(self.retry)))
+        self.session.mount(status_prefix, BudgetAdapter(max_retries=_reads_retry(self.retry)))
         self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
 
     @property

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from people_sync import api_assumptions as assumed
-from people_sync.charthop_client import RETRY_AFTER_MAX, RETRYABLE_STATUSES, default_retry
+from people_sync.charthop_client import RETRY_AFTER_MAX, RETRYABLE_STATUSES, BudgetAdapter, default_retry
 from people_sync.csv_checks import CsvProblem, CsvRejected
 from people_sync.errors import TargetRejected, TargetUnavailable
 from people_sync.models import ImportJob, ImportState, ImportStatus, StagedFile
@@ -86,16 +85,18 @@ class OrgvueClient:
         self.sleep = sleep
         self.session = session or requests.Session()
         for prefix in ("https://", "http://"):
-            self.session.mount(prefix, HTTPAdapter(max_retries=self.retry))
+            self.session.mount(prefix, BudgetAdapter(max_retries=self.retry))
         # generating a temporary file twice only leaves an unused one to expire: safe to repeat after a 5xx
-        self.session.mount(self._url("/files/generate"), HTTPAdapter(max_retries=self.retry.new(allowed_methods=None)))
+        self.session.mount(
+            self._url("/files/generate"), BudgetAdapter(max_retries=self.retry.new(allowed_methods=None))
+        )
         self.session.headers.update(
             {"Authorization": f"Bearer {token}", "Accept": "application/json", "Content-Type": JSON_CONTENT_TYPE}
         )
         # pre-signed URLs: no token; results are read with retries, uploads are repeated by hand (see upload)
         self._files = requests.Session()
         for prefix in ("https://", "http://"):
-            self._files.mount(prefix, HTTPAdapter(max_retries=self.retry))
+            self._files.mount(prefix, BudgetAdapter(max_retries=self.retry))
         self._uploads = requests.Session()
 
     # --- API calls -------------------------------------------------------------------------------
