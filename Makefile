@@ -7,7 +7,7 @@ SAM_VENV  ?= .venv-sam
 SAM_BIN   := $(SAM_VENV)/bin
 SAM_STAMP := $(SAM_VENV)/.installed
 
-.PHONY: demo test lint types unit integration e2e sam-check bench clean
+.PHONY: demo test lint types unit integration e2e sam-check bench chaos clean
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt layers/shared/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e
+
+## Randomized fault campaign (tests/chaos, issue 11): seeds 1..50 by default, `SEEDS=1000` deeper,
+## `SEED=<n>` replays one schedule. Not part of `make test`.
+chaos: $(STAMP)
+	CHAOS=1 $(BIN)/python -m pytest tests/chaos -p no:cacheprovider -q $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(PYTEST_ARGS)
 
 ## `sam validate --lint`, `sam build` (no Docker needed) and a check that the build is what Lambda should load.
 sam-check: $(STAMP) $(SAM_STAMP)

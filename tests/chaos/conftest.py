@@ -1,0 +1,82 @@
+"""The fault campaign runs only when asked (`make chaos`, `pytest tests/chaos --chaos`, or CHAOS=1): it is
+not part of `make test` yet. `--seeds N` runs seeds 1..N (default 50, CI's fixed set), `--seed S` replays
+one; CHAOS_SEEDS / CHAOS_SEED do the same. The end of the run prints the campaign's statistics."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+
+import pytest
+
+from tests.chaos.campaign import Result
+
+DEFAULT_SEEDS = 50
+#: Every schedule's result in this session, for the summary.
+RESULTS: list[Result] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chaos", "randomized fault campaign (tests/chaos)")
+    group.addoption("--chaos", action="store_true", default=False, help="run the fault campaign")
+    group.addoption("--seeds", type=int, default=None, help="run seeds 1..N (default 50)")
+    group.addoption("--seed", type=int, default=None, help="replay one seed")
+
+
+def _option(config: pytest.Config, name: str) -> object:
+    return config.getoption(name, default=None)
+
+
+def chaos_enabled(config: pytest.Config) -> bool:
+    return bool(_option(config, "--chaos")) or os.environ.get("CHAOS", "") not in ("", "0")
+
+
+def chosen_seeds(config: pytest.Config) -> list[int]:
+    seed = _option(config, "--seed") or os.environ.get("CHAOS_SEED") or None
+    if seed not in (None, ""):
+        return [int(str(seed))]
+    count = _option(config, "--seeds") or os.environ.get("CHAOS_SEEDS") or DEFAULT_SEEDS
+    return list(range(1, int(str(count)) + 1))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "seed" in metafunc.fixturenames:
+        metafunc.parametrize("seed", chosen_seeds(metafunc.config))
+
+
+@pytest.fixture(autouse=True)
+def _only_when_asked(request: pytest.FixtureRequest) -> None:
+    if not chaos_enabled(request.config):
+        pytest.skip("the fault campaign runs with --chaos, CHAOS=1 or `make chaos`")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not RESULTS:
+        return
+    write = terminalreporter.write_line
+    faults: Counter[str] = Counter()
+    crashes: Counter[str] = Counter()
+    violations: dict[str, list[int]] = defaultdict(list)
+    by_invariant: Counter[str] = Counter()
+    for result in RESULTS:
+        faults.update(result.faults)
+        crashes.update(result.crashes)
+        for violation in result.violations:
+            by_invariant[violation.invariant] += 1
+            if result.seed not in violations[violation.kind]:
+                violations[violation.kind].append(result.seed)
+    terminalreporter.section("fault campaign")
+    seconds = sum(result.seconds for result in RESULTS)
+    write(f"schedules: {len(RESULTS)} ({seconds:.0f} s of schedules)")
+    write(f"faults injected: {sum(faults.values())}")
+    for name, count in sorted(faults.items()):
+        write(f"  {name}: {count}")
+    write(f"crashes: {sum(crashes.values())}")
+    for name, count in sorted(crashes.items()):
+        write(f"  {name}: {count}")
+    write(f"invariant violations: {sum(by_invariant.values())}")
+    for invariant in ("I1", "I2", "I3", "I4", "I5"):
+        write(f"  {invariant}: {by_invariant[invariant]}")
+    for kind, seeds in sorted(violations.items()):
+        shown = ", ".join(str(seed) for seed in seeds[:10]) + (" ..." if len(seeds) > 10 else "")
+        write(f"  {kind}: seeds {shown} (replay: make chaos SEED={seeds[0]})")

@@ -1,0 +1,22 @@
+"""Issue 11's fault campaign: seeded random schedules over the whole offline stack, I1-I5 after each."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos.campaign import run_schedule
+from tests.chaos.conftest import RESULTS
+from tests.chaos.schedule import generate
+
+
+def test_schedule_keeps_the_invariants(seed: int) -> None:
+    schedule = generate(seed)
+    result = run_schedule(schedule)
+    RESULTS.append(result)
+    if result.violations:
+        found = "\n".join(f"  {violation.invariant}: {violation.message}" for violation in result.violations)
+        pytest.fail(
+            f"seed {seed} broke an invariant (replay: make chaos SEED={seed}):\n{found}\n"
+            f"schedule:\n{schedule.describe()}",
+            pytrace=False,
+        )
