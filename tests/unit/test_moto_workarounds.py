@@ -1,0 +1,126 @@
+"""Guards offline/moto_workarounds.py: each work-around is needed while moto has its bug, and does its job.
+
+The "moto still ..." tests fail once a moto release fixes the bug: then drop the work-around (and the test).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from offline.moto_workarounds import moto_workarounds
+
+ROLE = "arn:aws:iam::123456789012:role/offline"
+PASS = {"StartAt": "Only", "States": {"Only": {"Type": "Pass", "End": True}}}
+#: "Loop" fails on its first pass, and its catcher names "Loop" itself (as the status loop's wait-ran-out
+#: catcher does); on its second pass the caught error is in the input and "Loop" succeeds.
+CATCHER_NAMES_ITS_OWN_STATE = {
+    "StartAt": "Loop",
+    "States": {
+        "Loop": {
+            "Type": "Parallel",
+            "Branches": [
+                {
+                    "StartAt": "Caught",
+                    "States": {
+                        "Caught": {
+                            "Type": "Choice",
+                            "Choices": [{"Variable": "$.caught", "IsPresent": True, "Next": "Ok"}],
+                            "Default": "Boom",
+                        },
+                        "Ok": {"Type": "Succeed"},
+                        "Boom": {"Type": "Fail", "Error": "Boom", "Cause": "first pass"},
+                    },
+                }
+            ],
+            "Catch": [{"ErrorEquals": ["Boom"], "ResultPath": "$.caught", "Next": "Loop"}],
+            "Next": "After",
+        },
+        "After": {"Type": "Pass", "End": True},
+    },
+}
+
+
+@pytest.fixture
+def sfn() -> Iterator[Any]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        yield boto3.client("stepfunctions", region_name="us-east-1")
+
+
+def run(sfn: Any, state_machine_arn: str, name: str) -> dict[str, Any]:
+    """Starts an execution and waits (moto runs it on a thread of its own) until it ends."""
+    arn = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input="{}")["executionArn"]
+    deadline = time.monotonic() + 10
+    while (execution := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, f"{name} still running"
+        time.sleep(0.02)
+    return dict(execution)
+
+
+def times_entered(sfn: Any, definition: dict[str, Any], state: str, patches: AbstractContextManager[None]) -> int:
+    with patches:
+        machine = sfn.create_state_machine(name="m", definition=json.dumps(definition), roleArn=ROLE)
+        execution = run(sfn, machine["stateMachineArn"], "once")
+        assert execution["status"] == "SUCCEEDED"
+        events = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
+    return sum(
+        1
+        for event in events
+        if event["type"].endswith("StateEntered") and event["stateEnteredEventDetails"]["name"] == state
+    )
+
+
+def test_a_catcher_that_names_its_own_state_runs_that_state_again(sfn: Any) -> None:
+    assert times_entered(sfn, CATCHER_NAMES_ITS_OWN_STATE, "Loop", moto_workarounds()) == 2
+
+
+def test_moto_still_follows_the_states_next_instead_of_its_catchers(sfn: Any) -> None:
+    assert times_entered(sfn, CATCHER_NAMES_ITS_OWN_STATE, "Loop", nullcontext()) == 1
+
+
+def test_a_state_machine_runs_a_second_time(sfn: Any) -> None:
+    """moto 5.2.1 failed every execution after the first one of a state machine (the status loop runs once
+    per sync); 5.2.5 no longer does."""
+    with moto_workarounds():
+        machine = sfn.create_state_machine(name="m", definition=json.dumps(PASS), roleArn=ROLE)
+        statuses = [run(sfn, machine["stateMachineArn"], name)["status"] for name in ("first", "second")]
+    assert statuses == ["SUCCEEDED", "SUCCEEDED"]
+
+
+def staged_event(patches: AbstractContextManager[None]) -> tuple[str, dict[str, Any]]:
+    """Uploads to a versioned bucket that notifies a queue; returns the version and the event's object."""
+    with mock_aws(), patches:
+        s3, sqs = boto3.client("s3", region_name="us-east-1"), boto3.client("sqs", region_name="us-east-1")
+        s3.create_bucket(Bucket="staging")
+        s3.put_bucket_versioning(Bucket="staging", VersioningConfiguration={"Status": "Enabled"})
+        queue_url = sqs.create_queue(QueueName="events")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        s3.put_bucket_notification_configuration(
+            Bucket="staging",
+            NotificationConfiguration={
+                "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+            },
+        )
+        version_id = s3.put_object(Bucket="staging", Key="staging/roster.csv", Body=b"a,b\n")["VersionId"]
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    bodies = [json.loads(message["Body"]) for message in messages]
+    [record] = [record for body in bodies for record in body.get("Records", [])]  # after S3's test event
+    return version_id, record["s3"]["object"]
+
+
+def test_an_object_created_event_names_the_new_version_and_a_sequencer() -> None:
+    version_id, s3_object = staged_event(moto_workarounds())
+    assert s3_object["versionId"] == version_id
+    assert int(s3_object["sequencer"], 16) > 0
+
+
+def test_moto_still_leaves_the_version_out_of_s3_events() -> None:
+    _version_id, s3_object = staged_event(nullcontext())
+    assert "versionId" not in s3_object
