@@ -4,7 +4,10 @@
     against a bare `import boto3` + client creation from the same layer;
 (c) state transitions and detection delay of the status loop for 10 s, 5 min and 1 h imports
     (the loop's own backoff code, on a simulated clock);
-(d) end-to-end time of the offline demo with a 10,000-row CSV.
+(d) end-to-end time of the offline demo with a 10,000-row CSV;
+(e) invariant I6: adversarial CSVs (unbalanced quote, CR-only, a 50 MB line, a 50 MB header, NULs) through
+    the pre-flight check against a clean file of the same size (bench/adversarial.py; BENCH_I6_MB or
+    --i6-size-mb for a smaller quick run, 1024 by default).
 
 (a), the 1 GB streaming upload against a raw loopback upload, is `python -m bench.upload` (make bench runs both).
 Every line prints the measured values and the ratio or target it is held to.
@@ -26,6 +29,7 @@ from typing import Any, cast
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT / "layers" / "shared"), str(REPO_ROOT)]
 
+from bench.adversarial import adversarial  # noqa: E402
 from people_sync.config import AppSettings  # noqa: E402 - after the layer is on the path
 from people_sync.loop_memory import InMemoryLoopMemory  # noqa: E402
 from people_sync.models import ImportJob, ImportStatus, SyncState  # noqa: E402
@@ -233,10 +237,14 @@ def main() -> None:
     # 15, not 5: single cold imports vary by +-15% on a 2-core machine, so medians of 5 swung by more than the
     # margin of handlers near the target and flipped their verdicts from run to run.
     parser.add_argument("--runs", type=int, default=15, help="fresh interpreters per cold-import measurement")
+    parser.add_argument(
+        "--i6-size-mb", type=int, default=int(os.environ.get("BENCH_I6_MB", "1024")), help="size of the (e) files"
+    )
     args = parser.parse_args()
     cold_imports(args.runs)
     polling(initial=5, cap=60)
     demo_with_rows(10_000)
+    adversarial(args.i6_size_mb, repeat=3)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,15 @@ def test_an_unbalanced_quote_is_refused_after_a_bounded_read_naming_its_line() -
     assert stream.handed_out <= len(head) + 4096 + 4 * 1024  # the rest of the file is never read
 
 
+def test_an_unbalanced_quote_names_its_line_with_the_default_limits() -> None:
+    """With the default 1 MiB record limit, csv's own field limit (128 Ki characters) is met first."""
+    body = HEADER + b"E1,Ada\n" * 5 + b'E5,"Ada\n' + b"E6,Grace\n" * 40_000
+    problem = rejection(body)
+    assert problem.code == "field-too-long"
+    assert "(line 7)" in problem.message
+    assert "the quote opened on line 7 is not closed within 131,072 characters" in problem.message
+
+
 def test_a_quote_still_open_at_the_end_of_the_file_names_its_line() -> None:
     problem = rejection(HEADER + b'E1,Ada\nE2,"Grace\nE3,Hopper\n')
     assert problem.code == "malformed-csv"

@@ -294,7 +294,7 @@ class _Scan:
             header = next(reader, [])
         except csv.Error as error:
             if not exhausted:
-                self._refuse_malformed(error, self.line + reader.line_num - 1)
+                self._refuse_malformed(error, self.line + reader.line_num - 1, block, self.line)
             if at_end:
                 self._refuse_open_quote(block, self.line)
             return None, 0, 0
@@ -354,9 +354,9 @@ class _Scan:
                         self.ragged.append(self.line + done)
                 done = reader.line_num
         except csv.Error as error:
-            if not exhausted:
-                self._refuse_malformed(error, self.line + reader.line_num - 1)
             start = _line_offset(block, done)
+            if not exhausted:
+                self._refuse_malformed(error, self.line + reader.line_num - 1, block[start:], self.line + done)
             if at_end:
                 self._refuse_open_quote(block[start:], self.line + done)
             self.line += done
@@ -388,13 +388,8 @@ class _Scan:
         if lone is not None and b"\n" not in pending:
             self._refuse_cr_line_endings(self.line)
         opened = _open_quote(pending)
-        why = ""
-        if opened >= 0:  # an unbalanced quote, most likely: name where it opened
-            line = self.line + pending.count(b"\n", 0, opened)
-            why = (
-                f": the quote opened on line {line} is not closed within {self.limit:,} bytes; is a closing "
-                "quote missing? (a quote inside a field is written as two quotes.)"
-            )
+        # an unbalanced quote, most likely, where one is open: name where it opened
+        why = self._quote_not_closed(pending, self.line, opened, self.limit) if opened >= 0 else ""
         if self.header is None:
             self._refuse_header_too_long(why)
         self._refuse_row_too_long(self.line, why)
@@ -410,10 +405,26 @@ class _Scan:
             f"{self.name} is not valid CSV: {where} is never closed (a quote inside a field is written as two quotes).",
         )
 
-    def _refuse_malformed(self, error: csv.Error, line: int) -> NoReturn:
+    def _refuse_malformed(self, error: csv.Error, line: int, record: bytes = b"", record_line: int = 0) -> NoReturn:
+        """csv.reader's error in words for the file's author; `record` is the record it stopped in."""
         if str(error).startswith("new-line character seen in unquoted field"):
             self._refuse_cr_line_endings(line)
+        if str(error).startswith("field larger than field limit"):  # csv's own, process-wide limit
+            limit = csv.field_size_limit()
+            opened = _open_quote(record)
+            # an unbalanced quote, most likely, where one is open: name where it opened
+            why = self._quote_not_closed(record, record_line, opened, limit, "characters") if opened >= 0 else "."
+            self._refuse(
+                "field-too-long",
+                f"{self.name} has a field longer than {limit:,} characters (line {record_line}){why}",
+            )
         self._refuse("malformed-csv", f"{self.name} is not valid CSV: {error} (line {line}).")
+
+    def _quote_not_closed(self, record: bytes, line: int, opened: int, within: int, unit: str = "bytes") -> str:
+        return (
+            f": the quote opened on line {line + record.count(NEWLINE, 0, opened)} is not closed within "
+            f"{within:,} {unit}; is a closing quote missing? (a quote inside a field is written as two quotes.)"
+        )
 
     def _refuse_cr_line_endings(self, line: int) -> NoReturn:
         self._refuse(
