@@ -87,10 +87,10 @@ class GeneratedFile:
                 return part
             self._pending = part
         while amount < 0 or len(self._pending) < amount:
-            part = next(self._parts, None)
-            if part is None:
+            more = next(self._parts, None)
+            if more is None:
                 break
-            self._pending += part
+            self._pending += more
         amount = len(self._pending) if amount < 0 else amount
         chunk, self._pending = self._pending[:amount], self._pending[amount:]
         return chunk
