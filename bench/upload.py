@@ -7,7 +7,7 @@ measured process holds only the code under test. Each upload runs in a fresh int
 its peak-RSS counter right before the upload and reports the growth (VmHWM) and the wall time:
 
 * raw: the S3 object's bytes streamed straight into importDataCsv as the multipart part `file`;
-* starter: the import starter's own path (`sync_service.start_import`: pre-flight check of the exact
+* starter: the import starter's own path (`sync_start.start_import`: pre-flight check of the exact
   object version, streamed upload, status loop start).
 """
 
@@ -119,7 +119,7 @@ def _child(mode: str, emulator_url: str) -> dict[str, Any]:
     client = ChartHopClient(TOKEN, base_url=emulator_url, timeout=(5, 600), retry=default_retry(total=0))
     parent = client.create_process(ORG, label="bench", process_type="sync", run_user_id="bench")
     if mode == "starter":
-        from people_sync import sync_service
+        from people_sync import sync_service, sync_start
         from people_sync.config import AppSettings
         from people_sync.csv_checks import CsvRules
         from people_sync.targets.charthop import ChartHopProgressReporter, ChartHopTarget
@@ -158,7 +158,7 @@ def _child(mode: str, emulator_url: str) -> dict[str, Any]:
         )
 
         def run() -> Any:
-            return sync_service.start_import(ctx, staged, parent.id)
+            return sync_start.start_import(ctx, staged, parent.id)
 
     else:
 

@@ -139,6 +139,7 @@ class OfflineStack:
             elif kind == "AWS::Serverless::Function":
                 self.arns[logical_id] = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
             elif kind == "AWS::Serverless::StateMachine":
+                name = str(self.resolve(props.get("Name", name)))  # named in the template: its ARN is known up front
                 self.arns[logical_id] = f"arn:aws:states:{self.region}:{ACCOUNT_ID}:stateMachine:{name}"
             elif kind == "AWS::DynamoDB::Table":
                 self.arns[logical_id] = f"arn:aws:dynamodb:{self.region}:{ACCOUNT_ID}:table/{name}"

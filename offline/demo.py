@@ -166,7 +166,7 @@ def _charthop(offline: Offline, csv_path: Path) -> bool:
     print(f"   webhook answered HTTP {pressed['status']} {pressed['body']}")
     ok_sync_now = verdict(offline, printer.follow(pressed["process"]["id"]))
 
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     print(f"\nChartHop received {len(offline.emulator.uploads)} imports; every updateProcess call is shown above.")
     return ok_upload and ok_sync_now
 
@@ -176,7 +176,7 @@ def _further(offline: Offline, progress_log: ProgressLog, target: str, csv_path:
     key = offline.stage(csv_path.name, csv_path.read_bytes(), folder=target)
     print(f"\n{name}: {csv_path.name} is dropped at s3://{offline.bucket}/{key}")
     finished = progress_log.follow(target)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     values = progress_log.progress_values(finished["sync_id"])
     ok = finished["status"] == "DONE" and all(b > a for a, b in itertools.pairwise(values)) and values[-1:] == [1.0]
     print(f"   => {finished['status']}: {finished.get('progress_message')}")

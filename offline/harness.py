@@ -148,6 +148,27 @@ class Offline:
             time.sleep(settle_seconds)  # a Wait state in progress finishes its (test-sized) wait first
         self.runtime.wait_idle()
 
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Waits until the triggers have run and every sync's start (its loop's first task, which checks
+        and uploads the file) is over: what the import starter alone did before the loop owned the start."""
+        deadline = time.monotonic() + timeout
+        sfn = boto3.client("stepfunctions", region_name=self.stack.region)
+        while True:
+            self.runtime.wait_idle(max(0.1, deadline - time.monotonic()))
+            executions = sfn.list_executions(stateMachineArn=self.stack.state_machine_arn())["executions"]
+            starting = [e for e in executions if e["status"] == "RUNNING" and not self._past_start(sfn, e)]
+            if not starting:
+                self.runtime.wait_idle(max(0.1, deadline - time.monotonic()))
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(starting)} sync start(s) did not finish")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _past_start(sfn: Any, execution: Any) -> bool:
+        events = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
+        return any(event.get("stateEnteredEventDetails", {}).get("name") == "FollowImport" for event in events)
+
     def stop_execution(self, execution_arn: str, timeout: float = 10.0) -> None:
         """Stops an execution once it has entered its first state: moto fails a stop that arrives before
         its worker thread has set the execution up (AttributeError in moto; Step Functions has no such window)."""
@@ -273,6 +294,7 @@ def offline_environment(
                     "ChartHopOrgId": emulator.config.org_id,
                     "ChartHopAppName": emulator.config.app_name,
                     "ChartHopAppUserId": emulator.config.app_user_id,
+                    "ChartHopAppId": emulator.config.app_id,
                     "ChartHopBaseUrl": emulator.base_url,
                     "PollInitialSeconds": str(poll_initial_seconds),
                     "PollMaxSeconds": str(poll_max_seconds),

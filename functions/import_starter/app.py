@@ -1,7 +1,9 @@
-"""Import starter: a staged CSV (S3 event) or a "Sync Now" request becomes a ChartHop import + status loop.
+"""Import starter: a staged CSV (S3 event) or a "Sync Now" request becomes a sync with its status loop, and
+the loop's first task (`{"startSync": ...}`) checks the file as it streams to the target and starts the import.
 
-Both paths are idempotent (Powertools idempotency on DynamoDB): one import per S3 object version and
-one per sync process, however often S3, Lambda or the webhook deliver the same event.
+The triggers are idempotent (Powertools idempotency on DynamoDB, plus the start journal and the loop's
+execution name): one sync per S3 object version and per sync process, however often S3, Lambda or the
+webhook deliver the same event. The import itself runs in the loop (see people_sync/sync_start.py).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import aws_clients, routing, sync_service
+from people_sync import aws_clients, routing, sync_start
+from people_sync.charthop_client import time_budget
 from people_sync.config import AppSettings
 from people_sync.errors import TargetNotConfigured
-from people_sync.models import SyncNowRequest
+from people_sync.models import StartRequest, SyncNowRequest
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
 
@@ -34,6 +37,25 @@ tracer = Tracer(patch_modules=TRACE_AWS_AND_TARGETS)
 metrics = Metrics()
 #: A version of an S3 object never changes, so a replay a week later is still a duplicate.
 idempotency = IdempotencyConfig(expires_after_seconds=7 * 24 * 3600, raise_on_no_idempotency_key=True)
+#: A trigger takes a few calls (open the sync, start its loop); an attempt that died holds its "in progress"
+#: record only this long, so Lambda's retry (a minute later) continues it instead of skipping it as a duplicate.
+TRIGGER_SECONDS = 45
+#: Seconds left for closing a sync after the last target call of a start.
+CALL_MARGIN_SECONDS = 10
+
+
+class _TriggerDeadline:
+    """The invocation's context, with the remaining time Powertools reads for "in progress" records capped
+    at TRIGGER_SECONDS (the function's own timeout is sized for the import task, not for a trigger)."""
+
+    def __init__(self, context: LambdaContext) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return min(self._context.get_remaining_time_in_millis(), TRIGGER_SECONDS * 1000)
 
 
 @cache
@@ -47,29 +69,46 @@ def _idempotency_store() -> DynamoDBPersistenceLayer:
 
 def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
     sync_request = SyncNowRequest.model_validate(request)
-    state = sync_service.sync_now(
+    sync_id = sync_start.sync_now_requested(
         sync_context(), sync_request.org_id, sync_request.sync_process_id, app_id=sync_request.app_id
     )
-    return {"syncProcessId": sync_request.sync_process_id, "importId": state.import_id if state else None}
+    return {"syncProcessId": sync_id}
 
 
 def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
     try:
         ctx = sync_context(routing.target_for_key(object_version["key"], AppSettings.from_env()))
     except TargetNotConfigured as error:  # e.g. no token for it yet: say so where syncs show, keep the file
-        sync_service.reject_object(
+        sync_start.reject_object(
             sync_context(), **_without_size(object_version), reason=error.user_message, code="target-not-configured"
         )
-        return {"key": object_version["key"], "importId": None}
-    state = sync_service.object_staged(ctx, **object_version)
-    return {"key": object_version["key"], "importId": state.import_id if state else None}
+        return {"key": object_version["key"], "syncProcessId": None}
+    sync_id = sync_start.object_staged(ctx, **object_version)
+    return {"key": object_version["key"], "syncProcessId": sync_id}
+
+
+def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
+    """The status loop's first task: returns the loop's state, or no `importId` when there is nothing to
+    follow (refused and closed, or not this app's)."""
+    request = StartRequest.model_validate(payload)
+    logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
+    state = sync_start.begin_sync(sync_context(request.target), request)
+    if state is None:
+        return {"syncProcessId": request.sync_process_id, "started": False}
+    metrics.add_metric(name="ImportsStarted", unit=MetricUnit.Count, value=1)
+    return state.to_json_dict()
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    idempotency.register_lambda_context(context)
+    if "startSync" in event:
+        # Every target call ends before the function would be killed, so a slow target fails the start
+        # with a message instead of a timeout.
+        with time_budget(context.get_remaining_time_in_millis() / 1000 - CALL_MARGIN_SECONDS):
+            return begin_sync(event["startSync"])
+    idempotency.register_lambda_context(_TriggerDeadline(context))  # type: ignore[arg-type]
     if "Records" not in event:
         # Only "Sync Now" is parsed with the Powertools parser (~20 ms of its own on top of pydantic).
         from aws_lambda_powertools.utilities.parser import parse
@@ -77,7 +116,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         request = parse(event=event, model=SyncNowRequest)
         logger.append_keys(sync_process_id=request.sync_process_id)
         key = request.model_dump(mode="json", include=_SYNC_NOW_KEY)
-        return _started([_once(start_sync_now, "sync-now", request=key)])
+        return _triggered([_once(start_sync_now, "sync-now", request=key)])
     # Only the upload path reads S3 events; importing the data classes package costs a "Sync Now" ~10 ms.
     from aws_lambda_powertools.utilities.data_classes import S3Event
 
@@ -92,7 +131,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "size": s3_object.size,
         }
         started.append(_once(start_file_sync, "s3-object", object_version=version))
-    return _started(started)
+    return _triggered(started)
 
 
 def _without_size(object_version: dict[str, Any]) -> dict[str, Any]:
@@ -116,13 +155,13 @@ def _once(function: Callable[..., dict[str, Any]], key_prefix: str, **argument: 
     try:
         result: dict[str, Any] = once(**argument)
     except IdempotencyAlreadyInProgressError:
-        logger.warning("duplicate delivery while the first is still being handled; skipped")
+        # Either a duplicate arriving while the first is handled, or the retry of an attempt that died:
+        # fail, so Lambda delivers it again once the "in progress" record has expired (TRIGGER_SECONDS).
+        logger.warning("delivery while an earlier one is in progress; failing so that it is retried")
         metrics.add_metric(name="DuplicateDeliveries", unit=MetricUnit.Count, value=1)
-        return {"duplicate": True}
+        raise
     return result
 
 
-def _started(results: list[dict[str, Any]]) -> dict[str, Any]:
-    import_ids = [result["importId"] for result in results if result.get("importId")]
-    metrics.add_metric(name="ImportsStarted", unit=MetricUnit.Count, value=len(import_ids))
-    return {"importIds": import_ids}
+def _triggered(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"syncProcessIds": [result["syncProcessId"] for result in results if result.get("syncProcessId")]}

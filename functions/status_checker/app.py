@@ -10,11 +10,14 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync import status_loop
+from people_sync.charthop_client import time_budget
 from people_sync.models import LoopTaskEvent
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
 
 logger = Logger()
+#: Seconds left for recording the check's outcome after the last target call.
+CALL_MARGIN_SECONDS = 5
 tracer = Tracer(patch_modules=TRACE_AWS_AND_TARGETS)
 
 
@@ -24,6 +27,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     task = parse(event=event, model=LoopTaskEvent)
     state = task.state
     logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target)
-    outcome = status_loop.follow_import(sync_context(state.target), state, task.task_token)
+    # Every ChartHop/target call ends before the function would be killed (a slow target fails the check
+    # in bounded time, and the check lease outlives the check).
+    with time_budget(context.get_remaining_time_in_millis() / 1000 - CALL_MARGIN_SECONDS):
+        outcome = status_loop.follow_import(sync_context(state.target), state, task.task_token)
     logger.info("import followed", extra={"outcome": outcome, "attempt": state.poll.attempt})
     return {"outcome": outcome}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -10,7 +11,7 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync import sync_service
-from people_sync.models import SyncState
+from people_sync.models import StagedFile, StartRequest, SyncState
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
 
@@ -28,11 +29,19 @@ EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("detail-type") == EXECUTION_STATUS_CHANGE:
         return _close_abandoned_sync(event["detail"])
-    state = parse(event=event, model=SyncState)
-    ctx = sync_context(state.target)
-    logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target)
     error = event.get("error")
-    outcome = sync_service.workflow_failed(ctx, state, error) if error else sync_service.finish_sync(ctx, state)
+    if "importId" not in event:  # the loop's first task failed: no import was followed yet
+        request = parse(event=event, model=StartRequest)
+        logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
+        outcome = sync_service.start_failed(sync_context(request.target), request, error or {})
+    else:
+        state = parse(event=event, model=SyncState)
+        ctx = sync_context(state.target)
+        logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target)
+        outcome = sync_service.workflow_failed(ctx, state, error) if error else sync_service.finish_sync(ctx, state)
+    if outcome["status"] == "ALREADY_CLOSED":
+        logger.info("the sync was already closed, or is not this app's")
+        return outcome
     metrics.add_metric(
         name="SyncsDone" if outcome["status"] == "DONE" else "SyncsFailed", unit=MetricUnit.Count, value=1
     )
@@ -42,9 +51,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 def _close_abandoned_sync(detail: dict[str, Any]) -> dict[str, Any]:
     """EventBridge says an execution FAILED, TIMED_OUT or was ABORTED: no sync may stay "running"."""
-    state = SyncState.model_validate_json(detail["input"])
-    logger.append_keys(sync_process_id=state.sync_process_id, execution_status=detail["status"])
-    outcome = sync_service.execution_ended(sync_context(state.target), state, detail["status"])
+    started = json.loads(detail["input"])
+    sync_id, target = started["syncProcessId"], started.get("target", "charthop")
+    file = StagedFile.model_validate(started["file"]) if started.get("file") else None
+    logger.append_keys(sync_process_id=sync_id, execution_status=detail["status"])
+    outcome = sync_service.execution_ended(sync_context(target), sync_id, detail["status"], file)
     if outcome is None:
         logger.info("execution ended; the sync was already closed")
         return {"status": "ALREADY_CLOSED"}

@@ -34,7 +34,7 @@ def finished(offline: Offline, target: str, timeout: float = 60.0) -> tuple[dict
     """The sync's execution once it ended, and what its finalizer reported."""
     execution = offline.execution_for_file(target)
     ended = offline.wait_for_execution(execution["executionArn"], timeout=timeout)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     outcomes = [i.result for i in offline.runtime.invocations_of("SyncFinalizerFunction") if i.result]
     return ended, outcomes[-1]
 
@@ -112,7 +112,7 @@ def test_orgvue_file_without_action_column_is_refused_before_anything_is_sent() 
     with offline_environment(further_targets=True) as offline:
         assert offline.orgvue is not None
         offline.stage("people.csv", b"employeeID,fullName\n1,Ada\n", folder="orgvue")
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         [report] = offline.failed_reports()
         assert report["code"] == "missing-action"
         assert offline.orgvue.imports == []
@@ -180,7 +180,7 @@ def test_a_target_without_its_token_is_reported_in_charthop_and_the_file_kept() 
             SecretId=offline.stack.physical["TargetTokensSecret"], SecretString='{"elma365": "x"}'
         )
         offline.stage("people.csv", ORGVUE_CSV, folder="orgvue")
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         [sync] = offline.sync_processes()
         process = offline.wait_for_process(sync["id"])
         assert process["status"] == "ERROR"

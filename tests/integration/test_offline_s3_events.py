@@ -31,7 +31,7 @@ def upload_and_finish(offline: Offline) -> tuple[str, dict[str, Any]]:
     known = {process["id"] for process in offline.sync_processes()}
     s3 = boto3.client("s3", region_name=offline.stack.region)
     version_id = s3.put_object(Bucket=offline.bucket, Key=offline.staged_key("roster.csv"), Body=ROSTER)["VersionId"]
-    offline.runtime.wait_idle()  # the S3 notification's invocation has run: its sync exists, if it started one
+    offline.wait_idle()  # the S3 notification's invocation has run: its sync exists, if it started one
     process = offline.wait_for_process(str(offline.wait_for_new_sync(known, timeout=5)["id"]))
     return version_id, process
 

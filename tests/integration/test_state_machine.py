@@ -83,7 +83,8 @@ def test_slow_import_needs_several_loops_and_moves_the_bar_each_time() -> None:
         assert states_entered(offline, sync_id, "FollowImport") == checks + 1
         assert states_entered(offline, sync_id, "IsImportFinished") == 1
         entered = [event for event in offline.execution_history(sync_id) if event["type"].endswith("StateEntered")]
-        assert len(entered) == checks + 1 + 2  # + IsImportFinished + FinishSync
+        # + StartImport, IsImportStarted (the start), IsImportFinished, FinishSync
+        assert len(entered) == checks + 1 + 4
         values = offline.progress_values(sync_id)
         assert_strictly_increasing_to_one(values)
         assert len(values) == 2 + 4 + 1  # uploading, accepted, four running steps, done
@@ -114,8 +115,10 @@ def test_rejected_charthop_call_marks_the_sync_error_and_fails_the_execution(off
     sync_id = drop_roster(offline)
     process = offline.wait_for_process(sync_id)
     assert process["status"] == "ERROR"
-    assert process["message"].startswith("The sync of roster.csv stopped: ChartHop refused to read the process")
+    assert process["message"].startswith("Could not follow ChartHop's import of roster.csv (import ")
+    assert "ChartHop refused to read the process" in process["message"]
     assert "Primary Editor" in process["message"]
+    assert "may still be running or have finished in ChartHop" in process["message"]  # not "the import failed"
     assert offline.execution_status(sync_id) == "FAILED"
 
 
@@ -135,7 +138,7 @@ def test_import_that_never_finishes_times_out_with_a_clear_message() -> None:
 def test_sync_now_imports_the_staged_file_under_charthops_process() -> None:
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.5), import_on_upload=False) as offline:
         offline.stage("roster.csv", ROSTER)
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         assert offline.emulator.uploads == []  # waits for "Sync Now"
         pressed = offline.emulator.press_sync_now()
         assert pressed["status"] == 202
@@ -149,11 +152,12 @@ def test_sync_now_imports_the_staged_file_under_charthops_process() -> None:
 def test_sync_now_with_nothing_staged_tells_the_user(offline: Offline) -> None:
     pressed = offline.emulator.press_sync_now()
     assert pressed["status"] == 202
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     process = offline.emulator.process(pressed["process"]["id"])
     assert process["status"] == "ERROR"
     assert "No CSV is staged" in process["message"]
-    assert offline.execution(process["id"]) is None
+    assert offline.execution_status(process["id"]) == "SUCCEEDED"  # the start closed it: nothing to follow
+    assert states_entered(offline, process["id"], "FollowImport") == 0
 
 
 def test_webhook_ignores_other_events_over_http(offline: Offline) -> None:
@@ -163,14 +167,14 @@ def test_webhook_ignores_other_events_over_http(offline: Offline) -> None:
     )
     assert response.status_code == 202
     assert response.json()["action"] == "ignored"
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     assert offline.runtime.invocations_of("ImportStarterFunction") == []
 
 
 @pytest.mark.parametrize("token", [None, "", "wrong", WEBHOOK_TOKEN[:-1], WEBHOOK_TOKEN + "x"])
 def test_sync_now_without_the_webhook_token_is_401_and_starts_nothing(offline: Offline, token: str | None) -> None:
     offline.stage("roster.csv", ROSTER)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     uploads_before = len(offline.emulator.uploads)
     process = offline.emulator.create_sync_process()
     params = {} if token is None else {"token": token}
@@ -178,7 +182,12 @@ def test_sync_now_without_the_webhook_token_is_401_and_starts_nothing(offline: O
         offline.webhook_url, params=params, json=offline.emulator.sync_now_event(process), timeout=10
     )
     assert response.status_code == 401
-    offline.runtime.wait_idle()
-    assert offline.runtime.invocations_of("ImportStarterFunction")[1:] == []  # only the upload's invocation
+    offline.wait_idle()
+    sync_now_triggers = [
+        invocation
+        for invocation in offline.runtime.invocations_of("ImportStarterFunction")
+        if invocation.event.get("kind") == "sync-now"
+    ]
+    assert sync_now_triggers == []
     assert len(offline.emulator.uploads) == uploads_before
     assert offline.emulator.process(process["id"])["status"] == "PENDING"

@@ -78,7 +78,7 @@ def test_bad_input_is_refused_reported_and_kept(
 ) -> None:
     key = name[1:] if name.startswith("/") else offline.staged_key(name)
     offline.put(key, body)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     [sync] = offline.sync_processes()
     process = offline.wait_for_process(sync["id"])
     assert process["status"] == "ERROR"
@@ -94,7 +94,7 @@ def test_bad_input_is_refused_reported_and_kept(
 
 def test_utf8_with_bom_is_accepted(offline: Offline) -> None:
     offline.stage("roster.csv", b"\xef\xbb\xbf" + ROSTER)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     [sync] = offline.sync_processes()
     assert offline.wait_for_process(sync["id"])["status"] == "DONE"
     assert offline.emulator.uploads[0].rows == 25
@@ -104,7 +104,7 @@ def test_utf8_with_bom_is_accepted(offline: Offline) -> None:
 def test_charthop_refusing_the_file_moves_it_to_failed(offline: Offline) -> None:
     offline.emulator.inject("importDataCsv", Fault.http(400))
     offline.stage("roster.csv", ROSTER)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     [sync] = offline.sync_processes()
     process = offline.wait_for_process(sync["id"])
     assert process["message"].startswith("ChartHop refused roster.csv")
@@ -115,7 +115,7 @@ def test_charthop_refusing_the_file_moves_it_to_failed(offline: Offline) -> None
 def test_charthop_down_keeps_the_file_staged_for_a_retry(offline: Offline) -> None:
     offline.emulator.inject("importDataCsv", *[Fault.http(503)] * 4)
     offline.stage("roster.csv", ROSTER)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     [sync] = offline.sync_processes()
     process = offline.wait_for_process(sync["id"])
     assert process["status"] == "ERROR"

@@ -25,9 +25,18 @@ def offline() -> Iterator[Offline]:
 
 
 def executions(offline: Offline) -> list[str]:
+    """The status loops that followed an import (a refused or ignored start also has an execution, which
+    ends at its first task)."""
     sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
     found = sfn.list_executions(stateMachineArn=offline.stack.state_machine_arn())["executions"]
-    return sorted(execution["name"] for execution in found)
+    return sorted(
+        execution["name"]
+        for execution in found
+        if any(
+            event.get("stateEnteredEventDetails", {}).get("name") == "FollowImport"
+            for event in sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)["events"]
+        )
+    )
 
 
 def replay(offline: Offline, event: dict[str, object]) -> None:
@@ -42,12 +51,12 @@ def first_s3_event(offline: Offline) -> dict[str, object]:
 
 def test_replayed_s3_event_imports_once(offline: Offline) -> None:
     offline.stage("roster.csv", ROSTER)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     sync = offline.wait_for_new_sync(set())
     offline.wait_for_process(sync["id"])
     for _ in range(3):
         replay(offline, first_s3_event(offline))
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     assert len(offline.emulator.uploads) == 1
     assert len(offline.sync_processes()) == 1
     assert executions(offline) == [f"sync-{sync['id']}"]
@@ -56,22 +65,22 @@ def test_replayed_s3_event_imports_once(offline: Offline) -> None:
 def test_simultaneous_duplicate_s3_deliveries_import_once(offline: Offline) -> None:
     offline.emulator.import_behaviour = ImportBehaviour(duration_s=0.3)
     offline.stage("roster.csv", ROSTER)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     event = first_s3_event(offline)
     threads = [threading.Thread(target=replay, args=(offline, event)) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     assert len(offline.emulator.uploads) == 1
 
 
 def test_a_new_version_of_the_same_file_is_a_new_import(offline: Offline) -> None:
     offline.stage("roster.csv", ROSTER)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     offline.stage("roster.csv", ROSTER + b"E2000,New,Hire,Engineer,Engineering,Remote,E1000,2026-11-01,n@example.com\n")
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     assert [upload.rows for upload in offline.emulator.uploads] == [25, 26]
 
 
@@ -82,10 +91,10 @@ def test_duplicate_webhook_delivery_starts_one_import_and_one_loop() -> None:
         event = offline.emulator.sync_now_event(process)
         answers = [requests.post(offline.authorised_webhook_url, json=event, timeout=10).status_code for _ in range(3)]
         assert answers == [202, 202, 202]
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         assert offline.wait_for_process(process["id"])["status"] == "DONE"
         requests.post(offline.authorised_webhook_url, json=event, timeout=10)  # a late replay, after DONE
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         assert len(offline.emulator.uploads) == 1
         assert executions(offline) == [f"sync-{process['id']}"]
 
@@ -98,7 +107,7 @@ def test_replay_for_a_finished_process_with_a_new_event_id_is_ignored() -> None:
         updates_before = len(offline.emulator.updates)
         replayed = {**pressed["event"], "id": "a-different-event-id"}
         requests.post(offline.authorised_webhook_url, json=replayed, timeout=10)
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         assert len(offline.emulator.uploads) == 1
         assert len(offline.emulator.updates) == updates_before  # the finished sync is left as it was
 
@@ -107,9 +116,9 @@ def test_sync_now_while_a_sync_runs_is_reported_as_already_running() -> None:
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=3), import_on_upload=False) as offline:
         offline.stage("roster.csv", ROSTER)
         first = offline.emulator.press_sync_now()["process"]["id"]
-        offline.runtime.wait_idle()  # the first sync's import is running in ChartHop now
+        offline.wait_idle()  # the first sync's import is running in ChartHop now
         second = offline.emulator.press_sync_now()["process"]["id"]
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         refused = offline.emulator.process(second)
         assert refused["status"] == "ERROR"
         assert "Another sync is already running" in refused["message"]
@@ -123,7 +132,7 @@ def test_two_sync_now_presses_at_the_same_instant_start_one_import() -> None:
     the org-wide Sync Now slot, a DynamoDB conditional write, lets exactly one through."""
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=1), import_on_upload=False) as offline:
         offline.stage("roster.csv", ROSTER)
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         events = [offline.emulator.sync_now_event(offline.emulator.create_sync_process()) for _ in range(2)]
         start = threading.Barrier(len(events))
 
@@ -148,10 +157,10 @@ def test_two_sync_now_presses_at_the_same_instant_start_one_import() -> None:
 
 def test_sync_now_for_an_unknown_process_starts_nothing(offline: Offline) -> None:
     offline.stage("roster.csv", ROSTER)
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     uploads = len(offline.emulator.uploads)
     fake = {"id": "ffffffffffffffffffffffff", "orgId": offline.org_id}
     event = offline.emulator.sync_now_event(fake)
     assert requests.post(offline.authorised_webhook_url, json=event, timeout=10).status_code == 202
-    offline.runtime.wait_idle()
+    offline.wait_idle()
     assert len(offline.emulator.uploads) == uploads

@@ -32,7 +32,8 @@ def test_outage_beyond_the_loops_tolerance_marks_the_sync_error() -> None:
         sync_id = drop_roster(offline)
         process = offline.wait_for_process(sync_id, timeout=60)
         assert process["status"] == "ERROR"
-        assert process["message"].startswith("The sync of roster.csv stopped: ChartHop is unavailable (HTTP 503)")
+        assert process["message"].startswith("Could not follow ChartHop's import of roster.csv (import ")
+        assert "ChartHop is unavailable (HTTP 503)" in process["message"]
         assert offline.execution_status(sync_id) == "FAILED"
         failed = [
             e["taskFailedEventDetails"]["error"]
@@ -62,7 +63,7 @@ def test_transport_faults_on_every_call_are_retried(fault: Fault) -> None:
 def test_aborted_execution_is_closed_by_the_watchdog_once() -> None:
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=60)) as offline:
         sync_id = drop_roster(offline)
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         execution = offline.execution(sync_id)
         assert execution is not None
         sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
@@ -113,7 +114,7 @@ def test_import_starter_that_keeps_failing_lands_in_the_failed_events_queue() ->
         # ChartHop refuses every createProcess: the upload's sync cannot even be shown in ChartHop
         offline.emulator.inject("createProcess", *[Fault.http(503)] * 100)
         offline.stage("roster.csv", ROSTER)
-        offline.runtime.wait_idle()
+        offline.wait_idle()
         assert len(offline.runtime.invocations_of("ImportStarterFunction")) == 1
         sqs = boto3.client("sqs", region_name=offline.stack.region)
         queue_url = offline.stack.physical["FailedEventsQueue"]

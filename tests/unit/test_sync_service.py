@@ -12,11 +12,11 @@ import pytest
 from moto import mock_aws
 
 from offline.charthop_emulator import ChartHopEmulator
-from people_sync import sync_service
+from people_sync import sync_service, sync_start
 from people_sync.charthop_client import ChartHopClient
 from people_sync.config import AppSettings
 from people_sync.errors import ChartHopRejected
-from people_sync.models import ImportJob, ImportStatus, StagedFile, SyncState
+from people_sync.models import ImportJob, ImportStatus, StagedFile, StartRequest, SyncState
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import OpenBody
 from people_sync.targets.charthop import ChartHopProgressReporter
@@ -124,6 +124,7 @@ def make_ctx(
         poll_max_seconds=60,
         import_timeout_seconds=600,
         import_on_upload=import_on_upload,
+        app_id=emulator.config.app_id,
     )
     reporter = RecordingReporter(
         ChartHopProgressReporter(client, ORG, app_name="people-sync", app_user_id=emulator.config.app_user_id)
@@ -159,17 +160,18 @@ def test_sync_now_imports_the_newest_csv_and_starts_one_loop(aws, emulator, clie
     stage(aws, "new.csv", csv_body("new"))
     stage(aws, "notes.txt", b"not a csv")
     sync_id = emulator.create_sync_process()["id"]
-    state = sync_service.sync_now(ctx, ORG, sync_id)
+    assert sync_start.sync_now_requested(ctx, ORG, sync_id, app_id=emulator.config.app_id) == sync_id
+    [execution] = aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"]
+    assert execution["name"] == f"sync-{sync_id}"
+    started_with = json.loads(aws["sfn"].describe_execution(executionArn=execution["executionArn"])["input"])
+    state = sync_start.begin_sync(ctx, StartRequest.model_validate(started_with))
     assert state is not None
     assert [(staged.name, body, sync) for staged, body, sync in target.started] == [
         ("new.csv", csv_body("new"), sync_id)
     ]
     assert [round(p, 2) for _, p, _ in reporter.progress] == [0.02, 0.05]
-    [execution] = aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"]
-    assert execution["name"] == f"sync-{sync_id}"
-    started_with = json.loads(aws["sfn"].describe_execution(executionArn=execution["executionArn"])["input"])
-    assert started_with["importId"] == "import-1"
-    assert started_with["poll"]["waitSeconds"] == 5
+    assert state.import_id == "import-1"
+    assert state.poll.wait_seconds == 5
 
 
 def test_same_second_uploads_pick_the_greater_key(aws, emulator, client) -> None:
@@ -182,14 +184,14 @@ def test_same_second_uploads_pick_the_greater_key(aws, emulator, client) -> None
         if times[0] == times[1]:
             break
     assert times[0] == times[1], "could not stage two files within one second"
-    sync_service.sync_now(ctx, ORG, emulator.create_sync_process()["id"])
+    sync_start.sync_now(ctx, ORG, emulator.create_sync_process()["id"])
     assert target.started[0][1] == csv_body("later")
 
 
 def test_sync_now_without_a_staged_file_marks_the_sync_error(aws, emulator, client) -> None:
     target = ScriptedTarget()
     ctx, reporter, _ = make_ctx(aws, emulator, client, target)
-    assert sync_service.sync_now(ctx, ORG, emulator.create_sync_process()["id"]) is None
+    assert sync_start.sync_now(ctx, ORG, emulator.create_sync_process()["id"]) is None
     [finished] = reporter.finished
     assert not finished["succeeded"]
     assert "No CSV is staged" in finished["message"]
@@ -199,28 +201,27 @@ def test_sync_now_without_a_staged_file_marks_the_sync_error(aws, emulator, clie
 def test_a_second_start_for_the_same_sync_runs_no_second_loop(aws, emulator, client) -> None:
     ctx, _, _ = make_ctx(aws, emulator, client, ScriptedTarget())
     staged = stage(aws, "roster.csv")
-    state = sync_service.start_import(ctx, staged, "sync-1")
-    assert state is not None
-    sync_service.start_status_loop(ctx, state.model_copy(update={"import_id": "other"}))
+    request = StartRequest(kind="upload", org_id=ORG, sync_process_id="sync-1", file=staged)
+    sync_start.start_status_loop(ctx, request)
+    sync_start.start_status_loop(ctx, request)
+    sync_start.start_status_loop(ctx, request.model_copy(update={"kind": "sync-now"}))
     assert len(aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"]) == 1
 
 
 def test_import_that_cannot_start_marks_the_sync_error(aws, emulator, client) -> None:
     target = ScriptedTarget(fail=ChartHopRejected("ChartHop refused to start the import (HTTP 403)", status=403))
     ctx, reporter, _ = make_ctx(aws, emulator, client, target)
-    assert sync_service.start_import(ctx, stage(aws, "roster.csv"), "sync-1") is None
+    assert sync_start.start_import(ctx, stage(aws, "roster.csv"), "sync-1") is None
     assert reporter.finished[0]["message"].startswith("Scripted refused roster.csv")
     assert "HTTP 403" in reporter.finished[0]["message"]
     assert "moved to s3://" in reporter.finished[0]["message"]
-    assert aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"] == []
 
 
 def test_file_drop_creates_a_charthop_sync_process(aws, emulator, client) -> None:
     target = ScriptedTarget()
     ctx, _, _ = make_ctx(aws, emulator, client, target)
-    state = sync_service.file_dropped(ctx, stage(aws, "roster.csv"))
-    assert state is not None
-    process = emulator.process(state.sync_process_id)
+    sync_id = sync_start.file_dropped(ctx, stage(aws, "roster.csv"))
+    process = emulator.process(sync_id)
     assert process["type"] == "sync"
     assert process["runUserId"] == emulator.config.app_user_id
     assert "roster.csv" in process["label"]
@@ -230,7 +231,7 @@ def test_file_drop_waits_for_sync_now_when_configured(aws, emulator, client) -> 
     target = ScriptedTarget()
     ctx, _, _ = make_ctx(aws, emulator, client, target, import_on_upload=False)
     staged = stage(aws, "roster.csv")
-    assert sync_service.object_staged(ctx, BUCKET, staged.key, staged.version_id, staged.size) is None
+    assert sync_start.object_staged(ctx, BUCKET, staged.key, staged.version_id, staged.size) is None
     assert target.started == []
     assert emulator.processes == {}
 
@@ -306,12 +307,16 @@ def test_finish_sync_messages(aws, emulator, client) -> None:
         "status": "DONE",
         "message": "Imported roster.csv: 2 rows, 1 created, 1 updated",
     }
-    failed = base.model_copy(update={"outcome": "ERROR", "import_message": "Unknown column Salary"})
+    failed = base.model_copy(
+        update={"sync_process_id": "sync-2", "outcome": "ERROR", "import_message": "Unknown column Salary"}
+    )
     assert "Unknown column Salary" in sync_service.finish_sync(ctx, failed)["message"]
-    late = base.model_copy(update={"outcome": "TIMED_OUT"})
+    late = base.model_copy(update={"sync_process_id": "sync-3", "outcome": "TIMED_OUT"})
     assert "did not finish within 10 minutes" in sync_service.finish_sync(ctx, late)["message"]
     assert [entry["succeeded"] for entry in reporter.finished] == [True, False, False]
     assert reporter.finished[0]["results"]["importProcessId"] == "import-1"
+    sync_service.finish_sync(ctx, failed.model_copy(update={"sync_process_id": base.sync_process_id}))
+    assert len(reporter.finished) == 3  # a sync is closed once: nothing is written after its final status
 
 
 def test_giving_up_on_an_import_frees_what_the_target_holds_for_it(aws, emulator, client) -> None:
@@ -320,8 +325,10 @@ def test_giving_up_on_an_import_frees_what_the_target_holds_for_it(aws, emulator
     base = loop_state(aws, clock)
     sync_service.finish_sync(ctx, base.model_copy(update={"outcome": "DONE"}))
     assert target.abandoned == []
-    sync_service.finish_sync(ctx, base.model_copy(update={"outcome": "TIMED_OUT"}))
-    sync_service.workflow_failed(ctx, base, {"Error": "States.Timeout", "Cause": "x"})
+    sync_service.finish_sync(ctx, base.model_copy(update={"sync_process_id": "sync-2", "outcome": "TIMED_OUT"}))
+    sync_service.workflow_failed(
+        ctx, base.model_copy(update={"sync_process_id": "sync-3"}), {"Error": "States.Timeout", "Cause": "x"}
+    )
     assert [job.import_id for job in target.abandoned] == ["import-1", "import-1"]
 
 
@@ -329,7 +336,11 @@ def test_workflow_failure_shows_the_lambda_error_message(aws, emulator, client) 
     ctx, reporter, clock = make_ctx(aws, emulator, client, ScriptedTarget())
     error = {"Error": "ChartHopRejected", "Cause": json.dumps({"errorMessage": "token revoked", "errorType": "X"})}
     outcome = sync_service.workflow_failed(ctx, loop_state(aws, clock), error)
-    assert outcome == {"status": "ERROR", "message": "The sync of roster.csv stopped: token revoked"}
+    assert outcome == {
+        "status": "ERROR",
+        "message": "Could not follow Scripted's import of roster.csv (import import-1): token revoked. "
+        "The import may still be running or have finished in Scripted; check it there.",
+    }
     assert not reporter.finished[0]["succeeded"]
 
 
@@ -337,7 +348,7 @@ def test_sync_now_for_another_org_starts_nothing(aws, emulator, client) -> None:
     target = ScriptedTarget()
     ctx, reporter, _ = make_ctx(aws, emulator, client, target)
     stage(aws, "roster.csv", csv_body("x"))
-    assert sync_service.sync_now(ctx, "some-other-org", emulator.create_sync_process()["id"]) is None
+    assert sync_start.sync_now(ctx, "some-other-org", emulator.create_sync_process()["id"]) is None
     assert (target.started, reporter.progress, reporter.finished) == ([], [], [])
     assert emulator.calls == []
 
@@ -349,13 +360,13 @@ def test_a_second_sync_now_while_the_first_is_starting_is_refused_by_the_orgs_sl
     first, second = emulator.create_sync_process()["id"], emulator.create_sync_process()["id"]
     # the first press's import starter is half-way: it holds the slot, ChartHop shows nothing RUNNING yet
     assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), first, 60)
-    assert sync_service.sync_now(ctx, ORG, second) is None
+    assert sync_start.sync_now(ctx, ORG, second) is None
     assert reporter.finished[-1]["sync_id"] == second
     assert reporter.finished[-1]["message"].startswith("Another sync is already running; this one was not started.")
     assert target.started == []
     sync_service.fail_sync(ctx, first, "The sync of roster.csv stopped: ...")  # the first sync is closed
     third = emulator.create_sync_process()["id"]
-    state = sync_service.sync_now(ctx, ORG, third)
+    state = sync_start.sync_now(ctx, ORG, third)
     assert state is not None
     assert not ctx.slots.acquire(sync_service.sync_now_slot(ORG), "someone-else", 60)  # held by the third
     sync_service.finish_sync(ctx, state.model_copy(update={"outcome": "DONE"}))

@@ -55,6 +55,9 @@ class AppSettings:
     #: Where targets that call back (Orgvue) call, and the secret that signs each sync's callback URL.
     target_callback_url: str = ""
     callback_signing_secret_name: str = ""
+    #: This app's ChartHop app id: only processes carrying it are ever touched (a "Sync Now" for a process of
+    #: another app starts nothing). Empty: a process must carry the app id its delivery names.
+    app_id: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
@@ -89,6 +92,7 @@ class AppSettings:
             target_tokens_secret_name=env.get("TARGET_TOKENS_SECRET", ""),
             target_callback_url=env.get("TARGET_CALLBACK_URL", ""),
             callback_signing_secret_name=env.get("CALLBACK_SIGNING_SECRET", ""),
+            app_id=env.get("CHARTHOP_APP_ID", ""),
         )
 
 

@@ -134,6 +134,19 @@ class SyncNowRequest(CamelModel):
     requested_by: str | None = None
 
 
+class StartRequest(CamelModel):
+    """The status loop's input: a sync to start. Its first task (the import starter) checks and uploads the
+    file and starts the import, so from the moment a sync exists, its execution answers for closing it."""
+
+    kind: Literal["upload", "sync-now"]
+    target: str = "charthop"
+    org_id: str
+    sync_process_id: str
+    #: The staged object version (uploads); "Sync Now" picks the newest staged file when it starts.
+    file: StagedFile | None = None
+    app_id: str | None = None
+
+
 class PollState(CamelModel):
     """Where the status loop is: waits grow from `initial_seconds` past `max_seconds` (see progress.wait_for)."""
 

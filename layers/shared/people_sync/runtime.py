@@ -30,6 +30,7 @@ from people_sync.errors import TargetNotConfigured
 from people_sync.loop_memory import DynamoDBLoopMemory
 from people_sync.models import ImportOptions
 from people_sync.slots import DynamoDBSlots
+from people_sync.start_journal import DynamoDBStartJournal
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import ImportTarget, ProgressReporter
 from people_sync.targets.charthop import ChartHopProgressReporter, ChartHopTarget
@@ -103,7 +104,11 @@ def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext
     if target == routing.CHARTHOP:
         import_target = ChartHopTarget(charthop, settings.org_id, inputs.import_options)
         reporter = ChartHopProgressReporter(
-            charthop, settings.org_id, app_name=settings.app_name, app_user_id=settings.app_user_id
+            charthop,
+            settings.org_id,
+            app_name=settings.app_name,
+            app_user_id=settings.app_user_id,
+            app_id=settings.app_id,
         )
     else:
         same_target_token = previous is not None and previous.inputs.target_token == inputs.target_token
@@ -119,6 +124,7 @@ def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext
         csv_rules=inputs.csv_rules,
         loop_memory=DynamoDBLoopMemory(settings.sync_table),
         slots=DynamoDBSlots(settings.sync_table, aws_clients.dynamodb()),
+        journal=DynamoDBStartJournal(settings.sync_table),
         folder=routing.folder_of_target(target, settings),
         callback_url_for=_signed_callback_urls(settings) if import_target.calls_back else None,
     )

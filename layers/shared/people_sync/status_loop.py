@@ -13,18 +13,42 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any, Literal
 
+from people_sync.errors import SyncError
+from people_sync.loop_memory import LoopRecord
 from people_sync.models import SyncState
-from people_sync.sync_service import SyncContext, check_import
+from people_sync.sync_service import CHECK_LEASE_SECONDS, SyncContext, check_import
 
 logger = logging.getLogger(__name__)
 
-TurnOutcome = Literal["waiting", "handed-over"]
+TurnOutcome = Literal["waiting", "handed-over", "busy"]
+#: Checks in a row that may fail with an error that is not the target's (an AWS throttle, a bug) before
+#: the loop gives up; each is retried when the wait runs out.
+MAX_FAILED_CHECKS = 5
 
 
 def follow_import(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOutcome:
-    """One entry of the loop's task. Returns what became of the task token."""
+    """One entry of the loop's task. Returns what became of the task token.
+
+    Only one check of a sync runs at a time (the loop memory's check lease): an entry that finds another
+    check still running, or the sync closed, only waits. A check continues the newest import job the
+    memory knows (a hand-back may have been lost), and whatever it changed is saved before it is handed
+    back.
+    """
+    sync_id = state.sync_process_id
+    owner = uuid.uuid4().hex
+    if not ctx.loop_memory.acquire_check(sync_id, owner, ctx.clock(), CHECK_LEASE_SECONDS):
+        logger.warning("another check of this sync is running, or it is closed; only waiting")
+        return "busy"
+    try:
+        return _follow(ctx, state, task_token)
+    finally:
+        ctx.loop_memory.release_check(sync_id, owner)
+
+
+def _follow(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOutcome:
     sync_id = state.sync_process_id
     memory = ctx.loop_memory.load(sync_id)
     if just_checked(state, ctx.clock(), ctx.target.min_check_interval_seconds) and memory.callback is None:
@@ -32,9 +56,26 @@ def follow_import(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOu
         # came before this wait began is acted on at once.)
         _wait(ctx, state, task_token, memory.reported_progress, memory.unavailable_checks)
         return "waiting"
-    current = _with_memory(state, memory.reported_progress, memory.unavailable_checks, memory.callback)
-    checked = check_import(ctx, current)
-    if _must_hand_over(current, checked):
+    current = _with_memory(state, memory)
+    try:
+        checked = check_import(ctx, current)
+    except SyncError:
+        raise  # the target's own verdict (a long outage, a refusal): the state machine decides
+    except Exception:
+        failed = memory.failed_checks + 1
+        if failed > MAX_FAILED_CHECKS:
+            raise
+        logger.warning("check failed; retried when the wait runs out", exc_info=True, extra={"failed_checks": failed})
+        ctx.loop_memory.set_failed_checks(sync_id, failed)
+        return "waiting"
+    if memory.failed_checks:
+        ctx.loop_memory.set_failed_checks(sync_id, 0)
+    if checked.job != current.job:
+        ctx.loop_memory.save_job(sync_id, checked.import_id, checked.import_detail)
+    if checked.finished:
+        outcome: dict[str, Any] = {"state": checked.import_state, "message": checked.import_message}
+        ctx.loop_memory.save_outcome(sync_id, {**outcome, "results": checked.results})
+    if _must_hand_over(state, checked):
         ctx.loop_memory.save_turn(
             sync_id,
             reported_progress=checked.reported_progress,
@@ -42,7 +83,13 @@ def follow_import(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOu
             task_token=None,
             waiting_state=None,
         )
-        ctx.stepfunctions.send_task_success(taskToken=task_token, output=json.dumps(checked.to_json_dict()))
+        try:
+            ctx.stepfunctions.send_task_success(taskToken=task_token, output=json.dumps(checked.to_json_dict()))
+        except (ctx.stepfunctions.exceptions.TaskTimedOut, ctx.stepfunctions.exceptions.TaskDoesNotExist):
+            # This check outlasted its wait; the loop memory holds what it found, so the next entry
+            # carries on from there.
+            logger.warning("the wait ran out before the hand-back; the next check continues")
+            return "waiting"
         return "handed-over"
     _wait(ctx, state, task_token, checked.reported_progress, checked.poll.unavailable_checks)
     return "waiting"
@@ -56,15 +103,18 @@ def just_checked(state: SyncState, now: float, min_interval: float = 0.0) -> boo
     return checked_at is not None and now - checked_at < max(state.poll.wait_seconds / 2, min_interval)
 
 
-def _with_memory(
-    state: SyncState, reported_progress: float, unavailable_checks: int, callback: dict[str, str] | None
-) -> SyncState:
-    detail = {**state.import_detail, "callback": callback} if callback else state.import_detail
+def _with_memory(state: SyncState, memory: LoopRecord) -> SyncState:
+    """The execution data brought up to what the loop memory knows (it is never older)."""
+    import_id = memory.import_id or state.import_id
+    detail = memory.import_detail if memory.import_id and memory.import_detail is not None else state.import_detail
+    if memory.callback:
+        detail = {**detail, "callback": memory.callback}
     return state.model_copy(
         update={
-            "reported_progress": max(state.reported_progress, reported_progress),
+            "import_id": import_id,
+            "reported_progress": max(state.reported_progress, memory.reported_progress),
             "import_detail": detail,
-            "poll": state.poll.model_copy(update={"unavailable_checks": unavailable_checks}),
+            "poll": state.poll.model_copy(update={"unavailable_checks": memory.unavailable_checks}),
         }
     )
 

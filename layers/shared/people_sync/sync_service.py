@@ -12,17 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
-from people_sync.charthop_client import ChartHopClient, created_at
+from people_sync.charthop_client import ChartHopClient
 from people_sync.config import AppSettings
 from people_sync.csv_checks import CheckedUpload, CsvProblem, CsvRejected, CsvRules
-from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError, TargetRejected, TargetUnavailable
-from people_sync.loop_memory import InMemoryLoopMemory, LoopMemory
-from people_sync.models import PollState, Process, ProcessStatus, StagedFile, SyncState
-from people_sync.routing import staging_folders
+from people_sync.errors import SyncError, TargetUnavailable
+from people_sync.loop_memory import InMemoryLoopMemory, LoopMemory, LoopRecord
+from people_sync.models import ImportJob, PollState, StagedFile, StartRequest, SyncState
 from people_sync.slots import ImportSlots, InMemorySlots
-from people_sync.staging import latest_staged_file, open_staged_file, quarantine, staged_file_from_s3_record
+from people_sync.staging import open_staged_file, quarantine
+from people_sync.start_journal import InMemoryStartJournal, StartJournal, StartRecord
 from people_sync.targets.base import ImportTarget, ProgressReporter
 
 if TYPE_CHECKING:
@@ -46,6 +45,8 @@ class SyncContext:
     loop_memory: LoopMemory = field(default_factory=InMemoryLoopMemory)
     #: Per-key locks with expiry (the org's Sync Now slot); DynamoDB in Lambda.
     slots: ImportSlots = field(default_factory=InMemorySlots)
+    #: What each sync's start has done so far (see start_journal.py); DynamoDB in Lambda.
+    journal: StartJournal = field(default_factory=InMemoryStartJournal)
     #: The staging folder this context's target reads (ChartHop: the org id; see routing.py).
     folder: str = ""
     #: Gives a target that calls back (Orgvue) the signed URL to call for a sync (see callbacks.py).
@@ -58,7 +59,9 @@ class SyncContext:
 
 #: A Sync Now slot outlives the longest import by this much, then expires even if nobody frees it.
 SLOT_GRACE_SECONDS = 600
-NOT_STARTED = "this one was not started. Press Sync Now again when it has finished."
+#: How long one check (or the closing step) may hold a sync's lease: the status checker's Lambda timeout
+#: (60 s) with room to spare. A holder that dies loses it after this long.
+CHECK_LEASE_SECONDS = 90
 
 
 def sync_now_slot(org_id: str) -> str:
@@ -70,153 +73,17 @@ def execution_name(sync_id: str) -> str:
     return f"sync-{sync_id}"[:80]
 
 
-def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> SyncState | None:
-    """Imports the org's most recently staged file under the sync process ChartHop made for "Sync Now".
-
-    The process must exist in ChartHop, still be open and belong to this app (a replayed or forged
-    delivery starts nothing); while another sync of the app runs, this one is refused, not queued.
-    """
-    if org_id != ctx.settings.org_id:
-        logger.warning("Sync Now for an org this deployment does not sync; ignored", extra={"org_id": org_id})
-        return None
+def report_progress(ctx: SyncContext, sync_id: str, progress: float, message: str) -> bool:
+    """Shows `progress` if it moves the bar forward and the sync is not closed (a claim in the loop memory
+    decides, whoever else writes); a failed update is logged, not raised: the next one carries on."""
+    if not ctx.loop_memory.claim_progress(sync_id, progress):
+        return False
     try:
-        process = ctx.charthop.get_process(org_id, sync_id)
-    except ChartHopRejected as error:
-        logger.warning(
-            "Sync Now for a process ChartHop does not show us; ignored",
-            extra={"sync_process_id": sync_id, "reason": error.user_message},
-        )
-        return None
-    if process.status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES:
-        logger.warning("Sync Now for a finished process (a replay); ignored", extra={"sync_process_id": sync_id})
-        return None
-    if app_id and process.app_id and process.app_id != app_id:
-        logger.warning("Sync Now for another app's process; ignored", extra={"sync_process_id": sync_id})
-        return None
-    # Two presses in the same instant both find nothing RUNNING in ChartHop: the org's Sync Now slot
-    # (a conditional write) lets only one through; it is freed when that sync is closed.
-    if not ctx.slots.acquire(sync_now_slot(org_id), sync_id, ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS):
-        fail_sync(ctx, sync_id, f"Another sync is already running; {NOT_STARTED}")
-        return None
-    running = running_sync(ctx, org_id, exclude=sync_id, app_id=process.app_id or app_id)
-    if running is not None:
-        fail_sync(
-            ctx,
-            sync_id,
-            f"Another sync is already running ({running.label}, started {running.create_at}); {NOT_STARTED}",
-        )
-        return None
-    try:
-        staged = latest_staged_file(ctx.s3, ctx.settings.staging_bucket, ctx.settings.staging_prefix, org_id)
+        ctx.reporter.report_progress(sync_id, progress, message)
     except SyncError as error:
-        fail_sync(ctx, sync_id, error.user_message)
-        return None
-    return start_import(ctx, staged, sync_id)
-
-
-def running_sync(ctx: SyncContext, org_id: str, *, exclude: str, app_id: str | None) -> Process | None:
-    """Another of this app's sync processes that ChartHop shows RUNNING and that is not stale."""
-    horizon = ctx.clock() - ctx.settings.import_timeout_seconds
-    for process in ctx.charthop.find_processes(org_id, statuses=[ProcessStatus.RUNNING.value], app_id=app_id):
-        if process.id == exclude or process.parent_process_id:
-            continue  # ourselves, or an import (a child process), not a sync
-        if created_at(process) >= horizon:
-            return process
-    return None
-
-
-def object_staged(
-    ctx: SyncContext, bucket: str, key: str, version_id: str | None, size: int | None
-) -> SyncState | None:
-    """An object landed under the staging prefix: import it, or say why not and move it aside."""
-    try:
-        staged = staged_file_from_s3_record(bucket, key, version_id, size, prefix=ctx.settings.staging_prefix)
-        if staged.org_id != ctx.folder:
-            places = " or ".join(staging_folders(ctx.settings))
-            raise InvalidStagedFile(
-                f"{staged.key} is staged in a folder no target of this deployment reads ({staged.org_id}/); "
-                f"stage it under {places}."
-            )
-    except InvalidStagedFile as error:
-        reject_object(ctx, bucket, key, version_id, error.user_message)
-        return None
-    if not ctx.settings.import_on_upload:
-        logger.info("file staged; waiting for Sync Now", extra={"key": staged.key})
-        return None
-    return file_dropped(ctx, staged)
-
-
-def file_dropped(ctx: SyncContext, staged: StagedFile) -> SyncState | None:
-    """A file arrived without "Sync Now": open a sync for it, so it shows where syncs are shown."""
-    sync_id = ctx.reporter.start_sync(staged.name, f"s3://{staged.bucket}/{staged.key}", staged.version_id)
-    return start_import(ctx, staged, sync_id)
-
-
-def reject_object(
-    ctx: SyncContext, bucket: str, key: str, version_id: str | None, reason: str, *, code: str = "wrong-place"
-) -> None:
-    """An object that cannot go anywhere (wrong place, unconfigured target): moved to failed/_rejected/
-    and reported, never dropped."""
-    moved = _quarantine(ctx, bucket, key, version_id, "_rejected", CsvProblem(code, reason), None)
-    sync_id = ctx.reporter.start_sync(key.rsplit("/", 1)[-1], f"s3://{bucket}/{key}", version_id)
-    fail_sync(ctx, sync_id, f"{reason} Nothing was imported; {moved}")
-
-
-def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncState | None:
-    """Streams the file to the target while checking it, then hands the wait to the state machine."""
-    size = f" ({staged.size:,} bytes)" if staged.size is not None else ""
-    ctx.reporter.report_progress(sync_id, bar.UPLOADING_PROGRESS, f"Checking and uploading {staged.name}{size}")
-    try:
-        callback_url = ctx.callback_url_for(sync_id) if ctx.target.calls_back and ctx.callback_url_for else None
-        job = ctx.target.start_import(
-            staged, lambda: checked_body(ctx, staged), sync_id=sync_id, callback_url=callback_url
-        )
-    except CsvRejected as rejected:
-        refuse_file(ctx, staged, sync_id, rejected.problem)
-        return None
-    except TargetRejected as error:
-        refuse_file(
-            ctx,
-            staged,
-            sync_id,
-            CsvProblem("rejected-by-target", f"{ctx.target.display_name} refused {staged.name}: {error.user_message}"),
-        )
-        return None
-    except SyncError as error:
-        fail_sync(
-            ctx,
-            sync_id,
-            f"Could not start the import of {staged.name}: {error.user_message} "
-            "The file stays staged; press Sync Now (ChartHop) or stage it again to try again.",
-        )
-        return None
-    import_id = job.import_id
-    logger.info("import started", extra={"sync_process_id": sync_id, "import_id": import_id, "key": staged.key})
-    ctx.reporter.report_progress(
-        sync_id,
-        bar.ACCEPTED_PROGRESS,
-        f"{ctx.target.display_name} accepted {staged.name}; import {import_id} is queued",
-    )
-    settings = ctx.settings
-    state = SyncState(
-        target=ctx.target.name,
-        org_id=staged.org_id,
-        sync_process_id=sync_id,
-        import_id=import_id,
-        import_detail=job.detail,
-        file=staged,
-        poll=PollState(
-            wait_seconds=max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds),
-            initial_seconds=max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds),
-            max_seconds=settings.poll_max_seconds,
-            timeout_seconds=settings.import_timeout_seconds,
-            started_at=ctx.clock(),
-            checked_at=ctx.clock(),
-        ),
-        reported_progress=bar.ACCEPTED_PROGRESS,
-    )
-    start_status_loop(ctx, state)
-    return state
+        logger.warning("progress update failed; the next one carries on", extra={"reason": error.user_message})
+        return False
+    return True
 
 
 def checked_body(ctx: SyncContext, staged: StagedFile) -> tuple[IO[bytes], int]:
@@ -229,55 +96,6 @@ def checked_body(ctx: SyncContext, staged: StagedFile) -> tuple[IO[bytes], int]:
         body.close()
         raise
     return cast("IO[bytes]", checked), size
-
-
-def refuse_file(ctx: SyncContext, staged: StagedFile, sync_id: str, problem: CsvProblem) -> None:
-    """The file cannot be imported: move it to failed/ with a report and tell the user where it went."""
-    moved = _quarantine(ctx, staged.bucket, staged.key, staged.version_id, staged.org_id, problem, sync_id)
-    fail_sync(
-        ctx,
-        sync_id,
-        f"{problem.message} Nothing was imported; {moved}",
-        results={"file": staged.name, "problem": problem.code},
-    )
-
-
-def _quarantine(
-    ctx: SyncContext,
-    bucket: str,
-    key: str,
-    version_id: str | None,
-    folder: str,
-    problem: CsvProblem,
-    sync_id: str | None,
-) -> str:
-    """Where the file went, in words for the user; a failed move is reported, not raised."""
-    report = {"code": problem.code, "message": problem.message, "lines": problem.lines, "syncProcessId": sync_id}
-    try:
-        target = quarantine(ctx.s3, bucket=bucket, key=key, version_id=version_id, folder=folder, report=report)
-    except Exception as error:
-        logger.exception("could not move the file to failed/", extra={"key": key})
-        return f"the file could not be moved to failed/ ({type(error).__name__}) and is still staged."
-    return f"the file was moved to s3://{bucket}/{target} with a report beside it."
-
-
-def start_status_loop(ctx: SyncContext, state: SyncState) -> None:
-    """Starts the one status loop of this sync; a duplicate start is refused by the execution name."""
-    try:
-        ctx.stepfunctions.start_execution(
-            stateMachineArn=ctx.settings.state_machine_arn,
-            name=execution_name(state.sync_process_id),
-            input=json.dumps(state.to_json_dict()),
-        )
-    except ctx.stepfunctions.exceptions.ExecutionAlreadyExists:
-        logger.warning("status loop already running for this sync", extra={"sync_process_id": state.sync_process_id})
-    except Exception as error:  # noqa: BLE001 - the import runs on in ChartHop: say so instead of going quiet
-        fail_sync(
-            ctx,
-            state.sync_process_id,
-            f"{state.file.name} was handed to ChartHop (import {state.import_id}), but its progress cannot be "
-            f"followed here ({type(error).__name__}); check the import in ChartHop.",
-        )
 
 
 def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
@@ -313,13 +131,9 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
         update.update(finished=True, outcome="TIMED_OUT")
         return state.model_copy(update=update)
     if bar.worth_reporting(progress, state.reported_progress):
-        try:
-            ctx.reporter.report_progress(
-                state.sync_process_id, progress, bar.status_message(status, state.file.name, ctx.target.display_name)
-            )
+        message = bar.status_message(status, state.file.name, ctx.target.display_name)
+        if report_progress(ctx, state.sync_process_id, progress, message):
             update["reported_progress"] = progress
-        except TargetUnavailable:
-            logger.warning("progress update failed; will report it on the next turn")
     update["poll"] = bar.next_poll(state.poll, ctx.clock()).model_copy(update={"unavailable_checks": 0})
     return state.model_copy(update=update)
 
@@ -332,13 +146,17 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
     elapsed = int(ctx.clock() - state.poll.started_at)
     if state.outcome == "DONE":
         message = f"Imported {state.file.name}" + (f": {counts}" if counts else "")
-        ctx.reporter.finish(
-            state.sync_process_id, succeeded=True, message=message, results=results, summary=f"{message} in {elapsed}s"
+        close_sync(
+            ctx,
+            state.sync_process_id,
+            succeeded=True,
+            message=message,
+            results=results,
+            summary=f"{message} in {elapsed}s",
         )
-        _free_sync_now_slot(ctx, state.sync_process_id)
         return {"status": "DONE", "message": message}
     if state.outcome == "TIMED_OUT":
-        _abandon(ctx, state)
+        _abandon(ctx, state.job)
         message = (
             f"{ctx.target.display_name}'s import of {state.file.name} did not finish within "
             f"{state.poll.timeout_seconds // 60} minutes (import {state.import_id}); "
@@ -347,19 +165,44 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
     else:
         reason = state.import_message or "no reason given"
         message = f"{ctx.target.display_name} could not import {state.file.name}: {reason}"
-        problem = CsvProblem("import-failed", message)
-        moved = _quarantine(
-            ctx, state.file.bucket, state.file.key, state.file.version_id, state.org_id, problem, state.sync_process_id
-        )
-        message = f"{message}. {moved[0].upper()}{moved[1:]}"
+        if not ctx.loop_memory.load(state.sync_process_id).final_written:
+            problem = CsvProblem("import-failed", message)
+            moved = _quarantine(
+                ctx,
+                state.file.bucket,
+                state.file.key,
+                state.file.version_id,
+                state.org_id,
+                problem,
+                state.sync_process_id,
+            )
+            message = f"{message}. {moved[0].upper()}{moved[1:]}"
     fail_sync(ctx, state.sync_process_id, message, results=results)
     return {"status": "ERROR", "message": message}
 
 
 def fail_sync(ctx: SyncContext, sync_id: str, message: str, *, results: dict[str, Any] | None = None) -> None:
     logger.error("sync failed", extra={"sync_process_id": sync_id, "reason": message})
-    ctx.reporter.finish(sync_id, succeeded=False, message=message, results=results or {}, summary=message)
-    _free_sync_now_slot(ctx, sync_id)
+    close_sync(ctx, sync_id, succeeded=False, message=message, results=results or {}, summary=message)
+
+
+def close_sync(
+    ctx: SyncContext, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str
+) -> None:
+    """Writes the sync's final status once. The close takes the sync's check lease and marks it closed
+    first (CheckInProgress while a check holds the lease: the caller is retried), so no progress is
+    written after the final status, however late a check is."""
+    before = ctx.loop_memory.close(sync_id, ctx.clock(), CHECK_LEASE_SECONDS)
+    try:
+        if before.final_written:
+            logger.info("sync already closed", extra={"sync_process_id": sync_id})
+            return
+        ctx.reporter.finish(sync_id, succeeded=succeeded, message=message, results=results, summary=summary)
+        ctx.loop_memory.mark_final_written(sync_id)
+    finally:
+        # Freed even when the final status could not be written (the caller is retried for that): a sync that
+        # is closing imports nothing more, so it must not keep later syncs out.
+        _free_sync_now_slot(ctx, sync_id)
 
 
 def _free_sync_now_slot(ctx: SyncContext, sync_id: str) -> None:
@@ -370,15 +213,39 @@ def _free_sync_now_slot(ctx: SyncContext, sync_id: str) -> None:
         logger.warning("could not free the Sync Now slot", exc_info=True)
 
 
+def _quarantine(
+    ctx: SyncContext,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    folder: str,
+    problem: CsvProblem,
+    sync_id: str | None,
+) -> str:
+    """Where the file went, in words for the user; a failed move is reported, not raised."""
+    report = {"code": problem.code, "message": problem.message, "lines": problem.lines, "syncProcessId": sync_id}
+    try:
+        target = quarantine(ctx.s3, bucket=bucket, key=key, version_id=version_id, folder=folder, report=report)
+    except Exception as error:
+        logger.exception("could not move the file to failed/", extra={"key": key})
+        return f"the file could not be moved to failed/ ({type(error).__name__}) and is still staged."
+    return f"the file was moved to s3://{bucket}/{target} with a report beside it."
+
+
 def workflow_failed(ctx: SyncContext, state: SyncState, error: dict[str, Any]) -> dict[str, Any]:
-    """The status loop itself broke (after Step Functions' retries): tell the user instead of going quiet."""
-    _abandon(ctx, state)
-    cause = _error_cause(error)
-    message = f"The sync of {state.file.name} stopped: {cause}"
-    fail_sync(
-        ctx, state.sync_process_id, message, results={"file": state.file.name, "importProcessId": state.import_id}
-    )
-    return {"status": "ERROR", "message": message}
+    """Following the import broke (after Step Functions' retries): close the sync with what is known."""
+    return loop_broke(ctx, state.sync_process_id, _error_cause(error), state=state) or {
+        "status": "ALREADY_CLOSED",
+        "message": "",
+    }
+
+
+def start_failed(ctx: SyncContext, request: StartRequest, error: dict[str, Any]) -> dict[str, Any]:
+    """Starting the import broke (after Step Functions' retries, e.g. the import starter was killed)."""
+    return loop_broke(ctx, request.sync_process_id, _error_cause(error), file=request.file) or {
+        "status": "ALREADY_CLOSED",
+        "message": "",
+    }
 
 
 EXECUTION_END_REASONS = {
@@ -388,17 +255,136 @@ EXECUTION_END_REASONS = {
 }
 
 
-def execution_ended(ctx: SyncContext, state: SyncState, status: str) -> dict[str, Any] | None:
+def execution_ended(ctx: SyncContext, sync_id: str, status: str, file: StagedFile | None) -> dict[str, Any] | None:
     """A status loop ended abnormally (EventBridge): close the sync unless the loop already did."""
-    if ctx.reporter.is_closed(state.sync_process_id):
+    if ctx.loop_memory.load(sync_id).final_written:
         return None
     reason = EXECUTION_END_REASONS.get(status, f"its status loop ended as {status}")
-    return workflow_failed(ctx, state, {"Error": status, "Cause": f"{reason}; check the import in ChartHop"})
+    return loop_broke(ctx, sync_id, reason, file=file)
 
 
-def _abandon(ctx: SyncContext, state: SyncState) -> None:
+def loop_broke(
+    ctx: SyncContext,
+    sync_id: str,
+    cause: str,
+    *,
+    state: SyncState | None = None,
+    file: StagedFile | None = None,
+) -> dict[str, Any] | None:
+    """Closes a sync whose loop cannot go on, saying what is known: an import that finished is shown as
+    finished (only showing it failed), one that was started may still run, one never started left the
+    file staged. Only this app's syncs are touched (a "Sync Now" that did not pass the checks is not)."""
+    start = ctx.journal.start(sync_id)
+    if state is None and not start.owned:
+        logger.warning(
+            "the loop of a sync that is not this app's ended; left alone", extra={"sync_process_id": sync_id}
+        )
+        return None
+    memory = ctx.loop_memory.load(sync_id)
+    if memory.final_written:
+        return None
+    file = (state.file if state else None) or start.file or file
+    name = file.name if file else "the staged file"
+    target = ctx.target.display_name
+    job = _known_job(ctx, sync_id, state, start, memory, file)
+    results: dict[str, Any] = {"file": name, "importProcessId": job.import_id if job else None}
+    if job is not None and memory.outcome is not None and file is not None:
+        finished = _finished_state(ctx, sync_id, file, job, memory.outcome, state)
+        return finish_sync(ctx, finished)
+    if job is not None:
+        _abandon(ctx, job)
+        message = (
+            f"Could not follow {target}'s import of {name} (import {job.import_id}): {cause}. "
+            f"The import may still be running or have finished in {target}; check it there."
+        )
+    elif start.attempts and file is not None:
+        message = (
+            f"The start of the import of {name} was interrupted ({cause}), and {target} cannot tell whether the "
+            f"import began; check {target} before staging the file again. The file stays staged."
+        )
+    else:
+        message = (
+            f"Could not start the import of {name}: {cause}. Nothing was imported; the file stays staged: "
+            "stage it again or press Sync Now to try again."
+        )
+    fail_sync(ctx, sync_id, message, results=results)
+    return {"status": "ERROR", "message": message}
+
+
+def _known_job(
+    ctx: SyncContext,
+    sync_id: str,
+    state: SyncState | None,
+    start: StartRecord,
+    memory: LoopRecord,
+    file: StagedFile | None,
+) -> ImportJob | None:
+    if memory.import_id:
+        return ImportJob(import_id=memory.import_id, detail=memory.import_detail or {})
+    if state is not None and state.import_id:
+        return state.job
+    if start.import_id:
+        return ImportJob(import_id=start.import_id, detail=start.import_detail or {})
+    if start.attempts and file is not None:
+        return started_import(ctx, file, sync_id, default=None)
+    return None
+
+
+def started_import(
+    ctx: SyncContext, staged: StagedFile, sync_id: str, *, default: ImportJob | None
+) -> ImportJob | None:
+    """The import an earlier, interrupted attempt may have started: the target's answer where it can look
+    (ChartHop: by parent process), `default` where it cannot or the look-up fails."""
+    find = getattr(ctx.target, "find_started_import", None)
+    if find is None:
+        return default
     try:
-        ctx.target.abandon(state.job)
+        found: ImportJob | None = find(staged, sync_id)
+    except SyncError as error:
+        logger.warning("could not look for an import already started", extra={"reason": error.user_message})
+        return default
+    return found
+
+
+def _finished_state(
+    ctx: SyncContext,
+    sync_id: str,
+    file: StagedFile,
+    job: ImportJob,
+    outcome: dict[str, Any],
+    state: SyncState | None,
+) -> SyncState:
+    now = ctx.clock()
+    poll = (
+        state.poll
+        if state
+        else PollState(
+            wait_seconds=1,
+            initial_seconds=1,
+            max_seconds=1,
+            timeout_seconds=ctx.settings.import_timeout_seconds,
+            started_at=now,
+        )
+    )
+    return SyncState(
+        target=ctx.target.name,
+        org_id=file.org_id,
+        sync_process_id=sync_id,
+        import_id=job.import_id,
+        import_detail=job.detail,
+        file=file,
+        poll=poll,
+        import_state=outcome.get("state", "done"),
+        import_message=outcome.get("message"),
+        results=outcome.get("results"),
+        finished=True,
+        outcome="DONE" if outcome.get("state") == "done" else "ERROR",
+    )
+
+
+def _abandon(ctx: SyncContext, job: ImportJob) -> None:
+    try:
+        ctx.target.abandon(job)
     except Exception:  # closing the sync matters more; the slot expires on its own
         logger.warning("could not free the target's hold on the import", exc_info=True)
 
@@ -410,4 +396,4 @@ def _error_cause(error: dict[str, Any]) -> str:
         text = parsed.get("errorMessage") or cause
     except (ValueError, AttributeError):
         text = cause
-    return str(text or error.get("Error") or "unknown error")[:500]
+    return str(text or error.get("Error") or "unknown error")[:500].rstrip(". ")

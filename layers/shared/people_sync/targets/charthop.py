@@ -32,6 +32,12 @@ class ChartHopTarget:
     def abandon(self, job: ImportJob) -> None:
         """Nothing is held for an import here."""
 
+    def find_started_import(self, staged: StagedFile, sync_id: str) -> ImportJob | None:
+        """The import an interrupted start may have begun: ChartHop files it under the sync process."""
+        for process in self.client.find_processes(self.org_id, parent_process_id=sync_id):
+            return ImportJob(import_id=process.id)
+        return None
+
     def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
         process = self.client.get_process(self.org_id, job.import_id)
         results = _counts(process.results or {})
@@ -52,11 +58,14 @@ class ChartHopTarget:
 class ChartHopProgressReporter:
     """Drives the sync process's progress bar in ChartHop's app UI."""
 
-    def __init__(self, client: ChartHopClient, org_id: str, *, app_name: str, app_user_id: str) -> None:
+    def __init__(
+        self, client: ChartHopClient, org_id: str, *, app_name: str, app_user_id: str, app_id: str | None = None
+    ) -> None:
         self.client = client
         self.org_id = org_id
         self.app_name = app_name
         self.app_user_id = app_user_id
+        self.app_id = app_id or None
 
     def start_sync(self, name: str, source: str, version_id: str | None) -> str:
         """A sync process in ChartHop, so a sync started by an upload shows there like a "Sync Now"."""
@@ -65,10 +74,23 @@ class ChartHopProgressReporter:
             label=f"{self.app_name}: {name}",
             process_type=assumed.CHARTHOP_SYNC_PROCESS_TYPE,
             run_user_id=self.app_user_id,
+            app_id=self.app_id,
             options={"source": source, "versionId": version_id},
             message=f"Found {name} in the staging bucket",
         )
         return process.id
+
+    def find_sync(self, source: str, version_id: str | None) -> str | None:
+        """The sync process an interrupted attempt opened for this object version (it names it in its options)."""
+        statuses = [ProcessStatus.PENDING.value, ProcessStatus.RUNNING.value]
+        for process in self.client.find_processes(self.org_id, statuses=statuses):
+            options = process.options or {}
+            if not process.parent_process_id and (options.get("source"), options.get("versionId")) == (
+                source,
+                version_id,
+            ):
+                return process.id
+        return None
 
     def is_closed(self, sync_id: str) -> bool:
         return self.client.get_process(self.org_id, sync_id).status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES

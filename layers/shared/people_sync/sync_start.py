@@ -1,0 +1,328 @@
+"""Starting a sync: a staged file or a "Sync Now" becomes a status loop, and the loop's first task imports.
+
+A trigger (S3 event, "Sync Now") does as little as it can, each step idempotent: it opens the sync
+(uploads: a sync process in ChartHop, recorded in the start journal so a retry never opens a second)
+and starts the sync's status loop under a deterministic execution name. Everything that can take long
+or fail half-way (the "Sync Now" checks, the pre-flight checks while the file streams to the target,
+the import call) runs in the loop's first task (`begin_sync`). So once a sync exists, its execution
+answers for closing it: a task that dies is retried or caught by the state machine, and an execution
+that ends abnormally is closed by the watchdog. The start journal lets a retried task continue where
+the dead one stopped instead of importing the file again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from people_sync import api_assumptions as assumed
+from people_sync import progress as bar
+from people_sync.charthop_client import created_at
+from people_sync.csv_checks import CsvCheckFailed, CsvProblem, CsvRejected
+from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError, TargetRejected
+from people_sync.models import ImportJob, PollState, Process, ProcessStatus, StagedFile, StartRequest, SyncState
+from people_sync.routing import staging_folders
+from people_sync.staging import latest_staged_file, staged_file_from_s3_record
+from people_sync.start_journal import upload_trigger
+from people_sync.sync_service import (
+    SLOT_GRACE_SECONDS,
+    SyncContext,
+    _quarantine,
+    checked_body,
+    execution_name,
+    fail_sync,
+    report_progress,
+    started_import,
+    sync_now_slot,
+)
+
+logger = logging.getLogger(__name__)
+
+NOT_STARTED = "this one was not started. Press Sync Now again when it has finished."
+
+
+# --- triggers ------------------------------------------------------------------------------------
+
+
+def object_staged(ctx: SyncContext, bucket: str, key: str, version_id: str | None, size: int | None) -> str | None:
+    """An object landed under the staging prefix: open its sync and start its loop (which imports it),
+    or say why not and move it aside. Returns the sync id."""
+    if key.endswith("/"):
+        logger.info("a folder marker, not a file; nothing to import", extra={"key": key})
+        return None
+    try:
+        staged = staged_file_from_s3_record(bucket, key, version_id, size, prefix=ctx.settings.staging_prefix)
+        if staged.org_id != ctx.folder:
+            places = " or ".join(staging_folders(ctx.settings))
+            raise InvalidStagedFile(
+                f"{staged.key} is staged in a folder no target of this deployment reads ({staged.org_id}/); "
+                f"stage it under {places}."
+            )
+    except InvalidStagedFile as error:
+        reject_object(ctx, bucket, key, version_id, error.user_message)
+        return None
+    if not ctx.settings.import_on_upload:
+        logger.info("file staged; waiting for Sync Now", extra={"key": staged.key})
+        return None
+    return file_dropped(ctx, staged)
+
+
+def file_dropped(ctx: SyncContext, staged: StagedFile) -> str:
+    """A file arrived without "Sync Now": open a sync for it (so it shows where syncs are shown) and
+    start its loop. A retry finds the sync the first attempt opened."""
+    sync_id = open_sync(ctx, staged)
+    ctx.journal.own(sync_id, staged)
+    request = StartRequest(
+        kind="upload", target=ctx.target.name, org_id=staged.org_id, sync_process_id=sync_id, file=staged
+    )
+    start_status_loop(ctx, request)
+    return sync_id
+
+
+def open_sync(ctx: SyncContext, staged: StagedFile) -> str:
+    """The sync of a staged object version, opened once. An attempt that died after opening one but
+    before writing it down left `opening` behind: the process is then looked up instead of opened again."""
+    trigger = upload_trigger(staged.bucket, staged.key, staged.version_id)
+    record = ctx.journal.upload(trigger)
+    if record.sync_id:
+        return record.sync_id
+    source = f"s3://{staged.bucket}/{staged.key}"
+    find_sync = getattr(ctx.reporter, "find_sync", None)  # reporters whose ids are not deterministic
+    sync_id = find_sync(source, staged.version_id) if record.opening and find_sync else None
+    if sync_id is None:
+        ctx.journal.opening(trigger)
+        sync_id = ctx.reporter.start_sync(staged.name, source, staged.version_id)
+    return ctx.journal.opened(trigger, sync_id)
+
+
+def sync_now_requested(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> str | None:
+    """ "Sync Now" was pressed: start the loop of that sync process; its first task checks the process."""
+    if org_id != ctx.settings.org_id:
+        logger.warning("Sync Now for an org this deployment does not sync; ignored", extra={"org_id": org_id})
+        return None
+    start_status_loop(ctx, StartRequest(kind="sync-now", org_id=org_id, sync_process_id=sync_id, app_id=app_id))
+    return sync_id
+
+
+def start_status_loop(ctx: SyncContext, request: StartRequest) -> None:
+    """Starts the one status loop of this sync; a repeated start is refused by the execution name. Any
+    other failure is raised: the trigger is retried (and ends in the failed-events queue after that)."""
+    try:
+        ctx.stepfunctions.start_execution(
+            stateMachineArn=ctx.settings.state_machine_arn,
+            name=execution_name(request.sync_process_id),
+            input=json.dumps(request.to_json_dict()),
+        )
+    except ctx.stepfunctions.exceptions.ExecutionAlreadyExists:
+        logger.info("status loop already started for this sync", extra={"sync_process_id": request.sync_process_id})
+
+
+def reject_object(
+    ctx: SyncContext, bucket: str, key: str, version_id: str | None, reason: str, *, code: str = "wrong-place"
+) -> None:
+    """An object that cannot go anywhere (wrong place, unconfigured target): moved to failed/_rejected/
+    and reported, never dropped."""
+    moved = _quarantine(ctx, bucket, key, version_id, "_rejected", CsvProblem(code, reason), None)
+    sync_id = ctx.reporter.start_sync(key.rsplit("/", 1)[-1], f"s3://{bucket}/{key}", version_id)
+    fail_sync(ctx, sync_id, f"{reason} Nothing was imported; {moved}")
+
+
+# --- the loop's first task -----------------------------------------------------------------------
+
+
+def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | None:
+    """The status loop's first task: checks a "Sync Now", then imports the file. None: nothing to follow
+    (the sync was refused and closed, or it is not this app's)."""
+    if request.kind == "sync-now":
+        staged = sync_now_file(ctx, request.org_id, request.sync_process_id, app_id=request.app_id)
+    else:
+        staged = request.file
+    if staged is None:
+        return None
+    return start_import(ctx, staged, request.sync_process_id)
+
+
+def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> SyncState | None:
+    """A "Sync Now" from its checks to the started import (the loop's first task, in one call)."""
+    staged = sync_now_file(ctx, org_id, sync_id, app_id=app_id)
+    return start_import(ctx, staged, sync_id) if staged is not None else None
+
+
+def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> StagedFile | None:
+    """The file a "Sync Now" imports: the org's most recently staged one.
+
+    The process must exist in ChartHop, still be open and be this app's (a replayed or forged delivery
+    starts nothing and touches nothing); while another sync of the app runs, this one is refused.
+    """
+    if org_id != ctx.settings.org_id:
+        logger.warning("Sync Now for an org this deployment does not sync; ignored", extra={"org_id": org_id})
+        return None
+    try:
+        process = ctx.charthop.get_process(org_id, sync_id)
+    except ChartHopRejected as error:
+        logger.warning(
+            "Sync Now for a process ChartHop does not show us; ignored",
+            extra={"sync_process_id": sync_id, "reason": error.user_message},
+        )
+        return None
+    if not _is_ours(ctx, process, app_id):
+        logger.warning("Sync Now for a process that is not this app's; ignored", extra={"sync_process_id": sync_id})
+        return None
+    start = ctx.journal.start(sync_id)
+    if process.status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES:
+        logger.warning("Sync Now for a finished process (a replay); ignored", extra={"sync_process_id": sync_id})
+        return None
+    if start.file is not None:  # an earlier attempt passed the checks: continue with its file
+        return start.file
+    ctx.journal.own(sync_id, None)
+    # Two presses in the same instant both find nothing RUNNING in ChartHop: the org's Sync Now slot
+    # (a conditional write) lets only one through; it is freed when that sync is closed.
+    if not ctx.slots.acquire(sync_now_slot(org_id), sync_id, ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS):
+        fail_sync(ctx, sync_id, f"Another sync is already running; {NOT_STARTED}")
+        return None
+    running = running_sync(ctx, org_id, exclude=sync_id, app_id=process.app_id)
+    if running is not None:
+        fail_sync(
+            ctx,
+            sync_id,
+            f"Another sync is already running ({running.label}, started {running.create_at}); {NOT_STARTED}",
+        )
+        return None
+    try:
+        staged = latest_staged_file(ctx.s3, ctx.settings.staging_bucket, ctx.settings.staging_prefix, org_id)
+    except SyncError as error:
+        fail_sync(ctx, sync_id, error.user_message)
+        return None
+    ctx.journal.own(sync_id, staged)
+    return staged
+
+
+def _is_ours(ctx: SyncContext, process: Process, delivered_app_id: str | None) -> bool:
+    """Only this app's processes are touched: the process must carry this app's id (the configured one,
+    or else the one its delivery names), and an import (a child process) is never a press."""
+    if process.parent_process_id:
+        return False
+    ours = ctx.settings.app_id or delivered_app_id
+    return bool(ours) and process.app_id == ours
+
+
+def running_sync(ctx: SyncContext, org_id: str, *, exclude: str, app_id: str | None) -> Process | None:
+    """Another of this app's sync processes that ChartHop shows RUNNING and that is not stale."""
+    horizon = ctx.clock() - ctx.settings.import_timeout_seconds
+    for process in ctx.charthop.find_processes(org_id, statuses=[ProcessStatus.RUNNING.value], app_id=app_id):
+        if process.id == exclude or process.parent_process_id:
+            continue  # ourselves, or an import (a child process), not a sync
+        if created_at(process) >= horizon:
+            return process
+    return None
+
+
+def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncState | None:
+    """Streams the file to the target while checking it and starts the import, once per sync: the journal
+    says whether an earlier attempt got as far, and a retry continues from there."""
+    before = ctx.journal.begin_import(sync_id, staged)
+    if before.import_id:
+        logger.warning("continuing the import an earlier attempt started", extra={"import_id": before.import_id})
+        return _loop_state(
+            ctx, staged, sync_id, ImportJob(import_id=before.import_id, detail=before.import_detail or {})
+        )
+    if before.attempts:
+        interrupted = _interrupted_start(ctx, staged, sync_id)
+        if interrupted is not None:
+            return interrupted if isinstance(interrupted, SyncState) else None
+    size = f" ({staged.size:,} bytes)" if staged.size is not None else ""
+    report_progress(ctx, sync_id, bar.UPLOADING_PROGRESS, f"Checking and uploading {staged.name}{size}")
+    try:
+        callback_url = ctx.callback_url_for(sync_id) if ctx.target.calls_back and ctx.callback_url_for else None
+        job = ctx.target.start_import(
+            staged, lambda: checked_body(ctx, staged), sync_id=sync_id, callback_url=callback_url
+        )
+    except CsvRejected as rejected:
+        refuse_file(ctx, staged, sync_id, rejected.problem)
+        return None
+    except TargetRejected as error:
+        problem = f"{ctx.target.display_name} refused {staged.name}: {error.user_message}"
+        refuse_file(ctx, staged, sync_id, CsvProblem("rejected-by-target", problem))
+        return None
+    except (CsvCheckFailed, ClientError, BotoCoreError):
+        # Reading the staged file failed (S3, or the checker itself): nothing reached the target whole.
+        # Raised, so the state machine tries again; after that the sync is closed saying the file stays staged.
+        ctx.journal.not_imported(sync_id)
+        raise
+    except SyncError as error:
+        fail_sync(
+            ctx,
+            sync_id,
+            f"Could not start the import of {staged.name}: {error.user_message} "
+            "The file stays staged; press Sync Now (ChartHop) or stage it again to try again.",
+        )
+        return None
+    ctx.journal.imported(sync_id, job.import_id, job.detail)
+    logger.info("import started", extra={"sync_process_id": sync_id, "import_id": job.import_id, "key": staged.key})
+    report_progress(
+        ctx,
+        sync_id,
+        bar.ACCEPTED_PROGRESS,
+        f"{ctx.target.display_name} accepted {staged.name}; import {job.import_id} is queued",
+    )
+    return _loop_state(ctx, staged, sync_id, job)
+
+
+class _Closed:
+    """The interrupted start was closed (the sync says why)."""
+
+
+def _interrupted_start(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncState | _Closed | None:
+    """An earlier attempt began the import and died before it recorded an answer. Where the target can
+    tell (ChartHop: an import under the sync process), continue with the import it started or start
+    afresh; where it cannot, close the sync rather than risk importing the file twice."""
+    unknown = ImportJob(import_id="")
+    found = started_import(ctx, staged, sync_id, default=unknown)
+    if found is None:
+        return None
+    if found.import_id:
+        ctx.journal.imported(sync_id, found.import_id, found.detail)
+        return _loop_state(ctx, staged, sync_id, found)
+    fail_sync(
+        ctx,
+        sync_id,
+        f"The start of the import of {staged.name} was interrupted, and {ctx.target.display_name} cannot tell "
+        f"whether the import began; check {ctx.target.display_name} before staging the file again. "
+        "The file stays staged.",
+    )
+    return _Closed()
+
+
+def _loop_state(ctx: SyncContext, staged: StagedFile, sync_id: str, job: ImportJob) -> SyncState:
+    settings = ctx.settings
+    first_wait = max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds)
+    return SyncState(
+        target=ctx.target.name,
+        org_id=staged.org_id,
+        sync_process_id=sync_id,
+        import_id=job.import_id,
+        import_detail=job.detail,
+        file=staged,
+        poll=PollState(
+            wait_seconds=first_wait,
+            initial_seconds=first_wait,
+            max_seconds=settings.poll_max_seconds,
+            timeout_seconds=settings.import_timeout_seconds,
+            started_at=ctx.clock(),
+            checked_at=ctx.clock(),
+        ),
+        reported_progress=bar.ACCEPTED_PROGRESS,
+    )
+
+
+def refuse_file(ctx: SyncContext, staged: StagedFile, sync_id: str, problem: CsvProblem) -> None:
+    """The file cannot be imported: move it to failed/ with a report and tell the user where it went."""
+    moved = _quarantine(ctx, staged.bucket, staged.key, staged.version_id, staged.org_id, problem, sync_id)
+    fail_sync(
+        ctx,
+        sync_id,
+        f"{problem.message} Nothing was imported; {moved}",
+        results={"file": staged.name, "problem": problem.code},
+    )
