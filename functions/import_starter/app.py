@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import datetime
 from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
@@ -37,6 +38,12 @@ tracer = Tracer(patch_modules=TRACE_AWS_AND_TARGETS)
 metrics = Metrics()
 #: A version of an S3 object never changes, so a replay a week later is still a duplicate.
 idempotency = IdempotencyConfig(expires_after_seconds=7 * 24 * 3600, raise_on_no_idempotency_key=True)
+#: A staged file is the same delivery whatever else its event says (the event time only orders the queue).
+file_idempotency = IdempotencyConfig(
+    expires_after_seconds=7 * 24 * 3600,
+    raise_on_no_idempotency_key=True,
+    event_key_jmespath="[bucket, key, version_id]",
+)
 #: A trigger takes a few calls (open the sync, start its loop); an attempt that died holds its "in progress"
 #: record only this long, so Lambda's retry (a minute later) continues it instead of skipping it as a duplicate.
 TRIGGER_SECONDS = 45
@@ -59,9 +66,10 @@ class _TriggerDeadline:
 
 
 @cache
-def _idempotency_store() -> DynamoDBPersistenceLayer:
-    """Built at first use, once per container, on the app's one DynamoDB client (the sync context's slots and
-    loop memory use it too): like every AWS client here it is not created while the module is imported."""
+def _idempotency_store(key_prefix: str) -> DynamoDBPersistenceLayer:
+    """Built at first use, once per container and key prefix (a store keeps the configuration it was first
+    used with), on the app's one DynamoDB client (the sync context's slots and loop memory use it too): like
+    every AWS client here it is not created while the module is imported."""
     return DynamoDBPersistenceLayer(
         table_name=os.environ.get("IDEMPOTENCY_TABLE", "people-sync-idempotency"), boto3_client=aws_clients.dynamodb()
     )
@@ -95,6 +103,9 @@ def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
     state = sync_start.begin_sync(sync_context(request.target), request)
     if state is None:
         return {"syncProcessId": request.sync_process_id, "started": False}
+    if isinstance(state, sync_start.Queued):
+        logger.info("queued behind an earlier file", extra={"ahead": state.ahead})
+        return {**request.to_json_dict(), "queued": True, "queueWaitSeconds": state.wait_seconds}
     metrics.add_metric(name="ImportsStarted", unit=MetricUnit.Count, value=1)
     return state.to_json_dict()
 
@@ -108,7 +119,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         # with a message instead of a timeout.
         with time_budget(context.get_remaining_time_in_millis() / 1000 - CALL_MARGIN_SECONDS):
             return begin_sync(event["startSync"])
-    idempotency.register_lambda_context(_TriggerDeadline(context))  # type: ignore[arg-type]
+    for config in (idempotency, file_idempotency):
+        config.register_lambda_context(_TriggerDeadline(context))  # type: ignore[arg-type]
     if "Records" not in event:
         # Only "Sync Now" is parsed with the Powertools parser (~20 ms of its own on top of pydantic).
         from aws_lambda_powertools.utilities.parser import parse
@@ -116,7 +128,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         request = parse(event=event, model=SyncNowRequest)
         logger.append_keys(sync_process_id=request.sync_process_id)
         key = request.model_dump(mode="json", include=_SYNC_NOW_KEY)
-        return _triggered([_once(start_sync_now, "sync-now", request=key)])
+        return _triggered([_once(start_sync_now, "sync-now", idempotency, request=key)])
     # Only the upload path reads S3 events; importing the data classes package costs a "Sync Now" ~10 ms.
     from aws_lambda_powertools.utilities.data_classes import S3Event
 
@@ -129,27 +141,41 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "key": unquote_plus(s3_object.key),
             "version_id": s3_object.version_id,
             "size": s3_object.size,
+            "staged_at": _epoch(record.event_time),
         }
-        started.append(_once(start_file_sync, "s3-object", object_version=version))
+        started.append(_once(start_file_sync, "s3-object", file_idempotency, object_version=version))
     return _triggered(started)
 
 
 def _without_size(object_version: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in object_version.items() if key != "size"}
+    return {key: value for key, value in object_version.items() if key not in ("size", "staged_at")}
 
 
 #: What identifies a "Sync Now" request: ChartHop's sync process (not who pressed or when).
 _SYNC_NOW_KEY = {"org_id", "sync_process_id", "app_id"}
 
 
-def _once(function: Callable[..., dict[str, Any]], key_prefix: str, **argument: dict[str, Any]) -> dict[str, Any]:
+def _epoch(event_time: str) -> float | None:
+    """S3's eventTime (ISO 8601, milliseconds): the staging order of files staged in the same second."""
+    try:
+        return datetime.fromisoformat(event_time.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None
+
+
+def _once(
+    function: Callable[..., dict[str, Any]],
+    key_prefix: str,
+    config: IdempotencyConfig,
+    **argument: dict[str, Any],
+) -> dict[str, Any]:
     """Runs `function` once per value of its one argument (Powertools idempotency, keyed `key_prefix#hash`)."""
     (name,) = argument
     once = idempotent_function(
         function,
         data_keyword_argument=name,
-        persistence_store=_idempotency_store(),
-        config=idempotency,
+        persistence_store=_idempotency_store(key_prefix),
+        config=config,
         key_prefix=key_prefix,
     )
     try:

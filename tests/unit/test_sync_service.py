@@ -165,7 +165,7 @@ def test_sync_now_imports_the_newest_csv_and_starts_one_loop(aws, emulator, clie
     assert execution["name"] == f"sync-{sync_id}"
     started_with = json.loads(aws["sfn"].describe_execution(executionArn=execution["executionArn"])["input"])
     state = sync_start.begin_sync(ctx, StartRequest.model_validate(started_with))
-    assert state is not None
+    assert isinstance(state, SyncState)
     assert [(staged.name, body, sync) for staged, body, sync in target.started] == [
         ("new.csv", csv_body("new"), sync_id)
     ]

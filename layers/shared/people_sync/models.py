@@ -145,6 +145,8 @@ class StartRequest(CamelModel):
     #: The staged object version (uploads); "Sync Now" picks the newest staged file when it starts.
     file: StagedFile | None = None
     app_id: str | None = None
+    #: When the file was staged (or "Sync Now" pressed), epoch seconds: the target's queue goes in this order.
+    staged_at: float | None = None
 
 
 class PollState(CamelModel):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from people_sync.models import ImportStatus, PollState
 
 #: Progress shown once ChartHop has accepted the file; the import itself fills the span after it.
+#: Shown while a file waits for its target's turn (one import at a time per target).
+QUEUED_PROGRESS = 0.01
 UPLOADING_PROGRESS = 0.02
 ACCEPTED_PROGRESS = 0.05
 IMPORT_SPAN = 0.9

@@ -32,6 +32,7 @@ from people_sync.models import ImportOptions
 from people_sync.slots import DynamoDBSlots
 from people_sync.start_journal import DynamoDBStartJournal
 from people_sync.sync_service import SyncContext
+from people_sync.target_queue import DynamoDBTargetQueue
 from people_sync.targets.base import ImportTarget, ProgressReporter
 from people_sync.targets.charthop import ChartHopProgressReporter, ChartHopTarget
 
@@ -125,6 +126,7 @@ def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext
         loop_memory=DynamoDBLoopMemory(settings.sync_table),
         slots=DynamoDBSlots(settings.sync_table, aws_clients.dynamodb()),
         journal=DynamoDBStartJournal(settings.sync_table),
+        queue=DynamoDBTargetQueue(settings.sync_table),
         folder=routing.folder_of_target(target, settings),
         callback_url_for=_signed_callback_urls(settings) if import_target.calls_back else None,
     )

@@ -22,6 +22,7 @@ from people_sync.models import ImportJob, PollState, StagedFile, StartRequest, S
 from people_sync.slots import ImportSlots, InMemorySlots
 from people_sync.staging import open_staged_file, quarantine
 from people_sync.start_journal import InMemoryStartJournal, StartJournal, StartRecord
+from people_sync.target_queue import InMemoryTargetQueue, TargetQueue, queue_key
 from people_sync.targets.base import ImportTarget, ProgressReporter
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class SyncContext:
     slots: ImportSlots = field(default_factory=InMemorySlots)
     #: What each sync's start has done so far (see start_journal.py); DynamoDB in Lambda.
     journal: StartJournal = field(default_factory=InMemoryStartJournal)
+    #: One import at a time per target, in staging order (see target_queue.py); DynamoDB in Lambda.
+    queue: TargetQueue = field(default_factory=InMemoryTargetQueue)
     #: The staging folder this context's target reads (ChartHop: the org id; see routing.py).
     folder: str = ""
     #: Gives a target that calls back (Orgvue) the signed URL to call for a sync (see callbacks.py).
@@ -203,6 +206,7 @@ def close_sync(
         # Freed even when the final status could not be written (the caller is retried for that): a sync that
         # is closing imports nothing more, so it must not keep later syncs out.
         _free_sync_now_slot(ctx, sync_id)
+        _leave_queue(ctx, sync_id)
 
 
 def _free_sync_now_slot(ctx: SyncContext, sync_id: str) -> None:
@@ -211,6 +215,17 @@ def _free_sync_now_slot(ctx: SyncContext, sync_id: str) -> None:
         ctx.slots.release(sync_now_slot(ctx.settings.org_id), sync_id)
     except Exception:  # the slot expires on its own; closing the sync mattered more
         logger.warning("could not free the Sync Now slot", exc_info=True)
+
+
+def target_queue_key(ctx: SyncContext) -> str:
+    return queue_key(ctx.target.name, ctx.settings, ctx.folder)
+
+
+def _leave_queue(ctx: SyncContext, sync_id: str) -> None:
+    try:
+        ctx.queue.leave(target_queue_key(ctx), sync_id)
+    except Exception:  # the turn expires on its own; closing the sync mattered more
+        logger.warning("could not leave the target's queue", exc_info=True)
 
 
 def _quarantine(

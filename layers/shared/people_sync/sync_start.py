@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -36,7 +38,9 @@ from people_sync.sync_service import (
     report_progress,
     started_import,
     sync_now_slot,
+    target_queue_key,
 )
+from people_sync.target_queue import QUEUE_WAIT_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +50,14 @@ NOT_STARTED = "this one was not started. Press Sync Now again when it has finish
 # --- triggers ------------------------------------------------------------------------------------
 
 
-def object_staged(ctx: SyncContext, bucket: str, key: str, version_id: str | None, size: int | None) -> str | None:
+def object_staged(
+    ctx: SyncContext,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    size: int | None,
+    staged_at: float | None = None,
+) -> str | None:
     """An object landed under the staging prefix: open its sync and start its loop (which imports it),
     or say why not and move it aside. Returns the sync id."""
     if key.endswith("/"):
@@ -66,16 +77,23 @@ def object_staged(ctx: SyncContext, bucket: str, key: str, version_id: str | Non
     if not ctx.settings.import_on_upload:
         logger.info("file staged; waiting for Sync Now", extra={"key": staged.key})
         return None
-    return file_dropped(ctx, staged)
+    return file_dropped(ctx, staged, staged_at)
 
 
-def file_dropped(ctx: SyncContext, staged: StagedFile) -> str:
+def file_dropped(ctx: SyncContext, staged: StagedFile, staged_at: float | None = None) -> str:
     """A file arrived without "Sync Now": open a sync for it (so it shows where syncs are shown) and
     start its loop. A retry finds the sync the first attempt opened."""
     sync_id = open_sync(ctx, staged)
     ctx.journal.own(sync_id, staged)
+    at = staged_at if staged_at is not None else ctx.clock()
+    ctx.queue.join(target_queue_key(ctx), sync_id, at=at, name=staged.name, now=ctx.clock())
     request = StartRequest(
-        kind="upload", target=ctx.target.name, org_id=staged.org_id, sync_process_id=sync_id, file=staged
+        kind="upload",
+        target=ctx.target.name,
+        org_id=staged.org_id,
+        sync_process_id=sync_id,
+        file=staged,
+        staged_at=at,
     )
     start_status_loop(ctx, request)
     return sync_id
@@ -102,7 +120,10 @@ def sync_now_requested(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: s
     if org_id != ctx.settings.org_id:
         logger.warning("Sync Now for an org this deployment does not sync; ignored", extra={"org_id": org_id})
         return None
-    start_status_loop(ctx, StartRequest(kind="sync-now", org_id=org_id, sync_process_id=sync_id, app_id=app_id))
+    request = StartRequest(
+        kind="sync-now", org_id=org_id, sync_process_id=sync_id, app_id=app_id, staged_at=ctx.clock()
+    )
+    start_status_loop(ctx, request)
     return sync_id
 
 
@@ -132,16 +153,47 @@ def reject_object(
 # --- the loop's first task -----------------------------------------------------------------------
 
 
-def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | None:
-    """The status loop's first task: checks a "Sync Now", then imports the file. None: nothing to follow
-    (the sync was refused and closed, or it is not this app's)."""
+@dataclass(frozen=True)
+class Queued:
+    """The target is busy with an earlier-staged file (or the file was staged only just now): the start
+    waits `wait_seconds` and asks again."""
+
+    ahead: str
+    wait_seconds: int
+
+
+def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | None:
+    """The status loop's first task: checks a "Sync Now", waits for the target's turn, then imports the
+    file. None: nothing to follow (the sync was refused and closed, or it is not this app's)."""
+    sync_id = request.sync_process_id
     if request.kind == "sync-now":
-        staged = sync_now_file(ctx, request.org_id, request.sync_process_id, app_id=request.app_id)
+        staged = sync_now_file(ctx, request.org_id, sync_id, app_id=request.app_id)
     else:
         staged = request.file
     if staged is None:
         return None
-    return start_import(ctx, staged, request.sync_process_id)
+    now = ctx.clock()
+    turn = ctx.queue.take_turn(
+        target_queue_key(ctx),
+        sync_id,
+        at=request.staged_at if request.staged_at is not None else now,
+        name=staged.name,
+        now=now,
+        hold_seconds=ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS,
+    )
+    if turn.settling:
+        return Queued("", max(1, math.ceil(turn.settling)))
+    if not turn.granted:
+        target = ctx.target.display_name
+        report_progress(
+            ctx,
+            sync_id,
+            bar.QUEUED_PROGRESS,
+            f"{staged.name} is queued behind {turn.ahead or 'an earlier file'}: {target} imports one file at a "
+            "time, in the order they were staged",
+        )
+        return Queued(turn.ahead, QUEUE_WAIT_SECONDS)
+    return start_import(ctx, staged, sync_id)
 
 
 def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> SyncState | None:
