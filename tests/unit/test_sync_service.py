@@ -84,6 +84,9 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
 
 @pytest.fixture
 def aws() -> Iterator[dict[str, Any]]:
@@ -138,6 +141,7 @@ def make_ctx(
         s3=aws["s3"],
         stepfunctions=aws["sfn"],
         clock=clock,
+        sleep=clock.sleep,
     )
     return ctx, reporter, clock
 

@@ -30,6 +30,17 @@ CHARTHOP_PAGE_LIMIT_PARAM = "limit"
 CHARTHOP_PAGE_FROM_PARAM = "from"
 CHARTHOP_NEXT_FIELD = "next"
 
+#: (assumption) A process's `appId` (found: "app id of the process") is set on every process an app's "Sync Now"
+#: creates, and on the processes an app creates with `appId`: the app touches only processes carrying its own
+#: id (`ChartHopAppId`, or the delivery's `appId` when that is not configured). A process with a
+#: `parentProcessId` (an import under a sync) is never a press.
+#: (assumption) An import that importDataCsv started is listed by findProcesses under its `parentProcessId` as
+#: soon as the POST has answered, so an interrupted start finds it there (confirm: findProcesses right after an
+#: import POST). A POST whose body was cut off (the pre-flight check refused it, or the function died while
+#: streaming) starts no import.
+#: (assumption) Orgvue and ELMA365 offer no way to ask whether an import was started for a given upload, so an
+#: interrupted start into them is closed ERROR ("cannot tell whether the import began") instead of retried.
+
 #: (assumption) ChartHop answers rate limiting with 429, with or without a Retry-After header
 #: (seconds). Without the header we fall back to our own capped exponential backoff.
 CHARTHOP_RATE_LIMIT_STATUS = 429

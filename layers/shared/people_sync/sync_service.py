@@ -55,6 +55,7 @@ class SyncContext:
     #: Gives a target that calls back (Orgvue) the signed URL to call for a sync (see callbacks.py).
     callback_url_for: Callable[[str], str] | None = None
     clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
 
     def __post_init__(self) -> None:
         self.folder = self.folder or self.settings.org_id

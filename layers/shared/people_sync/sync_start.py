@@ -40,7 +40,7 @@ from people_sync.sync_service import (
     sync_now_slot,
     target_queue_key,
 )
-from people_sync.target_queue import QUEUE_WAIT_SECONDS
+from people_sync.target_queue import QUEUE_WAIT_SECONDS, Turn
 
 logger = logging.getLogger(__name__)
 
@@ -172,15 +172,10 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         staged = request.file
     if staged is None:
         return None
-    now = ctx.clock()
-    turn = ctx.queue.take_turn(
-        target_queue_key(ctx),
-        sync_id,
-        at=request.staged_at if request.staged_at is not None else now,
-        name=staged.name,
-        now=now,
-        hold_seconds=ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS,
-    )
+    turn = _take_turn(ctx, request, staged)
+    if turn.settling:  # staged a moment ago: a file staged just before it may still be on its way
+        ctx.sleep(turn.settling)
+        turn = _take_turn(ctx, request, staged)
     if turn.settling:
         return Queued("", max(1, math.ceil(turn.settling)))
     if not turn.granted:
@@ -194,6 +189,18 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         )
         return Queued(turn.ahead, QUEUE_WAIT_SECONDS)
     return start_import(ctx, staged, sync_id)
+
+
+def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile) -> Turn:
+    now = ctx.clock()
+    return ctx.queue.take_turn(
+        target_queue_key(ctx),
+        request.sync_process_id,
+        at=request.staged_at if request.staged_at is not None else now,
+        name=staged.name,
+        now=now,
+        hold_seconds=ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS,
+    )
 
 
 def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> SyncState | None:
