@@ -55,6 +55,8 @@ def test_success_marks_the_sync_done_with_results(offline: Offline) -> None:
     assert "Imported roster.csv: 25 rows, 25 created" in process["message"]
     assert_strictly_increasing_to_one(offline.progress_values(sync_id))
     assert offline.execution_status(sync_id) == "SUCCEEDED"
+    # a fault-free sync needs no retry anywhere (e.g. the close never finds the last check's lease held)
+    assert [event for event in offline.execution_history(sync_id) if event["type"] == "TaskFailed"] == []
     [upload] = offline.emulator.uploads
     assert upload.query["parentProcessId"] == sync_id
 

@@ -43,12 +43,12 @@ def follow_import(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOu
         logger.warning("another check of this sync is running, or it is closed; only waiting")
         return "busy"
     try:
-        return _follow(ctx, state, task_token)
+        return _follow(ctx, state, task_token, owner)
     finally:
         ctx.loop_memory.release_check(sync_id, owner)
 
 
-def _follow(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOutcome:
+def _follow(ctx: SyncContext, state: SyncState, task_token: str, owner: str) -> TurnOutcome:
     sync_id = state.sync_process_id
     memory = ctx.loop_memory.load(sync_id)
     if just_checked(state, ctx.clock(), ctx.target.min_check_interval_seconds) and memory.callback is None:
@@ -83,6 +83,9 @@ def _follow(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOutcome:
             task_token=None,
             waiting_state=None,
         )
+        # This check writes nothing more: free the lease before the hand-back, so the step that follows
+        # (closing the sync) does not find it held.
+        ctx.loop_memory.release_check(sync_id, owner)
         try:
             ctx.stepfunctions.send_task_success(taskToken=task_token, output=json.dumps(checked.to_json_dict()))
         except (ctx.stepfunctions.exceptions.TaskTimedOut, ctx.stepfunctions.exceptions.TaskDoesNotExist):
