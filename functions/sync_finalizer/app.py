@@ -54,8 +54,9 @@ def _close_abandoned_sync(detail: dict[str, Any]) -> dict[str, Any]:
     started = json.loads(detail["input"])
     sync_id, target = started["syncProcessId"], started.get("target", "charthop")
     file = StagedFile.model_validate(started["file"]) if started.get("file") else None
+    request = StartRequest.model_validate(started) if "kind" in started else None
     logger.append_keys(sync_process_id=sync_id, execution_status=detail["status"])
-    outcome = sync_service.execution_ended(sync_context(target), sync_id, detail["status"], file)
+    outcome = sync_service.execution_ended(sync_context(target), sync_id, detail["status"], file, request)
     if outcome is None:
         logger.info("execution ended; the sync was already closed")
         return {"status": "ALREADY_CLOSED"}

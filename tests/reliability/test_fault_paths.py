@@ -524,6 +524,22 @@ def test_16_sync_now_without_app_id_for_another_apps_process_touches_nothing() -
         assert offline.staged_keys() == [offline.staged_key("roster.csv")]
 
 
+def test_a_sync_now_whose_process_cannot_be_read_is_still_closed() -> None:
+    """ChartHop answers every getProcess with 503 while the start runs: the checks never confirm the process,
+    but its delivery named this app's id, so the process handed to the app is closed, not left PENDING."""
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3), import_on_upload=False) as offline:
+        offline.stage("roster.csv", ROSTER)
+        quiet(offline)
+        offline.emulator.inject("getProcess", *[Fault.http(503)] * (CLIENT_TRIES * 3))
+        process = offline.emulator.press_sync_now()["process"]
+        closed = wait_closed(offline, process["id"])
+        assert closed["status"] == "ERROR", closed
+        assert "Could not start the import" in closed["message"]
+        assert "stays staged" in closed["message"]
+        assert offline.emulator.uploads == []
+        assert offline.staged_keys() == [offline.staged_key("roster.csv")]
+
+
 # --- 17: folder markers --------------------------------------------------------------------------------
 
 

@@ -258,10 +258,24 @@ def workflow_failed(ctx: SyncContext, state: SyncState, error: dict[str, Any]) -
 
 def start_failed(ctx: SyncContext, request: StartRequest, error: dict[str, Any]) -> dict[str, Any]:
     """Starting the import broke (after Step Functions' retries, e.g. the import starter was killed)."""
+    _own_if_claimed(ctx, request)
     return loop_broke(ctx, request.sync_process_id, _error_cause(error), file=request.file) or {
         "status": "ALREADY_CLOSED",
         "message": "",
     }
+
+
+def _own_if_claimed(ctx: SyncContext, request: StartRequest | None) -> None:
+    """A "Sync Now" whose checks never ran (ChartHop could not be read) is still closed when its delivery
+    named this app's configured id: a process handed to the app must not stay open for ever."""
+    if (
+        request is not None
+        and request.kind == "sync-now"
+        and ctx.settings.app_id
+        and request.app_id == ctx.settings.app_id
+        and not ctx.journal.start(request.sync_process_id).owned
+    ):
+        ctx.journal.own(request.sync_process_id, None)
 
 
 EXECUTION_END_REASONS = {
@@ -271,10 +285,13 @@ EXECUTION_END_REASONS = {
 }
 
 
-def execution_ended(ctx: SyncContext, sync_id: str, status: str, file: StagedFile | None) -> dict[str, Any] | None:
+def execution_ended(
+    ctx: SyncContext, sync_id: str, status: str, file: StagedFile | None, request: StartRequest | None = None
+) -> dict[str, Any] | None:
     """A status loop ended abnormally (EventBridge): close the sync unless the loop already did."""
     if ctx.loop_memory.load(sync_id).final_written:
         return None
+    _own_if_claimed(ctx, request)
     reason = EXECUTION_END_REASONS.get(status, f"its status loop ended as {status}")
     return loop_broke(ctx, sync_id, reason, file=file)
 
