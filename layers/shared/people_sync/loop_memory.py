@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from people_sync import aws_clients
 from people_sync.models import CamelModel
+from people_sync.sync_table import SyncTableStore, condition_failed
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_stepfunctions import SFNClient
 
 logger = logging.getLogger(__name__)
@@ -235,21 +234,11 @@ class InMemoryLoopMemory:
             self._update(sync_id, final_written=True)
 
 
-class DynamoDBLoopMemory:
-    """One item per sync (`id` = loop#<sync id>), in the table shared with the import slots."""
-
-    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
-        self.table_name = table_name
-        self._client = client
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = aws_clients.dynamodb()
-        return self._client
+class DynamoDBLoopMemory(SyncTableStore):
+    """One item per sync (`id` = loop#<sync id>), in the sync table."""
 
     def load(self, sync_id: str) -> LoopRecord:
-        item = self.client.get_item(TableName=self.table_name, Key=_key(sync_id), ConsistentRead=True).get("Item")
+        item = self.get(f"loop#{sync_id}")
         return _record(item) if item else LoopRecord()
 
     def _set(
@@ -323,7 +312,7 @@ class DynamoDBLoopMemory:
                 condition_values={":now": _attribute(now), ":owner": {"S": owner}},
             )
         except ClientError as error:
-            if _condition_failed(error):
+            if condition_failed(error):
                 return False
             raise
         return True
@@ -338,7 +327,7 @@ class DynamoDBLoopMemory:
                 condition_values={":owner": {"S": owner}},
             )
         except ClientError as error:
-            if not _condition_failed(error):
+            if not condition_failed(error):
                 raise
 
     def claim_progress(self, sync_id: str, progress: float) -> bool:
@@ -350,7 +339,7 @@ class DynamoDBLoopMemory:
                 "(attribute_not_exists(#reportedProgress) OR #reportedProgress < :reportedProgress)",
             )
         except ClientError as error:
-            if _condition_failed(error):
+            if condition_failed(error):
                 return False
             raise
         return True
@@ -377,7 +366,7 @@ class DynamoDBLoopMemory:
                 ReturnValues="ALL_OLD",
             )
         except ClientError as error:
-            if _condition_failed(error):
+            if condition_failed(error):
                 raise CheckInProgress(f"a check of {sync_id} is in progress") from error
             raise
         old = response.get("Attributes")
@@ -434,11 +423,6 @@ def _record(item: dict[str, Any]) -> LoopRecord:
     if "finalWritten" in item:
         values["final_written"] = bool(item["finalWritten"].get("BOOL"))
     return LoopRecord(**values)
-
-
-def _condition_failed(error: ClientError) -> bool:
-    response: Any = error.response
-    return bool(response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
 def _key(sync_id: str) -> dict[str, Any]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import boto3
 from botocore.exceptions import ClientError
+
+from people_sync.sync_table import condition_failed
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -93,7 +95,7 @@ class DynamoDBSlots:
                 ExpressionAttributeValues={":now": {"N": str(int(now))}, ":owner": {"S": owner}},
             )
         except ClientError as error:
-            if _condition_failed(error):
+            if condition_failed(error):
                 return False
             raise
         return True
@@ -108,13 +110,8 @@ class DynamoDBSlots:
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
         except ClientError as error:
-            if not _condition_failed(error):
+            if not condition_failed(error):
                 raise
-
-
-def _condition_failed(error: ClientError) -> bool:
-    response: Any = error.response
-    return bool(response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
 __all__ = ["DynamoDBSlots", "ImportSlots", "InMemorySlots"]

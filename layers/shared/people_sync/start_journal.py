@@ -21,11 +21,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from people_sync import aws_clients
 from people_sync.models import CamelModel, StagedFile
+from people_sync.sync_table import SyncTableStore
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    pass
 
 #: A staged object version is one sync for as long as S3 could deliver its event again (and a week more).
 RECORD_TTL_SECONDS = 8 * 24 * 3600
@@ -132,21 +132,7 @@ class InMemoryStartJournal:
             self.starts[sync_id] = record.model_copy(update={"attempts": max(0, record.attempts - 1)})
 
 
-class DynamoDBStartJournal:
-    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
-        self.table_name = table_name
-        self._client = client
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = aws_clients.dynamodb()
-        return self._client
-
-    def _get(self, key: str) -> dict[str, Any]:
-        item = self.client.get_item(TableName=self.table_name, Key={"id": {"S": key}}, ConsistentRead=True).get("Item")
-        return dict(item or {})
-
+class DynamoDBStartJournal(SyncTableStore):
     def _update(self, key: str, expression: str, values: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         response = self.client.update_item(
             TableName=self.table_name,
@@ -158,7 +144,7 @@ class DynamoDBStartJournal:
         return dict(response.get("Attributes") or {})
 
     def upload(self, trigger: str) -> UploadRecord:
-        item = self._get(f"upload#{trigger}")
+        item = self.get(f"upload#{trigger}")
         return UploadRecord(
             sync_id=item["syncId"]["S"] if "syncId" in item else None, opening=bool(item.get("opening", {}).get("BOOL"))
         )
@@ -176,7 +162,7 @@ class DynamoDBStartJournal:
         return str(item["syncId"]["S"])
 
     def start(self, sync_id: str) -> StartRecord:
-        return _start_record(self._get(f"start#{sync_id}"))
+        return _start_record(self.get(f"start#{sync_id}"))
 
     def own(self, sync_id: str, file: StagedFile | None) -> None:
         expression = "SET owned = :yes"

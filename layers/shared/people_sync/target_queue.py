@@ -21,11 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from people_sync import aws_clients
+from people_sync.sync_table import SyncTableStore, condition_failed
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-
     from people_sync.config import AppSettings
 
 #: A waiting sync that has not asked for this long is passed over (it asks every QUEUE_WAIT_SECONDS).
@@ -126,29 +124,19 @@ class InMemoryTargetQueue:
                     item.pop(field, None)
 
 
-class DynamoDBTargetQueue:
-    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
-        self.table_name = table_name
-        self._client = client
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = aws_clients.dynamodb()
-        return self._client
-
+class DynamoDBTargetQueue(SyncTableStore):
     def join(self, key: str, sync_id: str, *, at: float, name: str, now: float) -> None:
         entry = {"at": at, "name": name, "seen": now}
         self._update(key, "SET waiting = if_not_exists(waiting, :empty)", {":empty": {"M": {}}})
         self._update(key, "SET waiting.#me = :entry", {":entry": {"S": json.dumps(entry)}}, names={"#me": sync_id})
 
     def take_turn(self, key: str, sync_id: str, *, at: float, name: str, now: float, hold_seconds: float) -> Turn:
-        item = self._get(key)
+        item = self.get(key)
         if item.get("holder", {}).get("S") == sync_id:
             return Turn(True)
         self.join(key, sync_id, at=at, name=name, now=now)
         waiting = {
-            other: json.loads(value["S"]) for other, value in self._get(key).get("waiting", {}).get("M", {}).items()
+            other: json.loads(value["S"]) for other, value in self.get(key).get("waiting", {}).get("M", {}).items()
         }
         held = "holder" in item and float(item.get("holderUntil", {}).get("N", "0")) >= now
         turn = decide(sync_id, at, waiting, item.get("holderName", {}).get("S", "") if held else None, now)
@@ -168,13 +156,13 @@ class DynamoDBTargetQueue:
                 condition="attribute_not_exists(holder) OR holderUntil < :now OR holder = :me",
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return Turn(False, self._get(key).get("holderName", {}).get("S", ""))
+            if condition_failed(error):
+                return Turn(False, self.get(key).get("holderName", {}).get("S", ""))
             raise
         return Turn(True)
 
     def leave(self, key: str, sync_id: str) -> None:
-        item = self._get(key)
+        item = self.get(key)
         if sync_id in item.get("waiting", {}).get("M", {}):
             self._update(key, "REMOVE waiting.#me", {}, names={"#me": sync_id}, expiration=False)
         if item.get("holder", {}).get("S") != sync_id:
@@ -188,12 +176,8 @@ class DynamoDBTargetQueue:
                 expiration=False,
             )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not condition_failed(error):
                 raise
-
-    def _get(self, key: str) -> dict[str, Any]:
-        item = self.client.get_item(TableName=self.table_name, Key={"id": {"S": key}}, ConsistentRead=True).get("Item")
-        return dict(item or {})
 
     def _update(
         self,
