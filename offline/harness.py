@@ -314,6 +314,7 @@ def offline_environment(
                 env = {
                     "CHARTHOP_RETRY_BACKOFF_SECONDS": "0.01",
                     "CHARTHOP_READ_TIMEOUT_SECONDS": "2",
+                    "QUEUE_WAIT_SECONDS": "1",  # a queued start asks again every second (5 s deployed)
                     # in AWS the stack names the callback API's URL; offline it is the shim's
                     "TARGET_CALLBACK_URL": f"{api.base_url}/callback/orgvue",
                     **(extra_env or {}),

@@ -4,6 +4,7 @@ callback recorder."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,20 @@ def recorder() -> Iterator[CallbackRecorder]:
     """A callback endpoint that records what arrives (e.g. Orgvue's job callbacks)."""
     with CallbackRecorder() as running:
         yield running
+
+
+class _QuickTime:
+    """`time` for moto's retrier: a retry waits 0.3-1 s instead of up to a minute (the order and number of
+    retries are unchanged)."""
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(max(0.3, min(seconds, 1.0)))
+
+
+@pytest.fixture
+def quick_state_machine_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step Functions' Retry intervals (2 s, then x2/x3 with jitter), cut to at most a second in moto."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    monkeypatch.setattr(retrier_decl, "time", _QuickTime())

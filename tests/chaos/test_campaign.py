@@ -8,6 +8,10 @@ from tests.chaos.campaign import run_schedule
 from tests.chaos.conftest import RESULTS
 from tests.chaos.schedule import generate
 
+#: Step Functions' Retry waits cut to at most a second (their order and number unchanged), so a schedule
+#: with faults ends in seconds.
+pytestmark = pytest.mark.usefixtures("quick_state_machine_retries")
+
 
 def test_schedule_keeps_the_invariants(seed: int) -> None:
     schedule = generate(seed)

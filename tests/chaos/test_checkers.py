@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import boto3
+import pytest
 import requests
 
 from tests.chaos.campaign import run_schedule
@@ -17,6 +18,10 @@ from tests.chaos.invariants import Observed, PressRecord, StagedVersion, Violati
 from tests.chaos.schedule import Action, HttpFault, Schedule
 
 APP_USER = "app-user"
+
+#: Step Functions' Retry waits cut to at most a second (their order and number unchanged), so a schedule
+#: with faults ends in seconds.
+pytestmark = pytest.mark.usefixtures("quick_state_machine_retries")
 
 
 def clean() -> Observed:

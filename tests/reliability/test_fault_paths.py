@@ -6,7 +6,7 @@ app: the ChartHop emulator's processes, updates and imports, the ELMA365 emulato
 table and the executions. They use only harness features that predate the restructure of the start, so the
 same file also runs against the code before the fix (where each test fails).
 
-Step Functions' retry waits are shortened for these tests (see `_quick_state_machine_retries`): the
+Step Functions' retry waits are shortened for these tests (the `quick_state_machine_retries` fixture): the
 finalizer's retries alone (2, 6, 18, 54 s with full jitter) would take over a minute.
 """
 
@@ -30,7 +30,7 @@ from offline.lambda_runtime import ExternalCall, InvocationKilled
 from people_sync import api_assumptions as assumed
 from tests.conftest import EVENTS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("quick_state_machine_retries")]
 
 ROSTER = (EVENTS / "roster.csv").read_bytes()
 ROSTER_ROWS = 25
@@ -40,22 +40,6 @@ IMPORTER = "ImportStarterFunction"
 CHECKER = "StatusCheckerFunction"
 FINALIZER = "SyncFinalizerFunction"
 Phase = Literal["before", "after"]
-
-
-class _QuickTime:
-    """`time` for moto's retrier: a retry waits 0.3-1 s instead of up to a minute (the order and number of
-    retries are unchanged)."""
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        time.sleep(max(0.3, min(seconds, 1.0)))
-
-
-@pytest.fixture(autouse=True)
-def _quick_state_machine_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-
-    monkeypatch.setattr(retrier_decl, "time", _QuickTime())
 
 
 # --- helpers ---------------------------------------------------------------------------------------

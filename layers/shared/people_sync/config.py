@@ -58,6 +58,8 @@ class AppSettings:
     #: This app's ChartHop app id: only processes carrying it are ever touched (a "Sync Now" for a process of
     #: another app starts nothing). Empty: a process must carry the app id its delivery names.
     app_id: str = ""
+    #: How long a start queued behind another file of the same target waits before it asks again.
+    queue_wait_seconds: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
@@ -93,6 +95,7 @@ class AppSettings:
             target_callback_url=env.get("TARGET_CALLBACK_URL", ""),
             callback_signing_secret_name=env.get("CALLBACK_SIGNING_SECRET", ""),
             app_id=env.get("CHARTHOP_APP_ID", ""),
+            queue_wait_seconds=int(env.get("QUEUE_WAIT_SECONDS", "5")),
         )
 
 

@@ -40,7 +40,7 @@ from people_sync.sync_service import (
     sync_now_slot,
     target_queue_key,
 )
-from people_sync.target_queue import QUEUE_WAIT_SECONDS, Turn
+from people_sync.target_queue import Turn
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
             f"{staged.name} is queued behind {turn.ahead or 'an earlier file'}: {target} imports one file at a "
             "time, in the order they were staged",
         )
-        return Queued(turn.ahead, QUEUE_WAIT_SECONDS)
+        return Queued(turn.ahead, ctx.settings.queue_wait_seconds)
     return start_import(ctx, staged, sync_id)
 
 

@@ -26,10 +26,9 @@ from people_sync.sync_table import SyncTableStore, condition_failed
 if TYPE_CHECKING:
     from people_sync.config import AppSettings
 
-#: A waiting sync that has not asked for this long is passed over (it asks every QUEUE_WAIT_SECONDS).
+#: A waiting sync that has not asked for this long is passed over (it asks every few seconds:
+#: AppSettings.queue_wait_seconds).
 STALE_AFTER_SECONDS = 120
-#: How long a queued start waits before it asks again.
-QUEUE_WAIT_SECONDS = 5
 #: A file gets a free turn only this long after it was staged: a file staged just before it, whose event is
 #: still on its way, joins the queue first (the triggers join at once, before the loop starts).
 SETTLE_SECONDS = 1.0
