@@ -1,6 +1,7 @@
-"""The fault campaign runs only when asked (`make chaos`, `pytest tests/chaos --chaos`, or CHAOS=1): it is
-not part of `make test` yet. `--seeds N` runs seeds 1..N (default 50, CI's fixed set), `--seed S` replays
-one; CHAOS_SEEDS / CHAOS_SEED do the same. The end of the run prints the campaign's statistics."""
+"""The fault campaign runs only when asked (`make test` and `make chaos` set CHAOS=1; `pytest tests/chaos
+--chaos`), so a plain `pytest` run of one test file stays quick. `--seeds N` runs seeds 1..N (default 50,
+the fixed set), `--seed S` replays one; CHAOS_SEEDS / CHAOS_SEED do the same. The end of the run prints the
+campaign's statistics."""
 
 from __future__ import annotations
 
