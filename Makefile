@@ -43,7 +43,7 @@ e2e: $(STAMP)
 ## Randomized fault campaign alone (tests/chaos, issue 11): seeds 1..50 by default (the set `make test` runs),
 ## `SEEDS=1000` deeper, `SEED=<n>` replays one schedule.
 chaos: $(STAMP)
-	CHAOS=1 $(BIN)/python -m pytest tests/chaos -p no:cacheprovider -q $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(PYTEST_ARGS)
+	CHAOS=1 $(BIN)/python -m pytest tests/chaos -p no:cacheprovider -q $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(FIRST_SEED),--first-seed $(FIRST_SEED)) $(PYTEST_ARGS)
 
 ## `sam validate --lint`, `sam build` (no Docker needed) and a check that the build is what Lambda should load.
 sam-check: $(STAMP) $(SAM_STAMP)

@@ -1,7 +1,7 @@
 """The fault campaign runs only when asked (`make test` and `make chaos` set CHAOS=1; `pytest tests/chaos
 --chaos`), so a plain `pytest` run of one test file stays quick. `--seeds N` runs seeds 1..N (default 50,
-the fixed set), `--seed S` replays one; CHAOS_SEEDS / CHAOS_SEED do the same. The end of the run prints the
-campaign's statistics."""
+the fixed set), `--seed S` replays one, `--first-seed F` starts a deeper run past them; CHAOS_SEEDS,
+CHAOS_SEED and CHAOS_FIRST_SEED do the same. The end of the run prints the campaign's statistics."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chaos", action="store_true", default=False, help="run the fault campaign")
     group.addoption("--seeds", type=int, default=None, help="run seeds 1..N (default 50)")
     group.addoption("--seed", type=int, default=None, help="replay one seed")
+    group.addoption("--first-seed", type=int, default=None, help="with --seeds: start at this seed (default 1)")
 
 
 def _option(config: pytest.Config, name: str) -> object:
@@ -36,8 +37,9 @@ def chosen_seeds(config: pytest.Config) -> list[int]:
     seed = _option(config, "--seed") or os.environ.get("CHAOS_SEED") or None
     if seed not in (None, ""):
         return [int(str(seed))]
-    count = _option(config, "--seeds") or os.environ.get("CHAOS_SEEDS") or DEFAULT_SEEDS
-    return list(range(1, int(str(count)) + 1))
+    count = int(str(_option(config, "--seeds") or os.environ.get("CHAOS_SEEDS") or DEFAULT_SEEDS))
+    first = int(str(_option(config, "--first-seed") or os.environ.get("CHAOS_FIRST_SEED") or 1))
+    return list(range(first, first + count))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
