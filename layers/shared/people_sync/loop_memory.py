@@ -80,12 +80,12 @@ class LoopMemory(Protocol):
         self,
         sync_id: str,
         *,
-        reported_progress: float,
         unavailable_checks: int,
         task_token: str | None,
         waiting_state: dict[str, Any] | None,
     ) -> None:
-        """Records a check's outcome and the wait that follows it (token None: nothing waits)."""
+        """Records a check's outcome and the wait that follows it (token None: nothing waits). The progress
+        shown is recorded by `claim_progress` alone."""
         ...
 
     def record_callback(self, sync_id: str, callback: dict[str, str]) -> LoopRecord:
@@ -164,16 +164,13 @@ class InMemoryLoopMemory:
         self,
         sync_id: str,
         *,
-        reported_progress: float,
         unavailable_checks: int,
         task_token: str | None,
         waiting_state: dict[str, Any] | None,
     ) -> None:
         with self._lock:
-            record = self.records.get(sync_id, LoopRecord())
             self._update(
                 sync_id,
-                reported_progress=max(record.reported_progress, reported_progress),
                 unavailable_checks=unavailable_checks,
                 task_token=task_token,
                 waiting_state=waiting_state,
@@ -277,7 +274,6 @@ class DynamoDBLoopMemory(SyncTableStore):
         self,
         sync_id: str,
         *,
-        reported_progress: float,
         unavailable_checks: int,
         task_token: str | None,
         waiting_state: dict[str, Any] | None,
@@ -288,7 +284,6 @@ class DynamoDBLoopMemory(SyncTableStore):
             values.update(taskToken=task_token, waitingState=waiting_state)
             remove = ()
         self._set(sync_id, values, remove=remove)
-        self.claim_progress(sync_id, reported_progress)  # only ever raises the reported progress
 
     def record_callback(self, sync_id: str, callback: dict[str, str]) -> LoopRecord:
         self._set(sync_id, {"callback": callback})

@@ -54,7 +54,7 @@ def _follow(ctx: SyncContext, state: SyncState, task_token: str, owner: str) -> 
     if just_checked(state, ctx.clock(), ctx.target.min_check_interval_seconds) and memory.callback is None:
         # Entered again right after a hand-over (or the import's start): only wait. (A callback that
         # came before this wait began is acted on at once.)
-        _wait(ctx, state, task_token, memory.reported_progress, memory.unavailable_checks)
+        _wait(ctx, state, task_token, memory.unavailable_checks)
         return "waiting"
     current = _with_memory(state, memory)
     try:
@@ -78,7 +78,6 @@ def _follow(ctx: SyncContext, state: SyncState, task_token: str, owner: str) -> 
     if _must_hand_over(state, checked):
         ctx.loop_memory.save_turn(
             sync_id,
-            reported_progress=checked.reported_progress,
             unavailable_checks=checked.poll.unavailable_checks,
             task_token=None,
             waiting_state=None,
@@ -94,7 +93,7 @@ def _follow(ctx: SyncContext, state: SyncState, task_token: str, owner: str) -> 
             logger.warning("the wait ran out before the hand-back; the next check continues")
             return "waiting"
         return "handed-over"
-    _wait(ctx, state, task_token, checked.reported_progress, checked.poll.unavailable_checks)
+    _wait(ctx, state, task_token, checked.poll.unavailable_checks)
     return "waiting"
 
 
@@ -136,7 +135,7 @@ def _without_callback(detail: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in detail.items() if key != "callback"}
 
 
-def _wait(ctx: SyncContext, state: SyncState, task_token: str, reported_progress: float, unavailable: int) -> None:
+def _wait(ctx: SyncContext, state: SyncState, task_token: str, unavailable: int) -> None:
     """Leaves the token unanswered; a target that calls back can complete it through the loop memory
     (with a state that asks for a check at once)."""
     waiting_state = None
@@ -144,7 +143,6 @@ def _wait(ctx: SyncContext, state: SyncState, task_token: str, reported_progress
         waiting_state = state.model_copy(update={"poll": state.poll.model_copy(update={"checked_at": None})})
     ctx.loop_memory.save_turn(
         state.sync_process_id,
-        reported_progress=reported_progress,
         unavailable_checks=unavailable,
         task_token=task_token if waiting_state is not None else None,
         waiting_state=waiting_state.to_json_dict() if waiting_state is not None else None,
