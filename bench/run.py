@@ -175,7 +175,7 @@ def simulate_status_loop(duration: float, initial: int, cap: int) -> tuple[int, 
                      "startedAt": 0, "checkedAt": 0},
         }
     )  # fmt: skip
-    transitions = invocations = 0
+    transitions, invocations = 2, 1  # the start: StartImport (one invocation) and IsImportStarted
     while True:
         transitions += 1  # FollowImport entered
         invocations += 1
