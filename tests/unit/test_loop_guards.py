@@ -34,6 +34,7 @@ from tests.unit.test_sync_service import Clock, RecordingReporter
 TABLE = "people-sync-loop-guards"
 SYNC = "sync-1"
 LEASE = 90.0
+FINAL = {"succeeded": True, "message": "Imported roster.csv", "results": {}, "summary": "Imported roster.csv"}
 
 
 def _create_table(client: Any) -> None:
@@ -62,18 +63,18 @@ def memory(request: pytest.FixtureRequest) -> Iterator[LoopMemory]:
 def test_close_while_a_check_holds_the_lease_raises_check_in_progress(memory: LoopMemory) -> None:
     assert memory.acquire_check(SYNC, "check-a", 100.0, LEASE)
     with pytest.raises(CheckInProgress):
-        memory.close(SYNC, 110.0, LEASE)
+        memory.close(SYNC, 110.0, LEASE, FINAL)
     assert memory.load(SYNC).closed_at is None
     assert memory.claim_progress(SYNC, 0.4)  # the running check's last write still lands, before the close
     memory.release_check(SYNC, "check-a")
-    before = memory.close(SYNC, 120.0, LEASE)
+    before = memory.close(SYNC, 120.0, LEASE, FINAL)
     assert not before.final_written
     assert memory.load(SYNC).closed_at == 120.0
 
 
 def test_after_the_close_no_progress_is_claimed_and_no_check_starts(memory: LoopMemory) -> None:
     assert memory.claim_progress(SYNC, 0.3)
-    memory.close(SYNC, 100.0, LEASE)
+    memory.close(SYNC, 100.0, LEASE, FINAL)
     assert not memory.claim_progress(SYNC, 0.9)
     assert not memory.acquire_check(SYNC, "late-check", 101.0, LEASE)
     assert not memory.acquire_check(SYNC, "late-check", 100.0 + LEASE + 1, LEASE)  # not even once the lease ran out
@@ -82,14 +83,14 @@ def test_after_the_close_no_progress_is_claimed_and_no_check_starts(memory: Loop
 
 def test_a_dead_checks_lease_expires_and_its_late_claim_is_refused(memory: LoopMemory) -> None:
     assert memory.acquire_check(SYNC, "dead-check", 100.0, LEASE)
-    memory.close(SYNC, 100.0 + LEASE + 1, LEASE)  # the holder died: its lease ran out
+    memory.close(SYNC, 100.0 + LEASE + 1, LEASE, FINAL)  # the holder died: its lease ran out
     assert not memory.claim_progress(SYNC, 0.7)
 
 
 def test_a_second_close_says_the_final_status_was_written(memory: LoopMemory) -> None:
-    memory.close(SYNC, 100.0, LEASE)
+    memory.close(SYNC, 100.0, LEASE, FINAL)
     memory.mark_final_written(SYNC)
-    assert memory.close(SYNC, 200.0, LEASE).final_written
+    assert memory.close(SYNC, 200.0, LEASE, FINAL).final_written
 
 
 @pytest.mark.parametrize("progress", [0.05, 0.5, 0.95])
@@ -128,9 +129,9 @@ def _play(memory: LoopMemory, sync_id: str, operations: list[tuple[str, float]])
         elif kind == "close":
             if holder not in (None, CLOSER):
                 with pytest.raises(CheckInProgress):
-                    memory.close(sync_id, 100.0, LEASE)
+                    memory.close(sync_id, 100.0, LEASE, FINAL)
                 continue
-            memory.close(sync_id, 100.0, LEASE)
+            memory.close(sync_id, 100.0, LEASE, FINAL)
             if not closed:
                 closed_at_claim = len(claimed)
             closed, holder = True, CLOSER

@@ -15,7 +15,7 @@ from offline.charthop_emulator import ChartHopEmulator
 from people_sync import sync_service, sync_start
 from people_sync.charthop_client import ChartHopClient
 from people_sync.config import AppSettings
-from people_sync.errors import ChartHopRejected
+from people_sync.errors import ChartHopRejected, TargetUnavailable
 from people_sync.models import ImportJob, ImportStatus, StagedFile, StartRequest, SyncState
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import OpenBody
@@ -375,3 +375,34 @@ def test_a_second_sync_now_while_the_first_is_starting_is_refused_by_the_orgs_sl
     assert not ctx.slots.acquire(sync_service.sync_now_slot(ORG), "someone-else", 60)  # held by the third
     sync_service.finish_sync(ctx, state.model_copy(update={"outcome": "DONE"}))
     assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), "someone-else", 60)  # freed when it was closed
+
+
+class FlakyFinishReporter(RecordingReporter):
+    """ChartHop takes the final update but the answer is lost the first time (campaign seed 73)."""
+
+    def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None:
+        super().finish(sync_id, succeeded=succeeded, message=message, results=results, summary=summary)
+        self.finished[-1]["summary"] = summary
+        if len(self.finished) == 1:
+            raise TargetUnavailable("ChartHop did not answer when trying to update the sync process.")
+
+
+@pytest.mark.parametrize("outcome", ["DONE", "ERROR"])
+def test_a_retried_close_writes_the_same_final_status_again(aws, emulator, client, outcome) -> None:
+    """The finalizer is retried after a final update whose answer was lost: the retry must write the very same
+    final status (not a new elapsed time or a second failed/ copy), so nothing different follows the final."""
+    ctx, _, clock = make_ctx(aws, emulator, client, ScriptedTarget())
+    reporter = FlakyFinishReporter()
+    ctx.reporter = reporter
+    staged = stage(aws, "roster.csv")
+    state = loop_state(aws, clock).model_copy(
+        update={"file": staged, "outcome": outcome, "import_message": "Unknown column Salary"}
+    )
+    with pytest.raises(TargetUnavailable):
+        sync_service.finish_sync(ctx, state)
+    clock.now += 42
+    sync_service.finish_sync(ctx, state)
+    first, second = reporter.finished
+    assert first == second
+    failed_copies = aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix="failed/").get("KeyCount", 0)
+    assert failed_copies == (2 if outcome == "ERROR" else 0)  # one copy and its report, moved once

@@ -65,6 +65,10 @@ class LoopRecord(CamelModel):
     check_until: float | None = None
     #: When the sync was closed (its final status is being or was written); nothing is reported after.
     closed_at: float | None = None
+    #: The final status the first close decided on (succeeded, message, results, summary): a retried close
+    #: writes exactly this again, so a retry never shows a different final (a new elapsed time, a new
+    #: failed/ copy).
+    final: dict[str, Any] | None = None
     #: The final status was written (so a retried close does not write it again).
     final_written: bool = False
 
@@ -114,9 +118,10 @@ class LoopMemory(Protocol):
         reported progress. Only a claimed progress may be shown."""
         ...
 
-    def close(self, sync_id: str, now: float, lease_seconds: float) -> LoopRecord:
-        """Marks the sync closed under the check lease; raises CheckInProgress while a check holds it.
-        Returns the record as it was (its `final_written` tells whether the final status is written)."""
+    def close(self, sync_id: str, now: float, lease_seconds: float, final: dict[str, Any]) -> LoopRecord:
+        """Marks the sync closed under the check lease and keeps `final` unless an earlier close decided one;
+        raises CheckInProgress while a check holds the lease. Returns the record as it was (its `final` is
+        the decision to write, when set; `final_written` tells whether it is written)."""
         ...
 
     def mark_final_written(self, sync_id: str) -> None: ...
@@ -213,7 +218,7 @@ class InMemoryLoopMemory:
             self._update(sync_id, reported_progress=progress)
             return True
 
-    def close(self, sync_id: str, now: float, lease_seconds: float) -> LoopRecord:
+    def close(self, sync_id: str, now: float, lease_seconds: float, final: dict[str, Any]) -> LoopRecord:
         with self._lock:
             record = self.records.get(sync_id, LoopRecord())
             if not _lease_free(record, CLOSER, now):
@@ -223,6 +228,7 @@ class InMemoryLoopMemory:
                 closed_at=record.closed_at or now,
                 check_owner=CLOSER,
                 check_until=now + lease_seconds,
+                final=record.final or final,
             )
             return record.model_copy()
 
@@ -339,20 +345,23 @@ class DynamoDBLoopMemory(SyncTableStore):
             raise
         return True
 
-    def close(self, sync_id: str, now: float, lease_seconds: float) -> LoopRecord:
+    def close(self, sync_id: str, now: float, lease_seconds: float, final: dict[str, Any]) -> LoopRecord:
         try:
             response = self.client.update_item(
                 TableName=self.table_name,
                 Key=_key(sync_id),
                 UpdateExpression="SET #checkOwner = :owner, #checkUntil = :until, "
-                "#closedAt = if_not_exists(#closedAt, :now), expiration = :expiration",
+                "#closedAt = if_not_exists(#closedAt, :now), #final = if_not_exists(#final, :final), "
+                "expiration = :expiration",
                 ConditionExpression=_LEASE_FREE,
                 ExpressionAttributeNames={
                     "#checkOwner": "checkOwner",
                     "#checkUntil": "checkUntil",
                     "#closedAt": "closedAt",
+                    "#final": "final",
                 },
                 ExpressionAttributeValues={
+                    ":final": _attribute(final),
                     ":owner": {"S": CLOSER},
                     ":until": _attribute(now + lease_seconds),
                     ":now": _attribute(now),
@@ -406,6 +415,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "checkOwner": ("check_owner", str),
     "checkUntil": ("check_until", float),
     "closedAt": ("closed_at", float),
+    "final": ("final", json.loads),
 }
 
 

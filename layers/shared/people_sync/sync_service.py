@@ -169,7 +169,7 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
     else:
         reason = state.import_message or "no reason given"
         message = f"{ctx.target.display_name} could not import {state.file.name}: {reason}"
-        if not ctx.loop_memory.load(state.sync_process_id).final_written:
+        if ctx.loop_memory.load(state.sync_process_id).final is None:  # a retried close moves nothing again
             problem = CsvProblem("import-failed", message)
             moved = _quarantine(
                 ctx,
@@ -195,13 +195,22 @@ def close_sync(
 ) -> None:
     """Writes the sync's final status once. The close takes the sync's check lease and marks it closed
     first (CheckInProgress while a check holds the lease: the caller is retried), so no progress is
-    written after the final status, however late a check is."""
-    before = ctx.loop_memory.close(sync_id, ctx.clock(), CHECK_LEASE_SECONDS)
+    written after the final status, however late a check is. The first close's final is kept: a retried
+    close (the write failed, or a watchdog comes late) writes exactly that again, never a different one."""
+    decided: dict[str, Any] = {"succeeded": succeeded, "message": message, "results": results, "summary": summary}
+    before = ctx.loop_memory.close(sync_id, ctx.clock(), CHECK_LEASE_SECONDS, decided)
+    final = before.final or decided
     try:
         if before.final_written:
             logger.info("sync already closed", extra={"sync_process_id": sync_id})
             return
-        ctx.reporter.finish(sync_id, succeeded=succeeded, message=message, results=results, summary=summary)
+        ctx.reporter.finish(
+            sync_id,
+            succeeded=bool(final["succeeded"]),
+            message=str(final["message"]),
+            results=dict(final["results"]),
+            summary=str(final["summary"]),
+        )
         ctx.loop_memory.mark_final_written(sync_id)
     finally:
         # Freed even when the final status could not be written (the caller is retried for that): a sync that
