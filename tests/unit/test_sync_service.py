@@ -406,3 +406,18 @@ def test_a_retried_close_writes_the_same_final_status_again(aws, emulator, clien
     assert first == second
     failed_copies = aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix="failed/").get("KeyCount", 0)
     assert failed_copies == (2 if outcome == "ERROR" else 0)  # one copy and its report, moved once
+
+
+@pytest.mark.parametrize(("waited", "wait"), [(2, 5), (300, 30), (5000, 60)])
+def test_a_queued_start_asks_again_less_often_the_longer_it_waits(aws, emulator, client, waited, wait) -> None:
+    ctx, reporter, clock = make_ctx(aws, emulator, client, ScriptedTarget())
+    ctx.queue.take_turn(
+        sync_service.target_queue_key(ctx), "holder", at=0.0, name="roster-1.csv", now=clock.now, hold_seconds=600
+    )
+    staged = stage(aws, "roster-2.csv")
+    request = StartRequest(
+        kind="upload", org_id=ORG, sync_process_id="waiting", file=staged, staged_at=clock.now - waited
+    )
+    queued = sync_start.begin_sync(ctx, request)
+    assert queued == sync_start.Queued("roster-1.csv", wait)
+    assert reporter.progress[-1][2].startswith("roster-2.csv is queued behind roster-1.csv")

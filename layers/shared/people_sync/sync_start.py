@@ -45,6 +45,8 @@ from people_sync.target_queue import Turn
 logger = logging.getLogger(__name__)
 
 NOT_STARTED = "this one was not started. Press Sync Now again when it has finished."
+#: The longest a queued start waits before it asks for its target's turn again.
+MAX_QUEUE_WAIT_SECONDS = 60
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -187,7 +189,11 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
             f"{staged.name} is queued behind {turn.ahead or 'an earlier file'}: {target} imports one file at a "
             "time, in the order they were staged",
         )
-        return Queued(turn.ahead, ctx.settings.queue_wait_seconds)
+        # Asks again after QUEUE_WAIT_SECONDS, growing with the time already waited (up to a minute), so a
+        # file queued behind an hour-long import costs tens of state transitions, not hundreds.
+        waited = ctx.clock() - (request.staged_at if request.staged_at is not None else ctx.clock())
+        wait = max(ctx.settings.queue_wait_seconds, min(MAX_QUEUE_WAIT_SECONDS, int(waited / 10)))
+        return Queued(turn.ahead, wait)
     return start_import(ctx, staged, sync_id)
 
 
