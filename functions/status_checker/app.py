@@ -29,7 +29,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target)
     # Every ChartHop/target call ends before the function would be killed (a slow target fails the check
     # in bounded time, and the check lease outlives the check).
-    with time_budget(context.get_remaining_time_in_millis() / 1000 - CALL_MARGIN_SECONDS):
-        outcome = status_loop.follow_import(sync_context(state.target), state, task.task_token)
+    remaining = context.get_remaining_time_in_millis() / 1000
+    with time_budget(remaining - CALL_MARGIN_SECONDS):
+        outcome = status_loop.follow_import(
+            sync_context(state.target), state, task.task_token, lease_seconds=remaining + 1
+        )
     logger.info("import followed", extra={"outcome": outcome, "attempt": state.poll.attempt})
     return {"outcome": outcome}

@@ -34,9 +34,10 @@ from tests.chaos.invariants import Observed, PressRecord, StagedVersion, Violati
 from tests.chaos.schedule import Action, HttpFault, Schedule, Target
 
 IMPORT_TIMEOUT_SECONDS = 30
-#: How long after the import timeout every sync must be closed: the state machine's retries of a failing
-#: finalizer (2 + 6 + 18 s, full jitter) and the watchdog's delivery fit well inside it.
-GRACE_SECONDS = 60
+#: How long after the import timeout every sync must be closed: a killed check's lease (it lasts the status
+#: checker's remaining time: at most its 60 s timeout), the state machine's retries of a failing finalizer
+#: and the watchdog's delivery fit inside it.
+GRACE_SECONDS = 90
 SLOW_ANSWER_SECONDS = 1.3  # past the clients' read timeout (CHARTHOP_READ_TIMEOUT_SECONDS below)
 FOLDERS: dict[Target, str | None] = {"charthop": None, "orgvue": "orgvue", "elma365": "elma365"}
 

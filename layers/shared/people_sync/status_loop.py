@@ -29,17 +29,20 @@ TurnOutcome = Literal["waiting", "handed-over", "busy"]
 MAX_FAILED_CHECKS = 5
 
 
-def follow_import(ctx: SyncContext, state: SyncState, task_token: str) -> TurnOutcome:
+def follow_import(
+    ctx: SyncContext, state: SyncState, task_token: str, *, lease_seconds: float = CHECK_LEASE_SECONDS
+) -> TurnOutcome:
     """One entry of the loop's task. Returns what became of the task token.
 
     Only one check of a sync runs at a time (the loop memory's check lease): an entry that finds another
     check still running, or the sync closed, only waits. A check continues the newest import job the
     memory knows (a hand-back may have been lost), and whatever it changed is saved before it is handed
-    back.
+    back. The lease lasts `lease_seconds`: the handler passes its invocation's remaining time, so a check
+    that was killed holds it no longer than it could have run.
     """
     sync_id = state.sync_process_id
     owner = uuid.uuid4().hex
-    if not ctx.loop_memory.acquire_check(sync_id, owner, ctx.clock(), CHECK_LEASE_SECONDS):
+    if not ctx.loop_memory.acquire_check(sync_id, owner, ctx.clock(), lease_seconds):
         logger.warning("another check of this sync is running, or it is closed; only waiting")
         return "busy"
     try:
