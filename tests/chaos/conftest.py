@@ -1,5 +1,5 @@
-"""The fault campaign runs only when asked (`make test` and `make chaos` set CHAOS=1; `pytest tests/chaos
---chaos`), so a plain `pytest` run of one test file stays quick. `--seeds N` runs seeds 1..N (default 50,
+"""The fault campaign's seeded schedules run only when asked (`make chaos`, CHAOS=1, or `pytest tests/chaos
+--chaos`); the checkers' own tests run with every test. `--seeds N` runs seeds 1..N (default 50,
 the fixed set), `--seed S` replays one, `--first-seed F` starts a deeper run past them; CHAOS_SEEDS,
 CHAOS_SEED and CHAOS_FIRST_SEED do the same. The end of the run prints the campaign's statistics."""
 
@@ -49,8 +49,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(autouse=True)
 def _only_when_asked(request: pytest.FixtureRequest) -> None:
-    if not chaos_enabled(request.config):
-        pytest.skip("the fault campaign runs with --chaos, CHAOS=1 or `make chaos`")
+    """The seeded schedules run only when asked; the checkers' own tests (test_checkers.py) always run."""
+    if "seed" in request.fixturenames and not chaos_enabled(request.config):
+        pytest.skip("the fault campaign's schedules run with --chaos, CHAOS=1 or `make chaos`")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
