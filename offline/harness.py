@@ -315,6 +315,9 @@ def offline_environment(
                     "CHARTHOP_RETRY_BACKOFF_SECONDS": "0.01",
                     "CHARTHOP_READ_TIMEOUT_SECONDS": "2",
                     "QUEUE_WAIT_SECONDS": "1",  # a queued start asks again every second (5 s deployed)
+                    # Lambda retries a failed trigger after a minute, the offline runtime after a second:
+                    # a dead trigger's "in progress" record (45 s deployed) runs out before that here too
+                    "TRIGGER_IN_PROGRESS_SECONDS": "0.8",
                     # in AWS the stack names the callback API's URL; offline it is the shim's
                     "TARGET_CALLBACK_URL": f"{api.base_url}/callback/orgvue",
                     **(extra_env or {}),

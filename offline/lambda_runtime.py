@@ -37,6 +37,10 @@ from moto.awslambda.models import LambdaFunction
 from offline.aws_stack import REPO_ROOT, DeployedFunction, OfflineStack
 
 LAYER_PATH = REPO_ROOT / "layers" / "shared"
+#: Lambda retries a failed asynchronous invocation after about one and two minutes; the offline runtime
+#: keeps the order and the gap, scaled to seconds (a function's "in progress" records are scaled alike:
+#: TRIGGER_IN_PROGRESS_SECONDS in the harness).
+ASYNC_RETRY_DELAYS = (1.0, 2.0)
 
 
 @dataclass
@@ -108,9 +112,16 @@ class Invocation:
 class InProcessLambdaRuntime:
     """Runs the stack's handlers in-process for moto. Use as a context manager around the flow."""
 
-    def __init__(self, stack: OfflineStack, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        stack: OfflineStack,
+        *,
+        extra_env: dict[str, str] | None = None,
+        async_retry_delays: tuple[float, ...] = ASYNC_RETRY_DELAYS,
+    ) -> None:
         self.stack = stack
         self.extra_env = extra_env or {}
+        self.async_retry_delays = async_retry_delays
         self.invocations: list[Invocation] = []
         self._by_name = {fn.name: fn for fn in stack.functions.values()}
         self._modules: dict[str, ModuleType] = {}
@@ -238,9 +249,12 @@ class InProcessLambdaRuntime:
 
     def _run(self, function: DeployedFunction, invocation: Invocation) -> None:
         """Runs the handler; asynchronous events get Lambda's retries, then the on-failure destination
-        (retried at once here; Lambda waits a minute, then two)."""
+        (Lambda waits about a minute, then two; here `async_retry_delays`, a second and two by default)."""
         attempts = 1 + (function.async_retries if invocation.asynchronous else 0)
-        for _attempt in range(attempts):
+        for attempt in range(attempts):
+            if attempt:
+                delays = self.async_retry_delays or (0.0,)
+                time.sleep(delays[min(attempt, len(delays)) - 1])
             invocation.error = None
             handler = self._handler(function)
             context = LambdaContext(function.name, function.arn, function.memory, function.timeout)

@@ -46,7 +46,7 @@ file_idempotency = IdempotencyConfig(
 )
 #: A trigger takes a few calls (open the sync, start its loop); an attempt that died holds its "in progress"
 #: record only this long, so Lambda's retry (a minute later) continues it instead of skipping it as a duplicate.
-TRIGGER_SECONDS = 45
+TRIGGER_SECONDS = float(os.environ.get("TRIGGER_IN_PROGRESS_SECONDS", "45"))
 #: Seconds left for closing a sync after the last target call of a start.
 CALL_MARGIN_SECONDS = 10
 
@@ -62,7 +62,7 @@ class _TriggerDeadline:
         return getattr(self._context, name)
 
     def get_remaining_time_in_millis(self) -> int:
-        return min(self._context.get_remaining_time_in_millis(), TRIGGER_SECONDS * 1000)
+        return min(self._context.get_remaining_time_in_millis(), int(TRIGGER_SECONDS * 1000))
 
 
 @cache

@@ -17,6 +17,7 @@ from people_sync.charthop_client import ChartHopClient
 from people_sync.config import AppSettings
 from people_sync.errors import ChartHopRejected, TargetUnavailable
 from people_sync.models import ImportJob, ImportStatus, StagedFile, StartRequest, SyncState
+from people_sync.start_journal import upload_trigger
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import OpenBody
 from people_sync.targets.charthop import ChartHopProgressReporter
@@ -421,3 +422,23 @@ def test_a_queued_start_asks_again_less_often_the_longer_it_waits(aws, emulator,
     queued = sync_start.begin_sync(ctx, request)
     assert queued == sync_start.Queued("roster-1.csv", wait)
     assert reporter.progress[-1][2].startswith("roster-2.csv is queued behind roster-1.csv")
+
+
+def test_a_sync_opened_by_a_simultaneous_duplicate_delivery_is_closed_not_left_open(aws, emulator, client) -> None:
+    """Two deliveries of one object version open a sync at the same time: the journal keeps the first one
+    recorded, and the other process is closed (I2: no sync the app opened stays open)."""
+    ctx, reporter, _ = make_ctx(aws, emulator, client, ScriptedTarget())
+    staged = stage(aws, "roster.csv")
+    trigger = upload_trigger(staged.bucket, staged.key, staged.version_id)
+    opened = reporter.start_sync
+
+    def start_sync_while_the_other_delivery_wins(name: str, source: str, version_id: str | None) -> str:
+        ctx.journal.opened(trigger, "the-other-delivery's-sync")
+        return opened(name, source, version_id)
+
+    reporter.start_sync = start_sync_while_the_other_delivery_wins  # type: ignore[method-assign]
+    assert sync_start.open_sync(ctx, staged) == "the-other-delivery's-sync"
+    [closed] = reporter.finished
+    assert closed["succeeded"]
+    assert closed["sync_id"] != "the-other-delivery's-sync"
+    assert "synced under another sync process" in closed["message"]

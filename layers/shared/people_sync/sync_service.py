@@ -297,8 +297,11 @@ EXECUTION_END_REASONS = {
 def execution_ended(
     ctx: SyncContext, sync_id: str, status: str, file: StagedFile | None, request: StartRequest | None = None
 ) -> dict[str, Any] | None:
-    """A status loop ended abnormally (EventBridge): close the sync unless the loop already did."""
+    """A status loop ended abnormally (EventBridge): close the sync unless the loop already did. Either way
+    its slot and its target's turn are freed: a close killed after its final write never got to that."""
     if ctx.loop_memory.load(sync_id).final_written:
+        _free_sync_now_slot(ctx, sync_id)
+        _leave_queue(ctx, sync_id)
         return None
     _own_if_claimed(ctx, request)
     reason = EXECUTION_END_REASONS.get(status, f"its status loop ended as {status}")

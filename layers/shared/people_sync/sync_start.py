@@ -33,6 +33,7 @@ from people_sync.sync_service import (
     SyncContext,
     _quarantine,
     checked_body,
+    close_sync,
     execution_name,
     fail_sync,
     report_progress,
@@ -113,7 +114,18 @@ def open_sync(ctx: SyncContext, staged: StagedFile) -> str:
     sync_id = find_sync(source, staged.version_id) if record.opening and find_sync else None
     if sync_id is None:
         ctx.journal.opening(trigger)
-        sync_id = ctx.reporter.start_sync(staged.name, source, staged.version_id)
+        created = ctx.reporter.start_sync(staged.name, source, staged.version_id)
+        sync_id = ctx.journal.opened(trigger, created)
+        if sync_id != created:  # a duplicate delivery opened one at the same time: ours must not stay open
+            close_sync(
+                ctx,
+                created,
+                succeeded=True,
+                message=f"{staged.name} is synced under another sync process ({sync_id}); nothing was imported here.",
+                results={"file": staged.name, "duplicateOf": sync_id},
+                summary=f"Duplicate delivery of {staged.name}",
+            )
+        return sync_id
     return ctx.journal.opened(trigger, sync_id)
 
 
