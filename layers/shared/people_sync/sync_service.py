@@ -391,6 +391,29 @@ def started_import(
     return found
 
 
+def loop_state(ctx: SyncContext, staged: StagedFile, sync_id: str, job: ImportJob) -> SyncState:
+    """The status loop's state for an import just started (or found started) for `staged`."""
+    settings = ctx.settings
+    first_wait = max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds)
+    return SyncState(
+        target=ctx.target.name,
+        org_id=staged.org_id,
+        sync_process_id=sync_id,
+        import_id=job.import_id,
+        import_detail=job.detail,
+        file=staged,
+        poll=PollState(
+            wait_seconds=first_wait,
+            initial_seconds=first_wait,
+            max_seconds=settings.poll_max_seconds,
+            timeout_seconds=settings.import_timeout_seconds,
+            started_at=ctx.clock(),
+            checked_at=ctx.clock(),
+        ),
+        reported_progress=bar.ACCEPTED_PROGRESS,
+    )
+
+
 def _finished_state(
     ctx: SyncContext,
     sync_id: str,
@@ -399,31 +422,16 @@ def _finished_state(
     outcome: dict[str, Any],
     state: SyncState | None,
 ) -> SyncState:
-    now = ctx.clock()
-    poll = (
-        state.poll
-        if state
-        else PollState(
-            wait_seconds=1,
-            initial_seconds=1,
-            max_seconds=1,
-            timeout_seconds=ctx.settings.import_timeout_seconds,
-            started_at=now,
-        )
-    )
-    return SyncState(
-        target=ctx.target.name,
-        org_id=file.org_id,
-        sync_process_id=sync_id,
-        import_id=job.import_id,
-        import_detail=job.detail,
-        file=file,
-        poll=poll,
-        import_state=outcome.get("state", "done"),
-        import_message=outcome.get("message"),
-        results=outcome.get("results"),
-        finished=True,
-        outcome="DONE" if outcome.get("state") == "done" else "ERROR",
+    return (state or loop_state(ctx, file, sync_id, job)).model_copy(
+        update={
+            "import_id": job.import_id,
+            "import_detail": job.detail,
+            "import_state": outcome.get("state", "done"),
+            "import_message": outcome.get("message"),
+            "results": outcome.get("results"),
+            "finished": True,
+            "outcome": "DONE" if outcome.get("state") == "done" else "ERROR",
+        }
     )
 
 

@@ -24,7 +24,7 @@ from people_sync import progress as bar
 from people_sync.charthop_client import created_at
 from people_sync.csv_checks import CsvCheckFailed, CsvProblem, CsvRejected
 from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError, TargetRejected
-from people_sync.models import ImportJob, PollState, Process, ProcessStatus, StagedFile, StartRequest, SyncState
+from people_sync.models import ImportJob, Process, ProcessStatus, StagedFile, StartRequest, SyncState
 from people_sync.routing import staging_folders
 from people_sync.staging import latest_staged_file, staged_file_from_s3_record
 from people_sync.start_journal import upload_trigger
@@ -36,6 +36,7 @@ from people_sync.sync_service import (
     close_sync,
     execution_name,
     fail_sync,
+    loop_state,
     report_progress,
     started_import,
     sync_now_slot,
@@ -302,7 +303,7 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
     before = ctx.journal.begin_import(sync_id, staged)
     if before.import_id:
         logger.warning("continuing the import an earlier attempt started", extra={"import_id": before.import_id})
-        return _loop_state(
+        return loop_state(
             ctx, staged, sync_id, ImportJob(import_id=before.import_id, detail=before.import_detail or {})
         )
     if before.attempts:
@@ -344,7 +345,7 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
         bar.ACCEPTED_PROGRESS,
         f"{ctx.target.display_name} accepted {staged.name}; import {job.import_id} is queued",
     )
-    return _loop_state(ctx, staged, sync_id, job)
+    return loop_state(ctx, staged, sync_id, job)
 
 
 class _Closed:
@@ -361,7 +362,7 @@ def _interrupted_start(ctx: SyncContext, staged: StagedFile, sync_id: str) -> Sy
         return None
     if found.import_id:
         ctx.journal.imported(sync_id, found.import_id, found.detail)
-        return _loop_state(ctx, staged, sync_id, found)
+        return loop_state(ctx, staged, sync_id, found)
     fail_sync(
         ctx,
         sync_id,
@@ -370,28 +371,6 @@ def _interrupted_start(ctx: SyncContext, staged: StagedFile, sync_id: str) -> Sy
         "The file stays staged.",
     )
     return _Closed()
-
-
-def _loop_state(ctx: SyncContext, staged: StagedFile, sync_id: str, job: ImportJob) -> SyncState:
-    settings = ctx.settings
-    first_wait = max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds)
-    return SyncState(
-        target=ctx.target.name,
-        org_id=staged.org_id,
-        sync_process_id=sync_id,
-        import_id=job.import_id,
-        import_detail=job.detail,
-        file=staged,
-        poll=PollState(
-            wait_seconds=first_wait,
-            initial_seconds=first_wait,
-            max_seconds=settings.poll_max_seconds,
-            timeout_seconds=settings.import_timeout_seconds,
-            started_at=ctx.clock(),
-            checked_at=ctx.clock(),
-        ),
-        reported_progress=bar.ACCEPTED_PROGRESS,
-    )
 
 
 def refuse_file(ctx: SyncContext, staged: StagedFile, sync_id: str, problem: CsvProblem) -> None:
