@@ -52,6 +52,28 @@ class Result:
     crashes: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "seed": self.seed,
+                "violations": [[violation.invariant, violation.message] for violation in self.violations],
+                "faults": dict(self.faults),
+                "crashes": dict(self.crashes),
+                "seconds": self.seconds,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        data = json.loads(text)
+        return cls(
+            seed=data["seed"],
+            violations=[Violation(invariant, message) for invariant, message in data["violations"]],
+            faults=Counter(data["faults"]),
+            crashes=Counter(data["crashes"]),
+            seconds=data["seconds"],
+        )
+
 
 class FaultPlan:
     """The external-call hook: AWS faults by (API, call number), crashes by (function, invocation, call)."""

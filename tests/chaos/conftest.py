@@ -13,6 +13,8 @@ import pytest
 from tests.chaos.campaign import Result
 
 DEFAULT_SEEDS = 50
+#: The user property a schedule's test puts its Result on (JSON), so it reaches the summary from any worker.
+RESULT_PROPERTY = "chaos_result"
 #: Every schedule's result in this session, for the summary.
 RESULTS: list[Result] = []
 
@@ -52,6 +54,14 @@ def _only_when_asked(request: pytest.FixtureRequest) -> None:
     """The seeded schedules run only when asked; the checkers' own tests (test_checkers.py) always run."""
     if "seed" in request.fixturenames and not chaos_enabled(request.config):
         pytest.skip("the fault campaign's schedules run with --chaos, CHAOS=1 or `make chaos`")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    for name, value in report.user_properties:
+        if name == RESULT_PROPERTY:
+            RESULTS.append(Result.from_json(str(value)))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
