@@ -19,9 +19,11 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt layers/shared/cons
 demo: $(STAMP)
 	PYTHONPATH=layers/shared:. $(BIN)/python -m offline.demo $(if $(TARGET),--target $(TARGET)) $(ARGS)
 
-## Lint, type-check and run every test (unit, integration, reliability, e2e, the campaign's checkers).
+## Lint, type-check and run every test (unit, integration, reliability, e2e, contract), then the fault
+## campaign's fixed set of 50 seeds (`make chaos`).
 test: $(STAMP) lint types
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory chaos PYTEST_ARGS=
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -41,7 +43,7 @@ e2e: $(STAMP)
 
 ## Randomized fault campaign (tests/chaos, issue 11): seeds 1..50 by default, `SEEDS=1000` deeper,
 ## `FIRST_SEED=<n>` past them, `SEED=<n>` replays one schedule. Schedules mostly wait on the stack's clocks, so
-## they run in CHAOS_WORKERS parallel pytest-xdist workers (a replay runs alone).
+## they run in CHAOS_WORKERS parallel pytest-xdist workers (a replay runs alone). `make test` runs the fixed set.
 CHAOS_WORKERS ?= 4
 chaos: $(STAMP)
 	CHAOS=1 $(BIN)/python -m pytest tests/chaos/test_campaign.py -p no:cacheprovider -q -n $(if $(SEED),0,$(CHAOS_WORKERS)) $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(FIRST_SEED),--first-seed $(FIRST_SEED)) $(PYTEST_ARGS)
