@@ -41,6 +41,7 @@ REQUIRED_IMPORT_FLAGS = (
     "importDryRun",
 )
 CREATE_PROCESS_REQUIRED = ("orgId", "label", "type", "status", "runUserId", "options")
+LOG_LEVELS = ("INFO", "WARN", "ERROR")
 
 __all__ = [
     "ChartHopEmulator",
@@ -97,6 +98,12 @@ class _ImportRun:
     created: int
     updated: int
     polls: int = 0
+    #: (data row, column or None, message) of each bad row, in file order.
+    row_errors: list[tuple[int, str | None, str]] = field(default_factory=list)
+    #: (data row, created) of the first good rows, listed as HIRE/UPDATE events.
+    good_rows: list[tuple[int, bool]] = field(default_factory=list)
+    #: importDryRun without importAfterDryRun: nothing is applied.
+    validates_only: bool = False
 
 
 @dataclass
@@ -117,6 +124,11 @@ class EmulatorConfig:
     newest_first: bool = True
     #: The `type` of the process importDataCsv creates (free text in the spec; the app must not rely on it).
     import_process_type: str = assumed.CHARTHOP_IMPORT_PROCESS_TYPE
+    #: Columns a row must have a value in (a row with an empty one is a row error naming the column); a row
+    #: whose field count differs from the header's is always a row error.
+    required_columns: tuple[str, ...] = ()
+    #: getProcessEvents lists a HIRE/UPDATE event for at most this many good rows of an import (and every error).
+    listed_good_rows: int = 50
 
 
 class ChartHopEmulator(FaultInjectingServer):
@@ -138,6 +150,8 @@ class ChartHopEmulator(FaultInjectingServer):
         self.updates: list[RecordedUpdate] = []
         self.uploads: list[RecordedUpload] = []
         self.roster: set[str] = set()
+        #: appendToProcessLogFile's entries per process, in the order they arrived.
+        self.process_logs: dict[str, list[dict[str, Any]]] = {}
         self._imports: dict[str, _ImportRun] = {}
         self._lock = threading.RLock()
         self._routes = Map(
@@ -147,6 +161,9 @@ class ChartHopEmulator(FaultInjectingServer):
                 Rule("/v1/org/<org>/process", methods=["POST"], endpoint="createProcess"),
                 Rule("/v1/org/<org>/process/<process_id>", methods=["GET"], endpoint="getProcess"),
                 Rule("/v1/org/<org>/process/<process_id>", methods=["PATCH"], endpoint="updateProcess"),
+                Rule("/v1/org/<org>/process/<process_id>/events", methods=["GET"], endpoint="getProcessEvents"),
+                Rule("/v1/org/<org>/process/<process_id>/log", methods=["POST"], endpoint="appendToProcessLogFile"),
+                Rule("/v1/org/<org>/process/<process_id>/log", methods=["GET"], endpoint="getProcessLogFile"),
             ]
         )
         super().__init__(self._wsgi, name="charthop-emulator", host=host, port=port)
@@ -191,6 +208,11 @@ class ChartHopEmulator(FaultInjectingServer):
     def updates_for(self, process_id: str) -> list[dict[str, Any]]:
         with self._lock:
             return [update.body for update in self.updates if update.process_id == process_id]
+
+    def log_of(self, process_id: str) -> list[dict[str, Any]]:
+        """The entries appended to a process's log (appendToProcessLogFile)."""
+        with self._lock:
+            return [dict(entry) for entry in self.process_logs.get(process_id, [])]
 
     def calls_of(self, operation: str) -> list[RecordedCall]:
         with self._lock:
@@ -245,13 +267,23 @@ class ChartHopEmulator(FaultInjectingServer):
         with self._lock:
             if parent_id and parent_id not in self.processes:
                 return _error(400, f"parentProcessId {parent_id} does not exist")
-        size, rows, bad_rows, keys, problem = _read_csv(upload.stream)
-        if problem:
-            return _error(400, problem)
+        after_dry_run = request.args.get("importAfterDryRun")
+        if after_dry_run is not None and after_dry_run not in ("true", "false"):
+            return _error(400, "query parameter importAfterDryRun must be true or false")
+        read = _read_csv(upload.stream, self.config.required_columns, self.config.listed_good_rows)
+        size, rows, keys = read.size, read.rows, read.keys
+        if read.problem:
+            return _error(400, read.problem)
         options = {key: request.args[key] for key in request.args}
+        dry_run = options["importDryRun"] == "true"
+        validates_only = dry_run and after_dry_run != "true"
+        # importAfterDryRun imports only when the dry run succeeds: no bad rows, or bad rows are skipped
+        applies = not validates_only and (not dry_run or not read.errors or options["skipErrors"] == "true")
         with self._lock:
             created = len(keys - self.roster)
-            self.roster |= keys
+            listed = [(row, key not in self.roster) for row, key in read.good_rows]
+            if applies:
+                self.roster |= keys
             process = self._new_process(
                 label=f"Import {upload.filename}",
                 process_type=self.config.import_process_type,
@@ -264,9 +296,12 @@ class ChartHopEmulator(FaultInjectingServer):
                 behaviour=ImportBehaviour(**vars(self.import_behaviour)),
                 started=self.clock(),
                 rows=rows,
-                bad_rows=bad_rows,
+                bad_rows=len(read.errors),
                 created=created,
                 updated=len(keys) - created,
+                row_errors=read.errors,
+                good_rows=listed,
+                validates_only=validates_only,
             )
             self.uploads.append(RecordedUpload(process["id"], upload.filename or "", size, rows, options))
         return _json(process)
@@ -304,6 +339,60 @@ class ChartHopEmulator(FaultInjectingServer):
             if status in ("DONE", "ERROR"):
                 process["endAt"] = _now_iso()
             return _json(process)
+
+    def _op_getProcessEvents(self, request: Request, process_id: str) -> Response:  # noqa: N802
+        """ProcessEventResponse: a finished import's per-row events (HIRE/UPDATE for the first good rows, ERROR
+        for every bad one, in row order; the error shape is api_assumptions.row_error_event)."""
+        with self._lock:
+            process = self._refresh(process_id)
+            run = self._imports.get(process_id)
+            if run is None or process["status"] not in ("DONE", "ERROR"):
+                return _json({"events": []})
+            at = process.get("endAt") or _now_iso()
+            events: list[tuple[int, dict[str, Any]]] = [
+                (
+                    row,
+                    {
+                        "id": f"{process_id}-r{row}",
+                        "type": "HIRE" if created else "UPDATE",
+                        "entityData": {assumed.CHARTHOP_EVENT_ROW_KEY: row},
+                        "updates": [],
+                        "at": at,
+                    },
+                )
+                for row, created in run.good_rows
+            ]
+            events += [
+                (
+                    row,
+                    assumed.row_error_event(
+                        event_id=f"{process_id}-e{row}", row=row, column=column, message=text, at=at
+                    ),
+                )
+                for row, column, text in run.row_errors
+            ]
+        events.sort(key=lambda pair: pair[0])
+        return _json({"events": [event for _, event in events]})
+
+    def _op_appendToProcessLogFile(self, request: Request, process_id: str) -> Response:  # noqa: N802
+        body = _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("log"), list):
+            return _error(400, "body must be an AppendLogRequest object with a log array")
+        for entry in body["log"]:
+            problem = _log_data_problem(entry)
+            if problem:
+                return _error(400, problem)
+        with self._lock:
+            self._get(process_id)
+            self.process_logs.setdefault(process_id, []).extend(body["log"])
+        return Response(status=200)
+
+    def _op_getProcessLogFile(self, request: Request, process_id: str) -> Response:  # noqa: N802
+        """The log as newline-delimited JSON."""
+        with self._lock:
+            self._get(process_id)
+            lines = [json.dumps(entry) for entry in self.process_logs.get(process_id, [])]
+        return Response("".join(f"{line}\n" for line in lines), mimetype="application/x-ndjson")
 
     def _op_createProcess(self, request: Request) -> Response:  # noqa: N802
         body = _json_body(request)
@@ -433,10 +522,11 @@ class ChartHopEmulator(FaultInjectingServer):
         if fraction >= 1.0:
             self._complete(process, run)
         elif fraction >= 0.1:
+            verb = "Validated" if run.validates_only else "Imported"
             process.update(
                 status="RUNNING",
                 progress=round(fraction, 2),
-                message=f"Imported {int(run.rows * fraction)} of {run.rows} rows",
+                message=f"{verb} {int(run.rows * fraction)} of {run.rows} rows",
             )
             process.setdefault("startAt", _now_iso())
         return dict(process)
@@ -461,10 +551,11 @@ class ChartHopEmulator(FaultInjectingServer):
             )
             return
         good = run.rows - run.bad_rows
+        verb = "Validated" if run.validates_only else "Imported"
         process.update(
             status="DONE",
             progress=1.0,
-            message=f"Imported {good} of {run.rows} rows",
+            message=f"{verb} {good} of {run.rows} rows",
             results={
                 "rows": run.rows,
                 "created": min(run.created, good),
@@ -479,30 +570,58 @@ def _listing_key(process: dict[str, Any]) -> tuple[str, str]:
     return (process["createAt"], process["id"])
 
 
-def _read_csv(stream: Any) -> tuple[int, int, int, set[str], str | None]:
-    """Size, data rows, ragged rows and first-column keys of an uploaded CSV, read as a stream."""
+@dataclass
+class _ReadCsv:
+    size: int = 0
+    rows: int = 0
+    keys: set[str] = field(default_factory=set)
+    #: (data row, column or None, message) of each bad row.
+    errors: list[tuple[int, str | None, str]] = field(default_factory=list)
+    #: (data row, key) of the first good rows.
+    good_rows: list[tuple[int, str]] = field(default_factory=list)
+    problem: str | None = None
+
+
+def _read_csv(stream: Any, required: tuple[str, ...] = (), listed_good_rows: int = 0) -> _ReadCsv:
+    """Size, data rows, bad rows (ragged, or empty in a required column) and first-column keys of an
+    uploaded CSV, read as a stream. Rows are numbered from 1, the header not counted."""
     counter = _CountingReader(stream)
     text = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig", newline="")
-    rows = bad = 0
-    keys: set[str] = set()
+    read = _ReadCsv()
     try:
         reader = csv.reader(text)
         header = next(reader, None)
         if not header:
-            return counter.size, 0, 0, keys, "the uploaded file is empty"
-        for row in reader:
-            if not row:
-                continue
-            rows += 1
-            if len(row) != len(header):
-                bad += 1
-            elif row[0]:
-                keys.add(row[0])
+            read.problem = "the uploaded file is empty"
+        else:
+            _read_rows(reader, header, required, listed_good_rows, read)
     except UnicodeDecodeError:
-        return counter.size, rows, bad, keys, "the uploaded file is not UTF-8 text"
+        read.problem = "the uploaded file is not UTF-8 text"
     except csv.Error as error:
-        return counter.size, rows, bad, keys, f"the uploaded file is not a valid CSV: {error}"
-    return counter.size, rows, bad, keys, None
+        read.problem = f"the uploaded file is not a valid CSV: {error}"
+    read.size = counter.size
+    return read
+
+
+def _read_rows(
+    reader: Iterable[list[str]], header: list[str], required: tuple[str, ...], listed: int, read: _ReadCsv
+) -> None:
+    required_at = [(header.index(name), name) for name in required if name in header]
+    for row in reader:
+        if not row:
+            continue
+        read.rows += 1
+        if len(row) != len(header):
+            read.errors.append((read.rows, None, f"the row has {len(row)} fields, the header {len(header)}"))
+            continue
+        empty = next((name for index, name in required_at if not row[index].strip()), None)
+        if empty is not None:
+            read.errors.append((read.rows, empty, f"{empty} is required"))
+            continue
+        if row[0]:
+            read.keys.add(row[0])
+            if len(read.good_rows) < listed:
+                read.good_rows.append((read.rows, row[0]))
 
 
 class _CountingReader(io.RawIOBase):
@@ -518,6 +637,22 @@ class _CountingReader(io.RawIOBase):
         buffer[: len(data)] = data
         self.size += len(data)
         return len(data)
+
+
+def _log_data_problem(entry: Any) -> str | None:
+    """What is wrong with a LogData entry (required level, at and data; level in its enum), None if nothing."""
+    if not isinstance(entry, dict):
+        return "each log entry must be a LogData object"
+    missing = [key for key in ("level", "at", "data") if key not in entry]
+    if missing:
+        return f"log entry misses required fields: {', '.join(missing)}"
+    if entry["level"] not in LOG_LEVELS:
+        return f"invalid log level {entry['level']!r}"
+    if not isinstance(entry["at"], str) or not isinstance(entry["data"], dict):
+        return "log entry's at must be a string and data an object"
+    if "message" in entry and not isinstance(entry["message"], str):
+        return "log entry's message must be a string"
+    return None
 
 
 def _json_body(request: Request) -> Any:

@@ -193,3 +193,28 @@ def test_sync_now_without_the_webhook_token_is_401_and_starts_nothing(offline: O
     assert sync_now_triggers == []
     assert len(offline.emulator.uploads) == uploads_before
     assert offline.emulator.process(process["id"])["status"] == "PENDING"
+
+
+def test_skipped_rows_end_done_with_their_count_in_the_log_and_a_report_beside_the_file(offline: Offline) -> None:
+    offline.emulator.config.required_columns = ("Work Email",)
+    lines = ROSTER.decode().splitlines(keepends=True)
+    for index in (3, 10):  # data rows 3 and 10 lose their Work Email (the last column)
+        lines[index] = lines[index].rstrip("\n").rsplit(",", 1)[0] + ",\n"
+    known = {process["id"] for process in offline.sync_processes()}
+    offline.stage("roster.csv", "".join(lines).encode())
+    sync_id = str(offline.wait_for_new_sync(known)["id"])
+    process = offline.wait_for_process(sync_id)
+    report = f"reports/{offline.org_id}/roster.csv.errors.csv"
+    assert process["status"] == "DONE", offline.dump(sync_id)
+    assert process["message"].startswith("Imported roster.csv: 25 rows, 23 created")
+    assert process["message"].endswith(f"; 2 rows skipped with errors, see {report}")
+    assert process["results"]["rowErrors"]["skipped"] == 2
+    log = offline.emulator.log_of(sync_id)
+    levels_and_rows = [(entry["level"], entry["data"].get("row")) for entry in log]
+    assert levels_and_rows == [("WARN", None), ("ERROR", 3), ("ERROR", 10)]
+    assert offline.read(report).decode().splitlines() == [
+        "row,column,message",
+        "3,Work Email,Work Email is required",
+        "10,Work Email,Work Email is required",
+    ]
+    assert offline.execution_status(sync_id) == "SUCCEEDED"

@@ -88,3 +88,20 @@ def test_the_loop_waits_on_a_task_token_for_the_wait_from_its_input() -> None:
     [timeout_catch] = [c for c in follow["Catch"] if c["ErrorEquals"] == ["States.Timeout"]]
     assert timeout_catch["Next"] == "FollowImport"  # a wait that ran out is one transition, back into the task
     assert int(TEMPLATE["Parameters"]["PollInitialSeconds"]["MinValue"]) >= 1  # a task timeout is at least 1 s
+
+
+def test_the_finalizer_may_write_row_error_reports_and_only_put_them() -> None:
+    policies = FUNCTIONS["SyncFinalizerFunction"]["Properties"]["Policies"]
+    [statement] = [st for st in statements(policies) if st.get("Sid") == "WriteRowErrorReports"]
+    assert statement["Action"] == ["s3:PutObject"]
+    [resource] = statement["Resource"]
+    assert resource["Fn::Sub"].endswith("/reports/*")
+    # reports/ is outside the staging prefix, so a report never triggers an import
+    assert TEMPLATE["Parameters"]["StagingPrefix"]["Default"] != "reports/"
+
+
+def test_import_after_dry_run_is_a_parameter_that_reaches_the_settings() -> None:
+    parameter = TEMPLATE["Parameters"]["ImportAfterDryRun"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("false", ["true", "false"])
+    settings = TEMPLATE["Resources"]["SettingsParameter"]["Properties"]["Value"]["Fn::Sub"][0]
+    assert '"importAfterDryRun": ${ImportAfterDryRun}' in settings

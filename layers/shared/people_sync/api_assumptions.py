@@ -7,6 +7,7 @@ emulator imports this module too, so the app and the emulator can never disagree
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 # --- ChartHop -------------------------------------------------------------------------------------
@@ -59,6 +60,104 @@ CHARTHOP_FAILED_STATUSES = frozenset({"ERROR"})
 #: (assumption) Keys in an import Process's `results` object. The spec says only "results summary";
 #: we read these keys when present and report what we find.
 CHARTHOP_RESULT_COUNT_KEYS = ("rows", "created", "updated", "unchanged", "errors")
+
+#: (assumption) importDataCsv's `progress` scale. The spec says "percent progress so far", the seed says 0 to 1:
+#: the app accepts both. A value above CHARTHOP_PERCENT_SCALE_ABOVE can only be a percentage, and once one was
+#: seen for an import, every later value of that import is read as a percentage (a later 1.0 is 1 %). Until
+#: then values are read as fractions, except a running import's exactly-1.0, which is ambiguous (1 % or 100 %)
+#: and moves nothing. Confirm: poll getProcess on a large import and look at the values.
+CHARTHOP_PERCENT_SCALE_ABOVE = 1.0
+#: The import's job detail key that remembers the percent scale (see targets/charthop.py).
+CHARTHOP_PROGRESS_SCALE_DETAIL = "progressScale"
+
+
+def charthop_import_fraction(raw: float | None, *, percent: bool, finished: bool) -> tuple[float, bool]:
+    """The fraction 0..1 of an import's `progress` and whether the percent scale is (now) known to apply."""
+    if raw is None or isinstance(raw, bool) or not math.isfinite(raw):
+        return 0.0, percent
+    percent = percent or raw > CHARTHOP_PERCENT_SCALE_ABOVE
+    if percent:
+        return min(1.0, max(0.0, raw / 100.0)), True
+    if raw == CHARTHOP_PERCENT_SCALE_ABOVE and not finished:
+        return 0.0, False  # ambiguous: no news rather than a jump to the end
+    return min(1.0, max(0.0, raw)), False
+
+
+#: getProcessEvents (found): `GET /v1/org/{orgId}/process/{processId}/events` answers
+#: `ProcessEventResponse` = `{"events": [ProcessEvent]}`, with no paging parameters. ProcessEvent (found) has
+#: `id`, `type` (enum incl. HIRE, UPDATE, CREATE_PERSON, ERROR), `entityData` (object of objects), `updates`
+#: (`[{type: FIELD|CONTACT|COMP|ERROR, payload: {key, value, errorMessage, ...}}]`) and `at`.
+#: LogData.data and Process.results are Java maps too ("object of objects"): plain values are sent in them.
+#: (assumption) Not paged: one answer holds every event of the import, so the app reads at most
+#: CHARTHOP_EVENTS_MAX_BYTES of it (larger: the details are reported as unreadable, the count comes from
+#: `results`) and lists at most CHARTHOP_MAX_ROW_ERRORS error rows. Confirm: getProcessEvents on an import of
+#: a few thousand rows (does it page, and how large does it get?).
+CHARTHOP_EVENTS_MAX_BYTES = 10_000_000
+CHARTHOP_MAX_ROW_ERRORS = 1000
+#: (assumption) A row that importDataCsv skipped (skipErrors=true) is an event of type ERROR whose updates of
+#: type ERROR name the column in `payload.key` and the reason in `payload.errorMessage`; the row is
+#: `entityData.row`, the data row number (1-based, header not counted). The spec's `entityData` is a Java
+#: Map<String, Object> rendered as "object of objects"; `{"row": {"number": n}}` is read too. Confirm:
+#: getProcessEvents of an import with a bad row and skipErrors=true.
+CHARTHOP_ERROR_EVENT_TYPE = "ERROR"
+CHARTHOP_ERROR_UPDATE_TYPE = "ERROR"
+CHARTHOP_EVENT_ROW_KEY = "row"
+CHARTHOP_EVENT_ROW_NUMBER_KEY = "number"
+#: (assumption) `results.errors` of a finished import counts its skipped rows (see CHARTHOP_RESULT_COUNT_KEYS).
+CHARTHOP_SKIPPED_ROWS_KEY = "errors"
+
+#: appendToProcessLogFile (found): `POST /v1/org/{orgId}/process/{processId}/log` with AppendLogRequest
+#: `{"log": [LogData]}`, LogData = {level: INFO|WARN|ERROR, at, message, data} (`data` required; each of its
+#: values is an object). (assumption) It answers any 2xx without a body the app needs; it has no idempotency
+#: key, so a repeated POST appends again. ChartHop's largest batch is not published: the app sends at most
+#: CHARTHOP_LOG_BATCH entries per POST and CHARTHOP_MAX_LOG_ROW_ERRORS row entries per sync. Confirm: append
+#: 100 entries in one call and read them back with getProcessLogFile.
+CHARTHOP_LOG_BATCH = 100
+CHARTHOP_MAX_LOG_ROW_ERRORS = 500
+
+#: (assumption) With importDryRun=true and importAfterDryRun=false the import process validates only: it ends
+#: DONE (or ERROR) with the same `results` counters, meaning what the import *would* do, and changes nothing.
+#: With importAfterDryRun=true the same process goes on to import when the dry run succeeds (no row errors, or
+#: skipErrors=true), so it is followed and reported like an import; when the dry run fails it ends ERROR and
+#: nothing is applied. Confirm: importDataCsv with importDryRun=true&importAfterDryRun=true, then findProcesses
+#: under the parent (is the import a second process?).
+
+
+def row_error_event(*, event_id: str, row: int, column: str | None, message: str, at: str) -> dict[str, Any]:
+    """The ProcessEvent the emulator lists for a skipped row (the shape the app reads)."""
+    payload: dict[str, Any] = {"errorMessage": message}
+    if column:
+        payload["key"] = column
+    return {
+        "id": event_id,
+        "type": CHARTHOP_ERROR_EVENT_TYPE,
+        "entityData": {CHARTHOP_EVENT_ROW_KEY: row},
+        "updates": [{"type": CHARTHOP_ERROR_UPDATE_TYPE, "payload": payload}],
+        "at": at,
+    }
+
+
+def row_errors_of_event(event: Any) -> list[tuple[int | None, str | None, str]]:
+    """(row, column, message) for each error of a ProcessEvent; [] for an event that is not a row error."""
+    if not isinstance(event, dict) or str(event.get("type") or "").upper() != CHARTHOP_ERROR_EVENT_TYPE:
+        return []
+    entity = event.get("entityData")
+    entity = entity if isinstance(entity, dict) else {}
+    raw_row = entity.get(CHARTHOP_EVENT_ROW_KEY)
+    if isinstance(raw_row, dict):
+        raw_row = raw_row.get(CHARTHOP_EVENT_ROW_NUMBER_KEY)
+    row = raw_row if isinstance(raw_row, int) and not isinstance(raw_row, bool) else None
+    found: list[tuple[int | None, str | None, str]] = []
+    for update in event.get("updates") or []:
+        if not isinstance(update, dict) or str(update.get("type") or "").upper() != CHARTHOP_ERROR_UPDATE_TYPE:
+            continue
+        payload = update.get("payload")
+        payload = payload if isinstance(payload, dict) else {}
+        column = payload.get("key")
+        message = payload.get("errorMessage")
+        found.append((row, str(column) if column else None, str(message) if message else "no reason given"))
+    return found or [(row, None, "no reason given")]
+
 
 # The webhook envelope fields are (found) in ChartHop's Event schema: id, orgId, userId, type,
 # entityType, entityId, at, payload, code, subtype; deliveries add appId/appName/userName.

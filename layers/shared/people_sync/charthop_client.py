@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -372,6 +373,38 @@ class ChartHopClient:
             extra={"pages": self.max_process_pages, "filters": {k: v for k, v in params.items() if k != "from"}},
         )
 
+    def get_process_events(self, org_id: str, process_id: str, *, max_bytes: int) -> list[dict[str, Any]]:
+        """getProcessEvents: every event ChartHop lists for a process (not paged in the spec), read only up to
+        `max_bytes` of answer; a larger answer raises ProcessEventsTooLarge instead of filling the memory."""
+        path = f"/v1/org/{org_id}/process/{process_id}/events"
+        what = "read the import's events"
+        response = self._send("GET", path, what=what, stream=True)
+        with response, _translate_transport_errors(what):
+            body = bytearray()
+            for chunk in response.iter_content(chunk_size=65536):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ProcessEventsTooLarge(
+                        f"ChartHop's event list of process {process_id} is larger than {max_bytes // 1_000_000} MB."
+                    )
+        try:
+            data = json.loads(bytes(body))
+        except ValueError as exc:
+            raise ChartHopUnavailable(f"ChartHop's answer when trying to {what} was not JSON.") from exc
+        events = data.get("events") if isinstance(data, dict) else None
+        return [event for event in events or [] if isinstance(event, dict)]
+
+    def append_process_log(self, org_id: str, process_id: str, entries: list[dict[str, Any]]) -> None:
+        """appendToProcessLogFile: one POST of AppendLogRequest `{"log": [LogData]}` (callers keep batches small).
+
+        A POST is repeated only after a 429 (refused before acting): ChartHop has no idempotency key for it."""
+        self._send(
+            "POST",
+            f"/v1/org/{org_id}/process/{process_id}/log",
+            json={"log": entries},
+            what="append to the sync process's log",
+        )
+
     # --- import ----------------------------------------------------------------------------------
 
     def import_csv(
@@ -541,3 +574,10 @@ def created_at(process: Process) -> float:
         except ValueError:
             pass
     return time.time()
+
+
+class ProcessEventsTooLarge(ChartHopRejected):
+    """getProcessEvents answered more than the client reads: the details stay in ChartHop."""
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message, status=200)

@@ -71,6 +71,13 @@ class LoopRecord(CamelModel):
     final: dict[str, Any] | None = None
     #: The final status was written (so a retried close does not write it again).
     final_written: bool = False
+    #: The skipped rows of a finished import as the close reported them (count, report key, why details are
+    #: missing), kept once the report and the log are done: a retried close says the same without reading again.
+    row_errors: dict[str, Any] | None = None
+    #: Row-error entries already appended to the sync process's log (ChartHop's log has no idempotency key:
+    #: a retried close appends only what is left; a batch is repeated only if the close died between its POST
+    #: and this count).
+    log_entries_appended: int = 0
 
 
 class CheckInProgress(Exception):
@@ -125,6 +132,12 @@ class LoopMemory(Protocol):
         ...
 
     def mark_final_written(self, sync_id: str) -> None: ...
+
+    def save_row_errors(self, sync_id: str, summary: dict[str, Any]) -> None:
+        """The skipped rows' summary, once their report and log entries are written."""
+        ...
+
+    def set_log_entries_appended(self, sync_id: str, count: int) -> None: ...
 
 
 def callback_received(memory: LoopMemory, stepfunctions: SFNClient, sync_id: str, callback: dict[str, str]) -> bool:
@@ -235,6 +248,14 @@ class InMemoryLoopMemory:
     def mark_final_written(self, sync_id: str) -> None:
         with self._lock:
             self._update(sync_id, final_written=True)
+
+    def save_row_errors(self, sync_id: str, summary: dict[str, Any]) -> None:
+        with self._lock:
+            self._update(sync_id, row_errors=summary)
+
+    def set_log_entries_appended(self, sync_id: str, count: int) -> None:
+        with self._lock:
+            self._update(sync_id, log_entries_appended=count)
 
 
 class DynamoDBLoopMemory(SyncTableStore):
@@ -379,6 +400,12 @@ class DynamoDBLoopMemory(SyncTableStore):
     def mark_final_written(self, sync_id: str) -> None:
         self._set(sync_id, {"finalWritten": True})
 
+    def save_row_errors(self, sync_id: str, summary: dict[str, Any]) -> None:
+        self._set(sync_id, {"rowErrors": summary})
+
+    def set_log_entries_appended(self, sync_id: str, count: int) -> None:
+        self._set(sync_id, {"logEntriesAppended": count})
+
 
 #: The check lease is free, expired, or already the caller's (`:owner`).
 _LEASE_FREE = "attribute_not_exists(#checkUntil) OR #checkUntil < :now OR #checkOwner = :owner"
@@ -416,6 +443,8 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "checkUntil": ("check_until", float),
     "closedAt": ("closed_at", float),
     "final": ("final", json.loads),
+    "rowErrors": ("row_errors", json.loads),
+    "logEntriesAppended": ("log_entries_appended", int),
 }
 
 

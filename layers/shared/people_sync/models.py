@@ -56,6 +56,8 @@ class ImportOptions(CamelModel):
     disable_sync_hire_date: bool = False
     disable_overwrite_person: bool = False
     import_dry_run: bool = False
+    #: Optional in the spec: with importDryRun, import automatically when the dry run succeeds.
+    import_after_dry_run: bool = False
     notify_user_ids: list[str] = Field(default_factory=list)
     notify_app_name: str | None = None
     import_source: str | None = None
@@ -77,6 +79,8 @@ class ImportOptions(CamelModel):
             "disableOverwritePerson": _word(self.disable_overwrite_person),
             "importDryRun": _word(self.import_dry_run),
         }
+        if self.import_after_dry_run:
+            query["importAfterDryRun"] = _word(self.import_after_dry_run)
         if self.notify_user_ids:
             query["notifyUserIds"] = ",".join(self.notify_user_ids)
         if self.notify_app_name:
@@ -86,6 +90,11 @@ class ImportOptions(CamelModel):
         if parent_process_id:
             query["parentProcessId"] = parent_process_id
         return query
+
+    @property
+    def validates_only(self) -> bool:
+        """A dry run that writes nothing (importDryRun without importAfterDryRun)."""
+        return self.import_dry_run and not self.import_after_dry_run
 
 
 def _word(flag: bool) -> str:
@@ -177,6 +186,11 @@ class ImportJob(CamelModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+#: An ImportJob.detail key: True when the import only validates (a dry run that writes nothing), so the loop
+#: and the final message say "validated", never "imported".
+DRY_RUN_DETAIL = "dryRun"
+
+
 class SyncState(CamelModel):
     """The state machine's data, passed through every state of the status loop."""
 
@@ -221,3 +235,22 @@ class ImportStatus(CamelModel):
     @property
     def finished(self) -> bool:
         return self.state in ("done", "failed")
+
+
+class RowError(CamelModel):
+    """A row the target skipped, as the target described it (no cell values of ours are added)."""
+
+    row: int | None = None
+    column: str | None = None
+    message: str
+
+
+class RowErrors(CamelModel):
+    """What could be read of a finished import's skipped rows."""
+
+    #: The rows listed (at most the cap), in the target's order.
+    errors: list[RowError] = Field(default_factory=list)
+    #: More error rows existed than were listed.
+    truncated: bool = False
+    #: Why the details could not be read (None: they were).
+    unreadable: str | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from people_sync.models import ImportStatus, PollState
 
 #: Progress shown once ChartHop has accepted the file; the import itself fills the span after it.
@@ -12,6 +14,17 @@ ACCEPTED_PROGRESS = 0.05
 IMPORT_SPAN = 0.9
 #: Counters shown in the final message, in this order, when a target reports them.
 RESULT_COUNTS = ("rows", "imported", "created", "updated", "deleted", "unchanged", "errors")
+#: The counter of rows a target skipped (or, in a dry run, found in error).
+SKIPPED_ROWS_KEY = "errors"
+#: A dry run's counters say what the import would do.
+_DRY_RUN_WORDS = {
+    "imported": "valid",
+    "created": "would be created",
+    "updated": "would be updated",
+    "deleted": "would be deleted",
+    "unchanged": "would stay unchanged",
+    "errors": "with errors",
+}
 #: Progress changes smaller than this are not worth a ChartHop call.
 MIN_PROGRESS_STEP = 0.01
 #: Past PollMaxSeconds, a wait may grow to this fraction of the time the import has taken so far:
@@ -32,6 +45,11 @@ def sync_progress(status: ImportStatus) -> float:
     if status.finished:
         fraction = 1.0
     return round(ACCEPTED_PROGRESS + IMPORT_SPAN * fraction, 3)
+
+
+def count_words(key: str, value: Any, *, dry_run: bool = False) -> str:
+    """One counter of the final message: "25 created", or in a dry run "25 would be created"."""
+    return f"{value} {_DRY_RUN_WORDS.get(key, key) if dry_run else key}"
 
 
 def worth_reporting(new: float, reported: float) -> bool:
@@ -70,9 +88,15 @@ def next_poll(poll: PollState, now: float) -> PollState:
     return poll.model_copy(update={"attempt": poll.attempt + 1, "wait_seconds": wait_for(poll, now), "checked_at": now})
 
 
-def status_message(status: ImportStatus, file_name: str, target: str = "ChartHop") -> str:
-    """The progress message for an import still under way; a target's own words are kept after ours."""
+def status_message(status: ImportStatus, file_name: str, target: str = "ChartHop", *, dry_run: bool = False) -> str:
+    """The progress message for an import still under way; a target's own words are kept after ours (a dry
+    run's are not: they may say "imported")."""
     percent = round(min(1.0, max(0.0, status.progress)) * 100)
+    if dry_run:
+        if status.state == "pending":
+            return f"{file_name}: waiting for {target} to start the dry run"
+        if status.state == "running":
+            return f"{file_name}: {target} is validating (dry run, {percent}%)"
     if status.state == "pending":
         return f"{file_name}: {status.message or f'waiting for {target} to start the import'}"
     if status.state == "running":

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 CSV_SUFFIX = ".csv"
 #: Files that cannot be imported are moved here (outside the staging prefix, so nothing re-triggers).
 FAILED_PREFIX = "failed/"
+#: Row-error reports of finished imports: reports/<folder>/<file>.errors.csv (outside the staging prefix too).
+REPORTS_PREFIX = "reports/"
 
 
 def staged_file_from_s3_record(

@@ -12,13 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
-from people_sync.charthop_client import ChartHopClient
+from people_sync import row_errors as rows
+from people_sync.charthop_client import ChartHopClient, time_budget
 from people_sync.config import AppSettings
 from people_sync.csv_checks import CheckedUpload, CsvProblem, CsvRejected, CsvRules
 from people_sync.errors import SyncError, TargetUnavailable
 from people_sync.loop_memory import InMemoryLoopMemory, LoopMemory, LoopRecord
-from people_sync.models import ImportJob, PollState, StagedFile, StartRequest, SyncState
+from people_sync.models import DRY_RUN_DETAIL, ImportJob, PollState, RowErrors, StagedFile, StartRequest, SyncState
 from people_sync.slots import ImportSlots, InMemorySlots
 from people_sync.staging import open_staged_file, quarantine
 from people_sync.start_journal import InMemoryStartJournal, StartJournal, StartRecord
@@ -135,7 +137,8 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
         update.update(finished=True, outcome="TIMED_OUT")
         return state.model_copy(update=update)
     if bar.worth_reporting(progress, state.reported_progress):
-        message = bar.status_message(status, state.file.name, ctx.target.display_name)
+        dry_run = bool(state.import_detail.get(DRY_RUN_DETAIL))
+        message = bar.status_message(status, state.file.name, ctx.target.display_name, dry_run=dry_run)
         if report_progress(ctx, state.sync_process_id, progress, message):
             update["reported_progress"] = progress
     update["poll"] = bar.next_poll(state.poll, ctx.clock()).model_copy(update={"unavailable_checks": 0})
@@ -143,13 +146,28 @@ def check_import(ctx: SyncContext, state: SyncState) -> SyncState:
 
 
 def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
-    """Marks the sync process DONE or ERROR with a message a person understands and a results summary."""
+    """Marks the sync process DONE or ERROR with a message a person understands and a results summary.
+
+    A finished import's skipped rows are reported first (a report beside the file, entries in the sync
+    process's log, their count in the message); a dry run says "Validated", never "Imported"."""
     results = {**(state.results or {}), "file": state.file.name, "importProcessId": state.import_id}
     found = state.results or {}
-    counts = ", ".join(f"{found[key]} {key}" for key in bar.RESULT_COUNTS if key in found)
+    dry_run = bool(state.import_detail.get(DRY_RUN_DETAIL))
+    skipped = _skipped_rows(ctx, state, dry_run) if state.outcome == "DONE" else None
+    shown = [key for key in bar.RESULT_COUNTS if key in found and not (skipped and key == bar.SKIPPED_ROWS_KEY)]
+    counts = ", ".join(bar.count_words(key, found[key], dry_run=dry_run) for key in shown)
     elapsed = int(ctx.clock() - state.poll.started_at)
+    if dry_run:
+        results["dryRun"] = True
+    if skipped:
+        results["rowErrors"] = {key: value for key, value in skipped.items() if value not in (None, False)}
     if state.outcome == "DONE":
-        message = f"Imported {state.file.name}" + (f": {counts}" if counts else "")
+        done = f"Validated {state.file.name} (dry run)" if dry_run else f"Imported {state.file.name}"
+        message = done + (f": {counts}" if counts else "")
+        if skipped:
+            message += f"; {rows.describe(skipped, dry_run=dry_run)}"
+        if dry_run:
+            message += f". Nothing was written to {ctx.target.display_name}"
         close_sync(
             ctx,
             state.sync_process_id,
@@ -168,7 +186,11 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
         )
     else:
         reason = state.import_message or "no reason given"
-        message = f"{ctx.target.display_name} could not import {state.file.name}: {reason}"
+        message = (
+            f"{ctx.target.display_name}'s dry run refused {state.file.name}: {reason}"
+            if dry_run
+            else f"{ctx.target.display_name} could not import {state.file.name}: {reason}"
+        )
         if ctx.loop_memory.load(state.sync_process_id).final is None:  # a retried close moves nothing again
             problem = CsvProblem("import-failed", message)
             moved = _quarantine(
@@ -183,6 +205,100 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
             message = f"{message}. {moved[0].upper()}{moved[1:]}"
     fail_sync(ctx, state.sync_process_id, message, results=results)
     return {"status": "ERROR", "message": message}
+
+
+#: Seconds the close may spend on skipped rows (events, report, log) before it writes the final status anyway
+#: (the finalizer's Lambda has 60).
+ROW_ERRORS_BUDGET_SECONDS = 25.0
+
+
+def _skipped_rows(ctx: SyncContext, state: SyncState, dry_run: bool) -> dict[str, Any] | None:
+    """Reports a finished import's skipped rows once: reads them (the target's own bound), writes the report
+    beside the file (a fixed key: a retry overwrites it), appends them to the sync process's log (resuming
+    after what a killed attempt appended) and returns the summary the message is made of. A failure to read
+    them closes the sync with the count from `results` and says the details could not be read.
+
+    None when the target cannot list skipped rows or its results say there were none."""
+    read = getattr(ctx.target, "row_errors", None)
+    counted = (state.results or {}).get(bar.SKIPPED_ROWS_KEY)
+    if read is None or (isinstance(counted, int) and counted <= 0):
+        return None
+    sync_id = state.sync_process_id
+    memory = ctx.loop_memory.load(sync_id)
+    if memory.final is not None or memory.row_errors is not None:  # an earlier attempt did this already
+        return memory.row_errors
+    with time_budget(ROW_ERRORS_BUDGET_SECONDS):
+        found: RowErrors = read(state.job)
+        if isinstance(counted, int):
+            count = counted
+        elif found.unreadable:
+            return None  # neither a count nor details: nothing to say
+        else:  # no count in the results: the rows listed (distinct row numbers; unnumbered ones each count)
+            count = len({error.row for error in found.errors if error.row is not None}) + sum(
+                1 for error in found.errors if error.row is None
+            )
+        if count <= 0:
+            return None
+        unreadable = found.unreadable or (None if found.errors else f"{ctx.target.display_name} listed none of them")
+        summary: dict[str, Any] = {
+            "skipped": count,
+            "atLeast": not isinstance(counted, int) and found.truncated,
+            "listed": len(found.errors),
+            "truncated": found.truncated,
+            "unreadable": unreadable,
+            "report": None,
+        }
+        if found.errors:
+            summary["report"] = _write_row_error_report(ctx, state, found)
+            summary["reportFailed"] = summary["report"] is None
+        _append_row_errors_to_log(ctx, state, found, summary, dry_run, memory.log_entries_appended)
+    ctx.loop_memory.save_row_errors(sync_id, summary)
+    return summary
+
+
+def _write_row_error_report(ctx: SyncContext, state: SyncState, found: RowErrors) -> str | None:
+    """reports/<folder>/<file>.errors.csv in the staging bucket; a failed write is logged, not raised."""
+    key = rows.report_key(ctx.folder, state.file.name)
+    try:
+        ctx.s3.put_object(
+            Bucket=state.file.bucket,
+            Key=key,
+            Body=rows.report_csv(found.errors),
+            ContentType="text/csv",
+            Metadata={"sync-process-id": state.sync_process_id, "import-process-id": state.import_id},
+        )
+    except Exception:  # the sync closes anyway; its log still lists the rows
+        logger.exception("could not write the row-error report", extra={"key": key})
+        return None
+    return key
+
+
+def _append_row_errors_to_log(
+    ctx: SyncContext, state: SyncState, found: RowErrors, summary: dict[str, Any], dry_run: bool, appended: int
+) -> None:
+    """Bounded batches, each counted in the loop memory once ChartHop took it: a retried close appends only
+    the rest (a batch is repeated only when a close died between its POST and the count; ChartHop's log has
+    no idempotency key, and a repeated batch only repeats the same lines). A failure is logged, not raised."""
+    append = getattr(ctx.reporter, "append_log", None)
+    if append is None:
+        return
+    entries = rows.log_entries(
+        found.errors,
+        summary,
+        file_name=state.file.name,
+        dry_run=dry_run,
+        at=rows.timestamp(ctx.clock()),
+        max_rows=assumed.CHARTHOP_MAX_LOG_ROW_ERRORS,
+    )
+    done = appended
+    for batch in rows.batches(entries[appended:], assumed.CHARTHOP_LOG_BATCH):
+        try:
+            append(state.sync_process_id, batch)
+        except SyncError as error:
+            logger.warning("could not append the skipped rows to the sync's log", extra={"reason": error.user_message})
+            return
+        done += len(batch)
+        ctx.loop_memory.set_log_entries_appended(state.sync_process_id, done)
 
 
 def fail_sync(ctx: SyncContext, sync_id: str, message: str, *, results: dict[str, Any] | None = None) -> None:

@@ -5,8 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from people_sync import api_assumptions as assumed
-from people_sync.charthop_client import ChartHopClient
-from people_sync.models import ImportJob, ImportOptions, ImportState, ImportStatus, ProcessStatus, StagedFile
+from people_sync.charthop_client import ChartHopClient, ProcessEventsTooLarge
+from people_sync.errors import ChartHopRejected, ChartHopUnavailable
+from people_sync.models import (
+    DRY_RUN_DETAIL,
+    ImportJob,
+    ImportOptions,
+    ImportState,
+    ImportStatus,
+    ProcessStatus,
+    RowError,
+    RowErrors,
+    StagedFile,
+)
 from people_sync.targets.base import OpenBody
 
 
@@ -27,7 +38,10 @@ class ChartHopTarget:
         process = self.client.import_csv(
             self.org_id, open_body, file_name=staged.name, options=self.options, parent_process_id=sync_id
         )
-        return ImportJob(import_id=process.id)
+        return self._job(process.id)
+
+    def _job(self, import_id: str) -> ImportJob:
+        return ImportJob(import_id=import_id, detail={DRY_RUN_DETAIL: True} if self.options.validates_only else {})
 
     def abandon(self, job: ImportJob) -> None:
         """Nothing is held for an import here."""
@@ -35,7 +49,7 @@ class ChartHopTarget:
     def find_started_import(self, staged: StagedFile, sync_id: str) -> ImportJob | None:
         """The import an interrupted start may have begun: ChartHop files it under the sync process."""
         for process in self.client.find_processes(self.org_id, parent_process_id=sync_id):
-            return ImportJob(import_id=process.id)
+            return self._job(process.id)
         return None
 
     def import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
@@ -51,8 +65,36 @@ class ChartHopTarget:
             state = "running"
         else:
             state = "pending"
-        progress = process.progress or 0.0
+        percent = job.detail.get(assumed.CHARTHOP_PROGRESS_SCALE_DETAIL) == "percent"
+        progress, percent_now = assumed.charthop_import_fraction(
+            process.progress, percent=percent, finished=state in ("done", "failed")
+        )
+        if percent_now and not percent:  # remembered for this import: a later 1.0 is then 1 %
+            job = job.model_copy(update={"detail": {**job.detail, assumed.CHARTHOP_PROGRESS_SCALE_DETAIL: "percent"}})
         return ImportStatus(state=state, progress=progress, message=process.message, results=results), job
+
+    def row_errors(self, job: ImportJob, limit: int = assumed.CHARTHOP_MAX_ROW_ERRORS) -> RowErrors:
+        """The rows a finished import skipped, from getProcessEvents: at most `limit` are listed (`truncated`
+        says when there were more); an answer that cannot be read is described in `unreadable`, not raised."""
+        try:
+            events = self.client.get_process_events(
+                self.org_id, job.import_id, max_bytes=assumed.CHARTHOP_EVENTS_MAX_BYTES
+            )
+        except ProcessEventsTooLarge as error:
+            return RowErrors(unreadable=error.user_message)
+        except (ChartHopUnavailable, ChartHopRejected) as error:
+            return RowErrors(unreadable=error.user_message)
+        found: list[RowError] = []
+        truncated = False
+        for event in events:
+            for row, column, message in assumed.row_errors_of_event(event):
+                if len(found) == limit:
+                    truncated = True
+                    break
+                found.append(RowError(row=row, column=column, message=message))
+            if truncated:
+                break
+        return RowErrors(errors=found, truncated=truncated)
 
 
 class ChartHopProgressReporter:
@@ -99,6 +141,10 @@ class ChartHopProgressReporter:
         self.client.update_process(
             self.org_id, sync_id, status=ProcessStatus.RUNNING, progress=progress, message=message
         )
+
+    def append_log(self, sync_id: str, entries: list[dict[str, Any]]) -> None:
+        """Appends LogData entries to the sync process's log (one POST; the caller batches)."""
+        self.client.append_process_log(self.org_id, sync_id, entries)
 
     def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None:
         self.client.update_process(
