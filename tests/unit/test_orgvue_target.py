@@ -151,7 +151,7 @@ def test_default_action_is_added_first_and_sent_with_content_length(orgvue: Orgv
 
 
 # a bare CR in an unquoted field is not CSV (the reader refuses it in both passes alike): left out
-csv_cells = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\r"), max_size=12)
+csv_cells = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\r"), max_size=12)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -296,11 +296,12 @@ def test_temporary_file_expired_before_the_upload_is_a_clear_message(orgvue: Org
 def test_an_upload_that_took_too_long_does_not_start_the_import(
     orgvue: OrgvueEmulator, target: OrgvueTarget, clock: FakeClock
 ) -> None:
-    moved = []
+    moved: list[bool] = []
 
     def slow_upload(opened: int) -> None:
         if opened == 2 and not moved:
-            moved.append(clock.advance(11 * 60))  # within the file's 15 minutes, past the start deadline
+            clock.advance(11 * 60)  # within the file's 15 minutes, past the start deadline
+            moved.append(True)
 
     with pytest.raises(TemporaryFileExpired, match="took 11 minutes"):
         target.start_import(STAGED, Source(WITH_ACTION, on_read=slow_upload), sync_id="s-1")
