@@ -22,6 +22,7 @@ from offline.charthop_emulator import ImportBehaviour
 from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
 from offline.harness import Offline, offline_environment
 from offline.orgvue_emulator import ImportBehaviour as OrgvueBehaviour
+from offline.orgvue_emulator import OrgvueEmulator
 
 DEFAULT_CSV = REPO_ROOT / "events" / "roster.csv"
 ORGVUE_CSV = REPO_ROOT / "events" / "orgvue_people.csv"
@@ -143,6 +144,7 @@ def run(csv_path: Path, import_seconds: float, *, targets: tuple[str, ...], verb
                 f"   Orgvue called back {len(offline.orgvue.callbacks)} time(s); "
                 f"the dataset holds {len(offline.orgvue.items)} items"
             )
+            print(f"   Orgvue saw: {orgvue_protocol(offline.orgvue)}")
         if "elma365" in targets and offline.elma365 is not None:
             offline.elma365.import_behaviour = ElmaBehaviour(duration_s=import_seconds / 2)
             results.append(_further(offline, progress_log, "elma365", csv_path))
@@ -169,6 +171,18 @@ def _charthop(offline: Offline, csv_path: Path) -> bool:
     offline.wait_idle()
     print(f"\nChartHop received {len(offline.emulator.uploads)} imports; every updateProcess call is shown above.")
     return ok_upload and ok_sync_now
+
+
+def orgvue_protocol(orgvue: OrgvueEmulator) -> str:
+    """How the app spoke to Orgvue: the import's method, how uploads were sent, ticket polls, callbacks."""
+    imports = sorted({call.method for call in orgvue.calls_of("import")})
+    uploads = orgvue.uploads
+    sized = sum(1 for upload in uploads if not upload.chunked and upload.content_length == upload.size)
+    return (
+        f"import {'/'.join(imports) or 'none'}, {sized}/{len(uploads)} uploads with Content-Length, "
+        f"{len(orgvue.chunked_requests())} chunked requests, {len(orgvue.calls_of('ticket'))} job-ticket polls, "
+        f"{len(orgvue.callbacks)} callback(s)"
+    )
 
 
 def _further(offline: Offline, progress_log: ProgressLog, target: str, csv_path: Path) -> bool:

@@ -1,10 +1,20 @@
-"""A local Orgvue: the Async Import endpoints this app calls, with Orgvue's paths, auth and payloads.
+"""A local Orgvue: the Async Import endpoints this app calls, to Orgvue's published contract.
 
-It follows what is known of Orgvue's API (shared/reference/README.md, seed 003) and
-`people_sync.api_assumptions` (section Orgvue) for the rest. It serves the temporary files itself at
-pre-signed-style URLs, processes imports asynchronously on a background thread (after `duration_s` of
-its own clock, or after N reads of the result location), writes the result document to the result
-location, calls the callback URL, records everything, and can be told to fail.
+It follows what is known of Orgvue's API (shared/reference/README.md: seed 003 and Orgvue's docs "Async Import
+Integration", "Keeping Track of a Request", "Query Parameters", "Secure Temporary Files") and
+`people_sync.api_assumptions` (section Orgvue) for the rest:
+
+* `POST .../files/generate` gives a temporary file's pre-signed GET/PUT URLs; the file expires 15 minutes
+  after it was generated, on the emulator's own clock (tests move it); a PUT must carry Content-Length
+  (chunked: 411 MissingContentLength, as S3's pre-signed URLs answer); the URLs refuse an Authorization header.
+* `PUT .../datasets/{datasetId}/items/import` (a POST gets 405) answers a job ticket
+  ({"_links": {"self": {"url", ...}}, "jobStatus", "_createdAt", "_createdBy", "X-Amzn-Trace-Id"}); its
+  pre-signed `_links.self.url` answers the ticket again with the job's status (created, running, then
+  completed or failed). Unknown query parameters are refused; `implicitDelete=true` deletes items missing from
+  the upload; items are matched by `idKey`, by the dataset's autoId property (`autoId=true`) or by `_id`.
+* The job runs on a background thread after `duration_s` of its clock (or after N ticket polls), writes the
+  result document to the result location, and calls the callback URL.
+* Errors come as {"errors": [{"name", "code", "message"}]}. Everything is recorded; faults can be injected.
 
 Run it alone with `python -m offline.orgvue_emulator --port 8901`.
 """
@@ -13,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import functools
 import io
 import json
@@ -36,7 +47,7 @@ from people_sync import api_assumptions as assumed
 from people_sync.targets.orgvue import ACTION_COLUMN, ACTIONS, TENANT_ID_PATTERN
 
 #: Operations that faults can be injected into (names used by `inject` and `calls_of`).
-OPERATIONS = ("generate", "import", "tempGet", "tempPut")
+OPERATIONS = ("generate", "import", "tempGet", "tempPut", "ticket")
 #: Marks the emulator's own PUT of an import's result document (to the result location, often one of its own
 #: temporary files): recorded as "resultPut", so `calls_of("tempPut")` and `uploads` hold only the app's
 #: uploads and a fault injected for the app's upload is never spent on the result.
@@ -46,6 +57,15 @@ TARGET_ENCODINGS = ("identity", "gzip")
 #: How often the worker looks at the clock when nothing wakes it (real-clock mode).
 TICK_S = 0.02
 PLACEHOLDER = re.compile(r"\{\{(jobStatus|traceId|tenantId)\}\}")
+ERROR_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    411: "MissingContentLength",
+    429: "TooManyRequests",
+}
 
 __all__ = [
     "Fault",
@@ -61,14 +81,16 @@ __all__ = [
 
 @dataclass
 class ImportBehaviour:
-    """How the next imports run: processed after `duration_s` of emulator clock time, or (when `reads` is
-    set) once the result location has been read that many times."""
+    """How the next imports run: `created` for `queued_s` of emulator clock, then `running`; processed after
+    `duration_s` of emulator clock time, or (when `polls` is set) once its ticket was polled that many times."""
 
     duration_s: float = 3.0
-    reads: int | None = None
+    queued_s: float = 0.0
+    polls: int | None = None
     fail_with: str | None = None  # the job fails with this reason, nothing is applied
     send_callback: bool = True  # False: the callback never comes
-    refresh: bool = False  # also delete items missing from the upload (the current docs' "refresh")
+    #: Once processed, the ticket reports this jobStatus instead of completed/failed (an undocumented value).
+    reported_status: str | None = None
 
 
 @dataclass
@@ -76,6 +98,9 @@ class OrgvueEmulatorConfig:
     tenant_id: str = "ACME_PEOPLE"
     dataset_id: str = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
     token: str = "emulator-orgvue-jwt"  # noqa: S105 - the emulator's own fake token
+    #: The dataset's autoId property (what `autoId=true` matches items by).
+    auto_id_property: str = "employeeID"
+    user: str = "api-user@acme.example"
 
     def __post_init__(self) -> None:
         if not re.fullmatch(TENANT_ID_PATTERN, self.tenant_id):
@@ -91,11 +116,13 @@ class RecordedCall:
     status: int
     at: float
     authorization: str | None = None
+    chunked: bool = False
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class RecordedUpload:
-    """A PUT to a temporary file: how it was sent (chunked or with Content-Length) and what it held."""
+    """A PUT to a temporary file that was accepted: how it was sent and what it held."""
 
     file_id: str
     size: int
@@ -109,7 +136,12 @@ class RecordedImport:
     job_id: str
     trace_id: str
     body: dict[str, Any]
-    status: str = assumed.ORGVUE_TICKET_QUEUED_STATUS
+    params: dict[str, str] = field(default_factory=dict)
+    status: str = assumed.ORGVUE_JOB_STATUS_CREATED
+    ticket_url: str = ""
+    ticket_sig: str = ""
+    created_at: str = ""
+    polls: int = 0
     result: dict[str, Any] | None = None
     result_put_status: int | None = None
     processed: threading.Event = field(default_factory=threading.Event)
@@ -127,6 +159,7 @@ class _TempFile:
     target_type: str
     get_sig: str
     put_sig: str
+    generated_at: float
     data: bytes | None = None
     reads: int = 0
 
@@ -139,7 +172,6 @@ class _Job:
     import_url: str
     result_url: str | None
     callback_template: str | None
-    result_file: str | None  # our temp file id behind the result location, when it is one of ours
 
 
 class OrgvueEmulator(FaultInjectingServer):
@@ -156,7 +188,7 @@ class OrgvueEmulator(FaultInjectingServer):
         self.config = config or OrgvueEmulatorConfig()
         self.clock = clock
         self.import_behaviour = ImportBehaviour()
-        #: The dataset's items, keyed by the first non-`_action` column's value.
+        #: The dataset's items, keyed by the value of the property they are matched by (idKey, autoId or _id).
         self.items: dict[str, dict[str, str]] = {}
         self.calls: list[RecordedCall] = []
         self.uploads: list[RecordedUpload] = []
@@ -177,6 +209,7 @@ class OrgvueEmulator(FaultInjectingServer):
                 ),
                 Rule("/temp-files/<file_id>", methods=["GET"], endpoint="tempGet"),
                 Rule("/temp-files/<file_id>", methods=["PUT"], endpoint="tempPut"),
+                Rule("/job-tickets/<job_id>", methods=["GET"], endpoint="ticket"),
             ]
         )
         super().__init__(self._wsgi, name="orgvue-emulator", host=host, port=port)
@@ -210,7 +243,7 @@ class OrgvueEmulator(FaultInjectingServer):
     # --- test controls ---------------------------------------------------------------------------
 
     def inject(self, operation: str, *faults: Fault) -> None:
-        """Queues failures for the next calls of an operation: generate, import, tempGet, tempPut."""
+        """Queues failures for the next calls of an operation: generate, import, tempGet, tempPut, ticket."""
         if operation not in OPERATIONS:
             raise ValueError(f"unknown operation {operation!r}; one of {', '.join(OPERATIONS)}")
         super().inject(operation, *faults)
@@ -239,6 +272,11 @@ class OrgvueEmulator(FaultInjectingServer):
             record.processed.wait(0.01)
         return record
 
+    def chunked_requests(self) -> list[RecordedCall]:
+        """Every request that came with `Transfer-Encoding: chunked` (whatever the answer)."""
+        with self._lock:
+            return [call for call in self.calls if call.chunked]
+
     def file_content(self, url: str) -> bytes | None:
         """What a temporary file (by either of its URLs) holds, without counting as a read."""
         with self._lock:
@@ -252,6 +290,8 @@ class OrgvueEmulator(FaultInjectingServer):
         try:
             endpoint, args = self._routes.bind_to_environ(environ).match()
         except HTTPException as error:
+            request.get_data()
+            self._record("unrouted", request, error.code or 404)
             return _error(error.code or 404, error.description or "not found")(environ, start_response)
         work = functools.partial(getattr(self, f"_op_{endpoint}"), request, **args)
         if endpoint == "tempPut" and request.headers.get(WORKER_HEADER):
@@ -276,6 +316,8 @@ class OrgvueEmulator(FaultInjectingServer):
                     status,
                     self.clock(),
                     request.headers.get("Authorization"),
+                    _is_chunked(request),
+                    dict(request.args),
                 )
             )
 
@@ -292,7 +334,13 @@ class OrgvueEmulator(FaultInjectingServer):
             return _error(400, f"targetType must be one of {', '.join(TARGET_TYPES)}")
         if body.get("targetEncoding", "identity") not in TARGET_ENCODINGS:
             return _error(400, f"targetEncoding must be one of {', '.join(TARGET_ENCODINGS)}")
-        temp = _TempFile(secrets.token_hex(8), body["targetType"], secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+        temp = _TempFile(
+            secrets.token_hex(8),
+            body["targetType"],
+            secrets.token_urlsafe(24),
+            secrets.token_urlsafe(24),
+            generated_at=self.clock(),
+        )
         with self._lock:
             self._files[temp.file_id] = temp
         url = f"{self.base_url}/temp-files/{temp.file_id}"
@@ -300,54 +348,97 @@ class OrgvueEmulator(FaultInjectingServer):
 
     def _temp_refusal(self, request: Request, file_id: str, method: str) -> tuple[_TempFile | None, Response | None]:
         if assumed.ORGVUE_TEMP_URL_REFUSES_AUTHORIZATION and "Authorization" in request.headers:
-            return None, _error(400, "only one auth mechanism allowed: the URL is pre-signed")
+            return None, _error(400, "only one auth mechanism allowed: the URL is pre-signed", "InvalidArgument")
         with self._lock:
             temp = self._files.get(file_id)
         expected = None if temp is None else (temp.get_sig if method == "GET" else temp.put_sig)
         if temp is None or not secrets.compare_digest(request.args.get("sig", ""), expected or ""):
-            return None, _error(403, "signature does not match")
+            return None, _error(403, "signature does not match", "SignatureDoesNotMatch")
+        if self.clock() - temp.generated_at >= assumed.ORGVUE_TEMP_FILE_LIFETIME_SECONDS:
+            # "Secure Temporary Files": removed 15 minutes after they are generated (the bytes are kept for
+            # `file_content`, which tests read; the URLs no longer reach them)
+            return None, _error(assumed.ORGVUE_TEMP_EXPIRED_STATUS, "Request has expired", "AccessDenied")
         return temp, None
 
     def _op_tempGet(self, request: Request, file_id: str) -> Response:  # noqa: N802 - operation name
         temp, refused = self._temp_refusal(request, file_id, "GET")
         if refused or temp is None:
-            return refused or _error(403, "signature does not match")
+            return refused or _error(403, "signature does not match", "SignatureDoesNotMatch")
         with self._wake:
             temp.reads += 1
             self._wake.notify_all()
             data = temp.data
         if data is None:
-            return _error(404, "no such key")
+            return _error(404, "The specified key does not exist.", "NoSuchKey")
         mimetype = "application/json" if temp.target_type == "json" else "text/csv"
         return Response(data, status=200, mimetype=mimetype)
 
     def _op_tempPut(self, request: Request, file_id: str) -> Response:  # noqa: N802
-        chunked = "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
-        if chunked and not assumed.ORGVUE_TEMP_PUT_ACCEPTS_CHUNKED:
-            return _error(501, "Transfer-Encoding chunked is not implemented")
+        chunked = _is_chunked(request)
+        if chunked or request.content_length is None:
+            request.get_data()  # drained, so the client reads the refusal rather than a broken pipe
+            return _error(
+                assumed.ORGVUE_TEMP_PUT_CHUNKED_STATUS,
+                "You must provide the Content-Length HTTP header.",
+                "MissingContentLength",
+            )
         temp, refused = self._temp_refusal(request, file_id, "PUT")
         if refused or temp is None:
             request.get_data()
-            return refused or _error(403, "signature does not match")
+            return refused or _error(403, "signature does not match", "SignatureDoesNotMatch")
         data = request.get_data()
         with self._lock:
             temp.data = data
             if not request.headers.get(WORKER_HEADER):
-                self.uploads.append(
-                    RecordedUpload(file_id, len(data), chunked, request.content_length if not chunked else None, data)
-                )
+                self.uploads.append(RecordedUpload(file_id, len(data), chunked, request.content_length, data))
         return Response(status=200)
+
+    def _op_ticket(self, request: Request, job_id: str) -> Response:
+        """The job ticket's pre-signed link: the ticket again, with the job's current status."""
+        if assumed.ORGVUE_TICKET_URL_IS_PRESIGNED and "Authorization" in request.headers:
+            return _error(400, "only one auth mechanism allowed: the URL is pre-signed", "InvalidArgument")
+        with self._wake:
+            record = next((r for r in self.imports if r.job_id == job_id), None)
+            if record is None or not secrets.compare_digest(request.args.get("sig", ""), record.ticket_sig):
+                return _error(403, "signature does not match", "SignatureDoesNotMatch")
+            record.polls += 1
+            job = next((j for j in self._jobs if j.record is record), None)
+            due = job is not None and (
+                job.behaviour.polls is not None or self.clock() - job.started >= job.behaviour.queued_s
+            )
+            if due and record.status == assumed.ORGVUE_JOB_STATUS_CREATED:
+                record.status = assumed.ORGVUE_JOB_STATUS_RUNNING
+            self._wake.notify_all()
+            ticket = self._ticket(record)
+        return _json(ticket)
+
+    def _ticket(self, record: RecordedImport) -> dict[str, Any]:
+        ticket = assumed.orgvue_job_ticket(
+            url=record.ticket_url,
+            job_status=record.status,
+            created_at=record.created_at,
+            created_by=self.config.user,
+            trace_id=record.trace_id,
+        )
+        if record.status == assumed.ORGVUE_JOB_STATUS_FAILED and record.result is not None:
+            reason = str(record.result.get(assumed.ORGVUE_RESULT_MESSAGE_FIELD) or "the import failed")
+            ticket.update(assumed.orgvue_errors(("ImportFailed", "IMPORT_FAILED", reason)))
+        return ticket
 
     def _op_import(self, request: Request, tenant: str, dataset: str) -> Response:
         refused = self._authorised(request, tenant)
         if refused:
             return refused
         if dataset != self.config.dataset_id:
-            return _error(assumed.ORGVUE_UNKNOWN_DATASET_STATUS, f"dataset {dataset} not found")
+            return _error(assumed.ORGVUE_UNKNOWN_DATASET_STATUS, f"dataset {dataset} not found", "DatasetNotFound")
+        params = dict(request.args)
+        problem = _query_problem(request)
+        if problem:
+            return _error(400, problem, "InvalidQueryParameter")
         body = _json_body(request)
         problem = _import_body_problem(body)
         if problem:
-            return _error(400, problem)
+            return _error(400, problem, "InvalidBody")
         import_url = body["importLocation"]["url"]
         result_url = (body.get("resultLocation") or {}).get("url")
         with self._wake:
@@ -355,8 +446,17 @@ class OrgvueEmulator(FaultInjectingServer):
                 source = self._file_of(import_url)
                 if source is not None:
                     result_url = f"{self.base_url}/temp-files/{source.file_id}?sig={source.put_sig}"
-            result_file = self._file_of(result_url) if result_url else None
-            record = RecordedImport(job_id=str(uuid.uuid4()), trace_id=secrets.token_hex(16), body=body)
+            job_id = str(uuid.uuid4())
+            sig = secrets.token_urlsafe(24)
+            record = RecordedImport(
+                job_id=job_id,
+                trace_id=f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}",
+                body=body,
+                params=params,
+                ticket_url=f"{self.base_url}/job-tickets/{job_id}?sig={sig}",
+                ticket_sig=sig,
+                created_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            )
             self.imports.append(record)
             self._jobs.append(
                 _Job(
@@ -366,16 +466,13 @@ class OrgvueEmulator(FaultInjectingServer):
                     import_url=import_url,
                     result_url=result_url,
                     callback_template=(body.get("callback") or {}).get("urlTemplate"),
-                    result_file=result_file.file_id if result_file else None,
                 )
             )
             self._wake.notify_all()
-        ticket = {
-            assumed.ORGVUE_TICKET_ID_FIELD: record.job_id,
-            assumed.ORGVUE_TICKET_TRACE_FIELD: record.trace_id,
-            assumed.ORGVUE_TICKET_STATUS_FIELD: assumed.ORGVUE_TICKET_QUEUED_STATUS,
-        }
-        return _json(ticket, status=assumed.ORGVUE_IMPORT_ACCEPTED_STATUS)
+            ticket = self._ticket(record)
+        response = _json(ticket, status=assumed.ORGVUE_IMPORT_ACCEPTED_STATUS)
+        response.headers[assumed.ORGVUE_TICKET_TRACE_FIELD] = record.trace_id
+        return response
 
     def _file_of(self, url: str) -> _TempFile | None:
         parts = urlsplit(url)
@@ -400,9 +497,8 @@ class OrgvueEmulator(FaultInjectingServer):
 
     def _due_job(self) -> _Job | None:
         for job in self._jobs:
-            if job.behaviour.reads is not None:
-                temp = self._files.get(job.result_file or "")
-                if temp is not None and temp.reads >= job.behaviour.reads:
+            if job.behaviour.polls is not None:
+                if job.record.polls >= job.behaviour.polls:
                     return job
             elif self.clock() - job.started >= job.behaviour.duration_s:
                 return job
@@ -411,8 +507,12 @@ class OrgvueEmulator(FaultInjectingServer):
     def _process(self, job: _Job) -> None:
         record = job.record
         try:
+            with self._lock:
+                record.status = assumed.ORGVUE_JOB_STATUS_RUNNING
             status, document = self._run_import(job)
-            record.status, record.result = status, document
+            with self._lock:
+                record.result = document
+                record.status = job.behaviour.reported_status or status
             if job.result_url:
                 try:
                     put = requests.put(
@@ -422,7 +522,7 @@ class OrgvueEmulator(FaultInjectingServer):
                 except requests.RequestException:
                     record.result_put_status = 0
             if job.callback_template and job.behaviour.send_callback:
-                self._call_back(job.callback_template, status, record.trace_id)
+                self._call_back(job.callback_template, record.status, record.trace_id)
         finally:
             record.processed.set()
 
@@ -448,7 +548,10 @@ class OrgvueEmulator(FaultInjectingServer):
             return failed(str(error))
         if job.behaviour.fail_with:
             return failed(job.behaviour.fail_with, {"rows": len(rows), "errors": len(rows)})
-        counts, errors = self._apply(header, rows, refresh=job.behaviour.refresh)
+        try:
+            counts, errors = self._apply(header, rows, job.record.params)
+        except ValueError as error:
+            return failed(str(error))
         status = assumed.ORGVUE_JOB_STATUS_COMPLETED
         message = f"Processed {counts['rows']} items with {counts['errors']} errors"
         return status, assumed.orgvue_result_document(
@@ -456,18 +559,29 @@ class OrgvueEmulator(FaultInjectingServer):
         )
 
     def _apply(
-        self, header: list[str], rows: list[list[str]], *, refresh: bool
+        self, header: list[str], rows: list[list[str]], params: Mapping[str, str]
     ) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """Applies the rows; items are matched by `idKey`, the autoId property or `_id` ("Query Parameters"),
+        and with `implicitDelete=true` items missing from the upload are deleted."""
         action_at = header.index(ACTION_COLUMN)
         properties = [(index, name) for index, name in enumerate(header) if index != action_at]
-        key_at = properties[0][0]
+        if params.get("idKey"):
+            key_name = params["idKey"]
+        elif params.get("autoId") == assumed.ORGVUE_QUERY_TRUE:
+            key_name = self.config.auto_id_property
+        else:
+            key_name = assumed.ORGVUE_DEFAULT_ID_PROPERTY
+        refresh = params.get("implicitDelete") == assumed.ORGVUE_QUERY_TRUE
+        if key_name not in header and key_name != assumed.ORGVUE_DEFAULT_ID_PROPERTY:
+            raise ValueError(f"the import data has no {key_name} column to identify items by")
+        key_at = header.index(key_name) if key_name in header else -1
         counts = dict.fromkeys(assumed.ORGVUE_RESULT_COUNT_KEYS, 0)
         errors: list[dict[str, Any]] = []
         seen: set[str] = set()
 
         def refuse(number: int, message: str) -> None:
             counts["errors"] += 1
-            errors.append({"row": number, "message": message})
+            errors.append({"name": "RowError", "code": "ROW_REFUSED", "message": message, "row": number})
 
         with self._lock:
             for number, row in enumerate(rows, start=1):
@@ -475,13 +589,16 @@ class OrgvueEmulator(FaultInjectingServer):
                 if len(row) != len(header):
                     refuse(number, f"expected {len(header)} fields, found {len(row)}")
                     continue
-                action, key = row[action_at].strip().lower(), row[key_at]
+                action = row[action_at].strip().lower()
+                key = row[key_at] if key_at >= 0 else ""
+                if not key and action == "create" and key_name == assumed.ORGVUE_DEFAULT_ID_PROPERTY:
+                    key = str(uuid.uuid4())  # Orgvue gives a new item its internal _id
                 seen.add(key)
                 values = {name: row[index] for index, name in properties}
                 if action not in ACTIONS:
                     refuse(number, f"unknown _action {row[action_at]!r}; use create, update or delete")
                 elif not key:
-                    refuse(number, f"empty {header[key_at]}")
+                    refuse(number, f"empty {key_name}")
                 elif action == "create":
                     if key in self.items:
                         refuse(number, f"{key} already exists")
@@ -561,6 +678,28 @@ def _parse_items(data: bytes) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _query_problem(request: Request) -> str | None:
+    """Why the import's query is refused ("Query Parameters"), or None."""
+    unknown = sorted(set(request.args) - assumed.ORGVUE_QUERY_PARAMETERS)
+    if unknown:
+        return f"unknown query parameter(s): {', '.join(unknown)}"
+    booleans = (assumed.ORGVUE_QUERY_TRUE, assumed.ORGVUE_QUERY_FALSE)
+    for name in ("implicitDelete", "autoId"):
+        if name in request.args and request.args[name] not in booleans:
+            return f"{name} must be true or false"
+    if "dateFormat" in request.args and request.args["dateFormat"] not in assumed.ORGVUE_DATE_FORMATS:
+        return f"dateFormat must be one of {', '.join(assumed.ORGVUE_DATE_FORMATS)}"
+    if request.args.get("autoId") == assumed.ORGVUE_QUERY_TRUE and request.args.get("idKey"):
+        return "autoId and idKey cannot be used together"
+    if "idKey" in request.args and not request.args["idKey"].strip():
+        return "idKey must name a property"
+    return None
+
+
+def _is_chunked(request: Request) -> bool:
+    return "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
+
+
 def _json_body(request: Request) -> Any:
     try:
         return json.loads(request.get_data() or b"null")
@@ -572,8 +711,10 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
-def _error(status: int, message: str) -> Response:
-    return _json({"status": status, "message": message}, status=status)
+def _error(status: int, message: str, code: str | None = None) -> Response:
+    """An error in Orgvue's documented shape: {"errors": [{"name", "code", "message"}]}."""
+    name = ERROR_NAMES.get(status, "InternalError" if status >= 500 else "Error")
+    return _json(assumed.orgvue_errors((name, code or name, message)), status=status)
 
 
 def main() -> None:

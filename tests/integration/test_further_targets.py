@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from offline.demo import orgvue_protocol
 from offline.elma365_emulator import IMPORT_STATUS
 from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
 from offline.harness import Offline, offline_environment
@@ -50,6 +51,40 @@ def states_entered(offline: Offline, execution_arn: str, name: str) -> int:
     return sum(1 for e in events if e.get("stateEnteredEventDetails", {}).get("name") == name)
 
 
+def assert_orgvue_contract(offline: Offline) -> None:
+    """The import was a PUT with explicit deletion, uploads carried Content-Length, nothing was chunked, and the
+    job was followed by its ticket or the callback."""
+    assert offline.orgvue is not None
+    [start] = offline.orgvue.calls_of("import")
+    assert (start.method, start.status) == ("PUT", 202)
+    assert start.query["implicitDelete"] == "false"
+    assert offline.orgvue.uploads
+    assert all(not upload.chunked and upload.content_length == upload.size for upload in offline.orgvue.uploads)
+    assert offline.orgvue.chunked_requests() == []
+    assert offline.orgvue.calls_of("ticket") or offline.orgvue.callbacks
+
+
+def test_orgvue_demo_flow_puts_the_import_uploads_with_content_length_and_follows_the_ticket() -> None:
+    """What `make demo TARGET=orgvue` runs: a file without `_action` (OrgvueDefaultAction), rewritten with a
+    counted Content-Length, imported by PUT and followed through its job ticket or callback."""
+    with offline_environment(
+        further_targets=True,
+        poll_initial_seconds=1,
+        poll_max_seconds=1,
+        extra_env={"ORGVUE_DEFAULT_ACTION": "create", "ORGVUE_ID_KEY": "employeeID"},
+    ) as offline:
+        assert offline.orgvue is not None
+        offline.orgvue.import_behaviour = OrgvueBehaviour(duration_s=0.5)
+        offline.stage("people.csv", b"employeeID,fullName\n1453878,John Smith\n1453974,Mary Jones\n", folder="orgvue")
+        _, outcome = finished(offline, "orgvue", timeout=40)
+        assert outcome["status"] == "DONE", outcome
+        assert_orgvue_contract(offline)
+        assert offline.orgvue.calls_of("import")[0].query["idKey"] == "employeeID"
+        assert offline.orgvue.uploads[0].body.startswith(b"_action,employeeID,fullName\r\ncreate,1453878")
+        assert "0 chunked requests" in orgvue_protocol(offline.orgvue)
+        assert set(offline.orgvue.items) == {"1453878", "1453974"}
+
+
 @pytest.fixture
 def slow_polling() -> Iterator[Offline]:
     """Checks 30 s apart: anything that finishes in seconds was woken by a callback, not by polling."""
@@ -72,6 +107,7 @@ def test_orgvue_callback_completes_the_wait_without_polling(slow_polling: Offlin
     assert callback.status == 200
     assert offline.runtime.invocations_of("TargetCallbackFunction")[0].result["statusCode"] == 200
     assert set(offline.orgvue.items) == {"1453878", "1453974"}
+    assert_orgvue_contract(offline)
     # the callback ended the wait: no wait ran out, and at most one check followed the start's wait
     history = execution_history(offline, execution["executionArn"])
     assert [event for event in history if event["type"] == "TaskTimedOut"] == []
@@ -102,6 +138,8 @@ def test_orgvue_callback_that_never_comes_falls_back_to_polling_the_result() -> 
         assert outcome["status"] == "DONE", outcome
         assert offline.orgvue.callbacks == []
         assert offline.runtime.invocations_of("TargetCallbackFunction") == []
+        assert_orgvue_contract(offline)
+        assert offline.orgvue.calls_of("ticket") != []  # the check polled the job ticket
         # the waits ran out (Orgvue's 5 s minimum between checks) and a check read the result location
         history = execution_history(offline, execution["executionArn"])
         assert [event for event in history if event["type"] == "TaskTimedOut"] != []

@@ -47,7 +47,12 @@ def _import_url(emulator: OrgvueEmulator, dataset: str | None = None) -> str:
     return _api(emulator, f"/datasets/{dataset or emulator.config.dataset_id}/items/import")
 
 
-def _start(emulator: OrgvueEmulator, body: bytes = CSV, callback: str | None = None) -> tuple[dict[str, Any], str]:
+QUERY = {"implicitDelete": "false", "autoId": "true"}
+
+
+def _start(
+    emulator: OrgvueEmulator, body: bytes = CSV, callback: str | None = None, params: dict[str, str] | None = None
+) -> tuple[dict[str, Any], str]:
     """Uploads `body`, starts its import; (job ticket, result GET URL)."""
     data, result = _generate(emulator), _generate(emulator, "json")
     assert requests.put(data["put"], data=body, timeout=5).status_code == 200
@@ -60,7 +65,8 @@ def _start(emulator: OrgvueEmulator, body: bytes = CSV, callback: str | None = N
             "method": "GET",
             "urlTemplate": f"{callback}&status={{{{jobStatus}}}}&traceId={{{{traceId}}}}&tenantId={{{{tenantId}}}}",
         }
-    response = requests.post(_import_url(emulator), json=payload, headers=_auth(emulator), timeout=5)
+    query = QUERY if params is None else params
+    response = requests.put(_import_url(emulator), params=query, json=payload, headers=_auth(emulator), timeout=5)
     assert response.status_code == assumed.ORGVUE_IMPORT_ACCEPTED_STATUS, response.text
     ticket: dict[str, Any] = response.json()
     return ticket, result["get"]
@@ -112,19 +118,51 @@ def test_temp_urls_refuse_an_authorization_header(orgvue: OrgvueEmulator) -> Non
     assert requests.get(urls["get"], headers=_auth(orgvue), timeout=5).status_code == 400
 
 
-def test_chunked_upload_is_recorded_as_chunked(orgvue: OrgvueEmulator) -> None:
+def test_chunked_upload_is_refused_like_a_presigned_url(orgvue: OrgvueEmulator) -> None:
     urls = _generate(orgvue)
-    assert requests.put(urls["put"], data=iter([CSV[:10], CSV[10:]]), timeout=5).status_code == 200
-    assert orgvue.uploads[-1].chunked
-    assert orgvue.uploads[-1].body == CSV
+    response = requests.put(urls["put"], data=iter([CSV[:10], CSV[10:]]), timeout=5)
+    assert response.status_code == 411
+    assert response.json() == {
+        "errors": [
+            {
+                "name": "MissingContentLength",
+                "code": "MissingContentLength",
+                "message": "You must provide the Content-Length HTTP header.",
+            }
+        ]
+    }
+    assert orgvue.uploads == []
+    assert len(orgvue.chunked_requests()) == 1
+    assert requests.get(urls["get"], timeout=5).status_code == 404  # nothing was written
+
+
+def test_temporary_files_expire_15_minutes_after_generate(orgvue: OrgvueEmulator, clock: FakeClock) -> None:
+    urls = _generate(orgvue)
+    clock.advance(14 * 60)
+    assert requests.put(urls["put"], data=CSV, timeout=5).status_code == 200
+    clock.advance(60)
+    for response in (requests.put(urls["put"], data=CSV, timeout=5), requests.get(urls["get"], timeout=5)):
+        assert response.status_code == 403
+        assert response.json()["errors"][0]["message"] == "Request has expired"
+
+
+def test_an_import_from_an_expired_file_fails(orgvue: OrgvueEmulator, clock: FakeClock) -> None:
+    orgvue.import_behaviour.duration_s = 20 * 60
+    _start(orgvue)
+    clock.advance(20 * 60)
+    record = orgvue.wait_until_processed()
+    assert record.status == assumed.ORGVUE_JOB_STATUS_FAILED
+    assert record.result is not None
+    assert "HTTP 403" in record.result[assumed.ORGVUE_RESULT_MESSAGE_FIELD]
+    assert orgvue.items == {}
 
 
 def test_import_validates_auth_dataset_and_shapes(orgvue: OrgvueEmulator) -> None:
     urls = _generate(orgvue)
     good: dict[str, Any] = {"importLocation": {"method": "GET", "url": urls["get"]}}
-    assert requests.post(_import_url(orgvue), json=good, timeout=5).status_code == 401
+    assert requests.put(_import_url(orgvue), json=good, timeout=5).status_code == 401
     unknown = _import_url(orgvue, "00000000-0000-0000-0000-000000000000")
-    assert requests.post(unknown, json=good, headers=_auth(orgvue), timeout=5).status_code == 404
+    assert requests.put(unknown, json=good, headers=_auth(orgvue), timeout=5).status_code == 404
     bad_bodies: list[Any] = [
         {},
         {"importLocation": {"method": "PUT", "url": urls["get"]}},
@@ -135,13 +173,91 @@ def test_import_validates_auth_dataset_and_shapes(orgvue: OrgvueEmulator) -> Non
         {**good, "callback": "http://x/cb"},
     ]
     for body in bad_bodies:
-        response = requests.post(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=5)
+        response = requests.put(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=5)
         assert response.status_code == 400, body
-    response = requests.post(_import_url(orgvue), json=good, headers=_auth(orgvue), timeout=5)
+        assert response.json()["errors"][0]["code"] == "InvalidBody"
+    response = requests.put(_import_url(orgvue), json=good, headers=_auth(orgvue), timeout=5)
     assert response.status_code == assumed.ORGVUE_IMPORT_ACCEPTED_STATUS
     ticket = response.json()
-    assert ticket[assumed.ORGVUE_TICKET_ID_FIELD] == orgvue.imports[-1].job_id
-    assert ticket[assumed.ORGVUE_TICKET_TRACE_FIELD] == orgvue.imports[-1].trace_id
+    record = orgvue.imports[-1]
+    assert ticket == {
+        "_links": {
+            "self": {"url": record.ticket_url, "contentType": "application/json; charset=UTF-8", "type": "downloadLink"}
+        },
+        "jobStatus": "created",
+        "_createdAt": record.created_at,
+        "_createdBy": orgvue.config.user,
+        "X-Amzn-Trace-Id": record.trace_id,
+    }
+    assert response.headers["X-Amzn-Trace-Id"] == record.trace_id
+    assert record.trace_id.startswith("Root=1-")
+
+
+def test_import_refuses_post_with_405(orgvue: OrgvueEmulator) -> None:
+    urls = _generate(orgvue)
+    body = {"importLocation": {"method": "GET", "url": urls["get"]}}
+    response = requests.post(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=5)
+    assert response.status_code == 405
+    assert response.json()["errors"][0]["name"] == "MethodNotAllowed"
+    assert orgvue.imports == []
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ({"implicitDelete": "false", "refresh": "true"}, "unknown query parameter(s): refresh"),
+        ({"implicitDelete": "yes"}, "implicitDelete must be true or false"),
+        ({"dateFormat": "DD.MM.YYYY"}, "dateFormat must be one of"),
+        ({"autoId": "true", "idKey": "employeeID"}, "cannot be used together"),
+    ],
+)
+def test_import_refuses_bad_query_parameters(orgvue: OrgvueEmulator, query: dict[str, str], problem: str) -> None:
+    urls = _generate(orgvue)
+    body = {"importLocation": {"method": "GET", "url": urls["get"]}}
+    response = requests.put(_import_url(orgvue), params=query, json=body, headers=_auth(orgvue), timeout=5)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert problem in error["message"]
+    assert set(error) == {"name", "code", "message"}
+    assert orgvue.imports == []
+
+
+def test_ticket_link_follows_the_job_and_refuses_a_token(orgvue: OrgvueEmulator, clock: FakeClock) -> None:
+    orgvue.import_behaviour.queued_s = 5
+    orgvue.import_behaviour.duration_s = 30
+    ticket, _ = _start(orgvue)
+    url = ticket["_links"]["self"]["url"]
+    assert requests.get(url, headers=_auth(orgvue), timeout=5).status_code == 400  # pre-signed: no token
+    assert requests.get(url.split("?")[0] + "?sig=guess", timeout=5).status_code == 403
+    assert requests.get(url, timeout=5).json()["jobStatus"] == "created"
+    clock.advance(5)
+    assert requests.get(url, timeout=5).json()["jobStatus"] == "running"
+    clock.advance(25)
+    orgvue.wait_until_processed()
+    polled = requests.get(url, timeout=5).json()
+    assert polled["jobStatus"] == "completed"
+    assert polled["X-Amzn-Trace-Id"] == ticket["X-Amzn-Trace-Id"]
+
+
+def test_failed_job_ticket_carries_the_errors(orgvue: OrgvueEmulator) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    orgvue.import_behaviour.fail_with = "Property 'grade' is read-only"
+    ticket, _ = _start(orgvue)
+    orgvue.wait_until_processed()
+    polled = requests.get(ticket["_links"]["self"]["url"], timeout=5).json()
+    assert polled["jobStatus"] == "failed"
+    assert polled["errors"][0]["message"] == "Property 'grade' is read-only"
+
+
+def test_job_processed_after_n_ticket_polls(orgvue: OrgvueEmulator) -> None:
+    orgvue.import_behaviour.polls = 2
+    ticket, _ = _start(orgvue)
+    url = ticket["_links"]["self"]["url"]
+    assert requests.get(url, timeout=5).json()["jobStatus"] == "running"
+    assert not orgvue.imports[-1].processed.wait(0.05)
+    requests.get(url, timeout=5)
+    orgvue.wait_until_processed(timeout=2)
+    assert requests.get(url, timeout=5).json()["jobStatus"] == "completed"
 
 
 def test_import_completes_on_its_clock_writes_result_and_calls_back(
@@ -153,7 +269,7 @@ def test_import_completes_on_its_clock_writes_result_and_calls_back(
     assert not recorder.arrived.wait(0.1)  # not before its time
     assert requests.get(result_url, timeout=5).status_code == 404
     clock.now += 30
-    record = orgvue.wait_until_processed(ticket[assumed.ORGVUE_TICKET_ID_FIELD], timeout=2)
+    record = orgvue.wait_until_processed(timeout=2)
     assert record.status == assumed.ORGVUE_JOB_STATUS_COMPLETED
     assert record.result_put_status == 200
     # The emulator's own result write is kept apart from the app's uploads (what tests inspect).
@@ -179,16 +295,6 @@ def test_import_completes_on_its_clock_writes_result_and_calls_back(
     ]
 
 
-def test_import_completes_after_n_result_reads(orgvue: OrgvueEmulator) -> None:
-    orgvue.import_behaviour.reads = 2
-    ticket, result_url = _start(orgvue)
-    assert requests.get(result_url, timeout=5).status_code == 404
-    assert not orgvue.imports[-1].processed.wait(0.05)
-    assert requests.get(result_url, timeout=5).status_code == 404  # the second read triggers processing
-    orgvue.wait_until_processed(ticket[assumed.ORGVUE_TICKET_ID_FIELD], timeout=2)
-    assert requests.get(result_url, timeout=5).json()[assumed.ORGVUE_RESULT_STATUS_FIELD] == "completed"
-
-
 def test_actions_update_delete_and_row_errors(orgvue: OrgvueEmulator) -> None:
     orgvue.import_behaviour.duration_s = 0
     _start(orgvue)
@@ -202,7 +308,7 @@ def test_actions_update_delete_and_row_errors(orgvue: OrgvueEmulator) -> None:
         b"E1,create,Again\n"
         b"E3,upsert,Unknown\n"
     )
-    _start(orgvue, body)
+    _start(orgvue, body, params={"implicitDelete": "false", "idKey": "employeeID"})
     record = orgvue.wait_until_processed()
     assert record.result is not None
     summary = record.result[assumed.ORGVUE_RESULT_SUMMARY_FIELD]
@@ -211,16 +317,49 @@ def test_actions_update_delete_and_row_errors(orgvue: OrgvueEmulator) -> None:
     assert orgvue.items == {"E1": {"employeeID": "E1", "fullName": "Ada Lovelace"}}
 
 
-def test_refresh_deletes_items_missing_from_the_upload(orgvue: OrgvueEmulator) -> None:
+@pytest.mark.parametrize(("implicit_delete", "left"), [("true", {"E1"}), ("false", {"E1", "E2"})])
+def test_implicit_delete_only_deletes_missing_items_when_true(
+    orgvue: OrgvueEmulator, implicit_delete: str, left: set[str]
+) -> None:
     orgvue.import_behaviour.duration_s = 0
     _start(orgvue)
     orgvue.wait_until_processed()
-    orgvue.import_behaviour.refresh = True
-    _start(orgvue, b"_action,employeeID,fullName\nupdate,E1,Ada\n")
+    _start(
+        orgvue,
+        b"_action,employeeID,fullName\nupdate,E1,Ada\n",
+        params={"implicitDelete": implicit_delete, "autoId": "true"},
+    )
     record = orgvue.wait_until_processed()
     assert record.result is not None
-    assert record.result[assumed.ORGVUE_RESULT_SUMMARY_FIELD]["deleted"] == 1
-    assert set(orgvue.items) == {"E1"}
+    assert record.result[assumed.ORGVUE_RESULT_SUMMARY_FIELD]["deleted"] == len({"E1", "E2"} - left)
+    assert set(orgvue.items) == left
+
+
+def test_items_are_matched_by_id_key(orgvue: OrgvueEmulator) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    _start(orgvue, b"_action,badge,employeeID\ncreate,B1,E1\n", params={"idKey": "badge"})
+    orgvue.wait_until_processed()
+    assert set(orgvue.items) == {"B1"}
+    _start(orgvue, b"_action,badge,employeeID\nupdate,B1,E9\nupdate,E1,E1\n", params={"idKey": "badge"})
+    record = orgvue.wait_until_processed()
+    assert record.result is not None
+    assert record.result[assumed.ORGVUE_RESULT_SUMMARY_FIELD]["updated"] == 1  # "E1" is no badge
+    assert orgvue.items["B1"]["employeeID"] == "E9"
+    _start(orgvue, b"_action,employeeID\nupdate,E9\n", params={"idKey": "badge"})
+    record = orgvue.wait_until_processed()
+    assert record.status == assumed.ORGVUE_JOB_STATUS_FAILED  # the upload lacks the key column
+
+
+def test_without_id_key_or_auto_id_items_are_matched_by_internal_id(orgvue: OrgvueEmulator) -> None:
+    orgvue.import_behaviour.duration_s = 0
+    _start(orgvue, params={})
+    orgvue.wait_until_processed()
+    assert len(orgvue.items) == 2
+    assert "E1" not in orgvue.items  # new items got Orgvue's own _id
+    _start(orgvue, b"_action,employeeID\nupdate,E1\n", params={})
+    record = orgvue.wait_until_processed()
+    assert record.result is not None
+    assert record.result[assumed.ORGVUE_RESULT_SUMMARY_FIELD]["errors"] == 1
 
 
 def test_data_without_action_column_fails_the_job(orgvue: OrgvueEmulator, recorder: CallbackRecorder) -> None:
@@ -263,7 +402,7 @@ def test_result_defaults_to_the_imported_files_put_url(orgvue: OrgvueEmulator) -
     urls = _generate(orgvue)
     requests.put(urls["put"], data=CSV, timeout=5)
     body = {"importLocation": {"method": "GET", "url": urls["get"]}}
-    requests.post(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=5)
+    requests.put(_import_url(orgvue), params=QUERY, json=body, headers=_auth(orgvue), timeout=5)
     orgvue.wait_until_processed()
     assert requests.get(urls["get"], timeout=5).json()[assumed.ORGVUE_RESULT_STATUS_FIELD] == "completed"
 
@@ -289,7 +428,7 @@ def test_slow_fault_does_the_work_then_answers_late(orgvue: OrgvueEmulator) -> N
     orgvue.inject("import", Fault.slow(0.3))
     body = {"importLocation": {"method": "GET", "url": urls["get"]}}
     with pytest.raises(requests.Timeout):
-        requests.post(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=(2, 0.1))
+        requests.put(_import_url(orgvue), json=body, headers=_auth(orgvue), timeout=(2, 0.1))
     assert len(orgvue.imports) == 1  # Orgvue started it even though the client never heard
 
 

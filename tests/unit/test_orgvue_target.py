@@ -1,13 +1,17 @@
-"""The Orgvue target against the emulator: the upload, the import call, status by polling or callback, errors."""
+"""The Orgvue target against the emulator: Content-Length uploads, the import PUT (never repeated blindly), its
+job ticket, the callback, query parameters, temporary-file expiry, and Orgvue's error messages."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from typing import IO, cast
+import tracemalloc
+from collections.abc import Callable, Iterator
+from typing import IO, Any, cast
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from offline.orgvue_emulator import Fault, OrgvueEmulator, OrgvueEmulatorConfig
 from people_sync import api_assumptions as assumed
@@ -16,7 +20,13 @@ from people_sync.csv_checks import CsvProblem, CsvRejected
 from people_sync.errors import TargetRejected, TargetUnavailable
 from people_sync.models import ImportJob, StagedFile
 from people_sync.targets import orgvue as orgvue_module
-from people_sync.targets.orgvue import OrgvueClient, OrgvueTarget, callback_template
+from people_sync.targets.orgvue import (
+    ImportMayHaveStarted,
+    OrgvueClient,
+    OrgvueTarget,
+    TemporaryFileExpired,
+    callback_template,
+)
 from tests.fakes import CallbackRecorder, FakeClock
 
 WITH_ACTION = b"_action,employeeID,fullName\ncreate,E1,Ada Lovelace\ncreate,E2,Grace Hopper\n"
@@ -29,14 +39,24 @@ STAGED = StagedFile(bucket="staging", key="acme/roster.csv", org_id="acme")
 class Source:
     """Re-openable staged file that records every read, and can fail a check after `fail_after` bytes."""
 
-    def __init__(self, body: bytes, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        fail_after: int | None = None,
+        on_read: Callable[[int], None] | None = None,
+        on_open: Callable[[int], None] | None = None,
+    ) -> None:
         self.body = body
         self.fail_after = fail_after
+        self.on_read = on_read
+        self.on_open = on_open
         self.opened = 0
         self.reads: list[int] = []
 
     def __call__(self) -> tuple[IO[bytes], int]:
         self.opened += 1
+        if self.on_open is not None:
+            self.on_open(self.opened)
         return cast(IO[bytes], _Recording(self)), len(self.body)
 
 
@@ -51,6 +71,8 @@ class _Recording(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
         self._source.reads.append(-1 if size is None else size)
+        if self._source.on_read is not None:
+            self._source.on_read(self._source.opened)
         fail_after = self._source.fail_after
         if fail_after is not None and self._data.tell() >= fail_after:
             raise CsvRejected(CsvProblem("ragged-rows", "roster.csv has rows of the wrong width (lines 7)."))
@@ -64,8 +86,11 @@ def orgvue(clock: FakeClock, recorder: CallbackRecorder) -> Iterator[OrgvueEmula
         yield running
 
 
-def make_client(orgvue: OrgvueEmulator, token: str | None = None, dataset_id: str | None = None) -> OrgvueClient:
-    """A client with the production retry policy, only with millisecond backoff and no upload sleeps."""
+def make_client(
+    orgvue: OrgvueEmulator, token: str | None = None, dataset_id: str | None = None, clock: Any = None
+) -> OrgvueClient:
+    """A client with the production retry policy, only with millisecond backoff and no upload sleeps; it shares
+    the emulator's clock (temporary files' age)."""
     return OrgvueClient(
         token or orgvue.config.token,
         base_url=orgvue.base_url,
@@ -74,6 +99,7 @@ def make_client(orgvue: OrgvueEmulator, token: str | None = None, dataset_id: st
         timeout=(2.0, 1.0),
         retry=default_retry(total=3, backoff_factor=0.01),
         sleep=lambda _: None,
+        clock=clock or orgvue.clock,
     )
 
 
@@ -86,34 +112,112 @@ def _rows(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode("utf-8"))))
 
 
+def _status_after_processing(orgvue: OrgvueEmulator, target: OrgvueTarget, job: ImportJob) -> Any:
+    orgvue.wait_until_processed()
+    return target.import_status(job, Source(WITH_ACTION))[0]
+
+
+# --- uploads: always Content-Length -------------------------------------------------------------------
+
+
 def test_file_with_action_column_is_sent_as_is_with_its_length(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
     job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
     upload = orgvue.uploads[-1]
     assert upload.body == WITH_ACTION
     assert (upload.chunked, upload.content_length) == (False, len(WITH_ACTION))
-    assert job.import_id == orgvue.imports[-1].job_id
-    orgvue.wait_until_processed(job.import_id)
+    assert job.import_id == orgvue.imports[-1].trace_id
+    assert _status_after_processing(orgvue, target, job).state == "done"
     assert set(orgvue.items) == {"E1", "E2"}
+    assert orgvue.chunked_requests() == []
 
 
-def test_default_action_is_added_first_with_csv_quoting(orgvue: OrgvueEmulator) -> None:
+def test_default_action_is_added_first_and_sent_with_content_length(orgvue: OrgvueEmulator) -> None:
     target = OrgvueTarget(make_client(orgvue), default_action="Create")
-    job = target.start_import(STAGED, Source(WITHOUT_ACTION), sync_id="s-1")
+    source = Source(WITHOUT_ACTION)
+    job = target.start_import(STAGED, source, sync_id="s-1")
     upload = orgvue.uploads[-1]
-    assert upload.chunked  # the size changed: sent chunked, nothing counted up-front
+    assert not upload.chunked  # counted first, then sent with Content-Length
+    assert upload.content_length == len(upload.body)
+    assert orgvue.chunked_requests() == []
+    assert source.opened == 3  # the header check, the length pass, the upload
     assert _rows(upload.body) == [
         ["_action", "employeeID", "fullName", "note"],
         ["create", "E1", "Lovelace, Ada", 'says "hi"'],
         ["create", "E2", "Grace Hopper", "two\nlines"],
     ]
-    orgvue.wait_until_processed(job.import_id)
+    assert _status_after_processing(orgvue, target, job).state == "done"
     assert orgvue.items["E1"] == {"employeeID": "E1", "fullName": "Lovelace, Ada", "note": 'says "hi"'}
     assert orgvue.items["E2"]["note"] == "two\nlines"
+
+
+# a bare CR in an unquoted field is not CSV (the reader refuses it in both passes alike): left out
+csv_cells = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\r"), max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.lists(csv_cells, min_size=1, max_size=4), min_size=1, max_size=25),
+    bom=st.booleans(),
+    crlf=st.booleans(),
+    chunk=st.sampled_from([7, 64, 4096]),
+)
+def test_counted_length_equals_the_bytes_sent(rows: list[list[str]], bom: bool, crlf: bool, chunk: int) -> None:
+    """For any CSV, the length counted in the first pass is exactly what the counted body then sends."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\r\n" if crlf else "\n").writerows([["employeeID", "x"][: len(rows[0])], *rows])
+    data = (b"\xef\xbb\xbf" if bom else b"") + text.getvalue().encode()
+    source = Source(data)
+    length = orgvue_module._transformed_length(source, "r.csv", "update")
+    stream, _ = source()
+    body = orgvue_module._CountedBody(orgvue_module._with_action_column(stream, "r.csv", "update"), length)
+    sent = b""
+    while block := body.read(chunk):
+        sent += block
+    assert len(sent) == length == body.len
+    # and the body's content is the file with `_action` first
+    assert _rows(sent)[0][0] == "_action"
+
+
+@settings(max_examples=25, deadline=None)
+@given(body=st.binary(min_size=0, max_size=3000))
+def test_a_file_with_action_is_sent_with_its_own_length(body: bytes) -> None:
+    sized = orgvue_module._SizedBody(io.BytesIO(body), len(body))
+    sent = b""
+    while block := sized.read(100):
+        sent += block
+    assert sized.len == len(sent) == len(body)
+
+
+def test_counted_body_refuses_to_send_other_than_it_declared() -> None:
+    short = orgvue_module._CountedBody(iter([b"abc"]), 5)
+    assert short.read(2) + short.read(2) == b"abc"
+    with pytest.raises(TargetUnavailable, match="changed while it was uploaded"):
+        short.read(2)
+    with pytest.raises(TargetUnavailable, match="changed while it was uploaded"):
+        orgvue_module._CountedBody(iter([b"abcdef"]), 4).read(10)
+
+
+def test_length_pass_holds_one_block_not_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(orgvue_module, "CHUNK", 64 * 1024)
+    body = b"employeeID,fullName\n" + b"".join(b"E%07d,Person number %d\n" % (n, n) for n in range(300_000))
+    assert len(body) > 8_000_000
+    source = Source(body)
+    tracemalloc.start()
+    try:
+        length = orgvue_module._transformed_length(source, "roster.csv", "update")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert length == len(body) + len(b"_action,") + 300_000 * len(b"update,") + 300_001  # CRLF endings
+    assert peak < 2_000_000  # a few blocks, whatever the file's size
+    assert -1 not in source.reads
 
 
 def test_default_action_must_be_an_orgvue_action(orgvue: OrgvueEmulator) -> None:
     with pytest.raises(ValueError, match="OrgvueDefaultAction"):
         OrgvueTarget(make_client(orgvue), default_action="upsert")
+    with pytest.raises(ValueError, match="OrgvueDateFormat"):
+        OrgvueTarget(make_client(orgvue), date_format="DD.MM.YYYY")
 
 
 def test_missing_action_is_refused_before_anything_is_sent(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
@@ -133,6 +237,14 @@ def test_csv_rejected_while_uploading_propagates_and_no_import_starts(
         target.start_import(STAGED, Source(body, fail_after=100_000), sync_id="s-1")
     assert orgvue.calls_of("import") == []
     assert orgvue.uploads == []
+
+
+def test_csv_rejected_in_the_length_pass_sends_nothing(orgvue: OrgvueEmulator) -> None:
+    target = OrgvueTarget(make_client(orgvue), default_action="update")
+    body = b"employeeID,fullName\n" + b"".join(b"E%d,Person %d\n" % (n, n) for n in range(20000))
+    with pytest.raises(CsvRejected, match="wrong width"):
+        target.start_import(STAGED, Source(body, fail_after=100_000), sync_id="s-1")
+    assert orgvue.calls == []  # not even a temporary file
 
 
 def test_upload_is_streamed_in_blocks_not_read_whole(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
@@ -159,30 +271,181 @@ def test_added_action_column_is_produced_lazily(monkeypatch: pytest.MonkeyPatch)
     assert rows[-1] == ["update", "E49999", "Person 49999"]
 
 
-def test_callback_template_carries_the_placeholders(
-    orgvue: OrgvueEmulator, target: OrgvueTarget, recorder: CallbackRecorder
+# --- temporary files live 15 minutes --------------------------------------------------------------------
+
+
+def test_temporary_file_expired_before_the_upload_is_a_clear_message(orgvue: OrgvueEmulator, clock: FakeClock) -> None:
+    """Orgvue's clock says the file is gone although ours does not (a shorter lifetime than published, or a
+    clock that differs): its "Request has expired" answer becomes a clear message and the file stays staged."""
+    ours = FakeClock()
+    target = OrgvueTarget(make_client(orgvue, clock=ours))
+
+    def orgvue_time_passes(opened: int) -> None:
+        if opened == 2:  # the upload's stream is opened right after the temporary file was generated
+            clock.now = max(clock.now, 1000.0 + 16 * 60)
+
+    with pytest.raises(TemporaryFileExpired) as raised:
+        target.start_import(STAGED, Source(WITH_ACTION, on_open=orgvue_time_passes), sync_id="s-1")
+    assert "temporary file expired" in raised.value.user_message
+    assert "15 minutes" in raised.value.user_message
+    assert "Request has expired" in raised.value.user_message
+    assert [call.status for call in orgvue.calls_of("tempPut")] == [403]  # not repeated: it cannot help
+    assert orgvue.calls_of("import") == []
+
+
+def test_an_upload_that_took_too_long_does_not_start_the_import(
+    orgvue: OrgvueEmulator, target: OrgvueTarget, clock: FakeClock
 ) -> None:
-    placeholders = "status={{jobStatus}}&traceId={{traceId}}&tenantId={{tenantId}}"
-    assert callback_template("https://x.example/cb") == f"https://x.example/cb?{placeholders}"
-    assert callback_template("https://x.example/cb?a=1") == f"https://x.example/cb?a=1&{placeholders}"
-    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1", callback_url=recorder.url)
-    assert orgvue.imports[-1].body["callback"] == {"method": "GET", "urlTemplate": f"{recorder.url}&{placeholders}"}
-    orgvue.wait_until_processed(job.import_id)
-    assert recorder.received == [
-        {"sync": "s-1", "status": "completed", "traceId": job.detail["traceId"], "tenantId": orgvue.config.tenant_id}
-    ]
+    moved: list[bool] = []
+
+    def slow_upload(opened: int) -> None:
+        if opened == 2 and not moved:
+            clock.advance(11 * 60)  # within the file's 15 minutes, past the start deadline
+            moved.append(True)
+
+    with pytest.raises(TemporaryFileExpired, match="took 11 minutes"):
+        target.start_import(STAGED, Source(WITH_ACTION, on_read=slow_upload), sync_id="s-1")
+    assert len(orgvue.uploads) == 1
+    assert orgvue.calls_of("import") == []
 
 
-def test_no_callback_url_means_no_callback_in_the_body(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+def test_the_import_starts_from_a_fresh_file_with_a_fresh_result_location(
+    orgvue: OrgvueEmulator, target: OrgvueTarget
+) -> None:
     target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    assert "callback" not in orgvue.imports[-1].body
-    assert orgvue.imports[-1].body["resultLocation"]["method"] == "PUT"
+    generated = [call.at for call in orgvue.calls_of("generate")]
+    started = orgvue.calls_of("import")[0].at
+    assert len(generated) == 2
+    assert started - generated[0] < assumed.ORGVUE_IMPORT_START_DEADLINE_SECONDS
 
 
-def test_temp_urls_get_no_token_and_api_calls_do(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+# --- the import: a PUT with explicit query parameters, never repeated blindly --------------------------------
+
+
+def test_import_is_a_put_with_implicit_delete_false_by_default(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    [call] = orgvue.calls_of("import")
+    assert call.method == "PUT"
+    assert call.query == {"implicitDelete": "false", "dateFormat": "YYYY-MM-DD", "autoId": "true"}
+
+
+def test_implicit_delete_id_key_and_date_format_are_sent_as_configured(orgvue: OrgvueEmulator) -> None:
+    orgvue.items = {"E9": {"employeeID": "E9", "fullName": "Gone"}}
+    target = OrgvueTarget(make_client(orgvue), implicit_delete=True, id_key="employeeID", date_format="DD/MM/YYYY")
     job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    target.import_status(job, Source(WITH_ACTION))
-    for operation in ("tempPut", "tempGet"):  # ours and the emulator's own reads/writes of temporary files
+    [call] = orgvue.calls_of("import")
+    assert call.query == {"implicitDelete": "true", "dateFormat": "DD/MM/YYYY", "idKey": "employeeID"}
+    assert job.detail["implicitDelete"] is True
+    status = _status_after_processing(orgvue, target, job)
+    assert status.results["deleted"] == 1
+    assert set(orgvue.items) == {"E1", "E2"}
+
+
+def test_without_implicit_delete_items_missing_from_the_file_stay(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    orgvue.items = {"E9": {"employeeID": "E9", "fullName": "Kept"}}
+    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    assert _status_after_processing(orgvue, target, job).results["deleted"] == 0
+    assert set(orgvue.items) == {"E1", "E2", "E9"}
+
+
+def test_a_file_without_the_id_key_column_is_refused_before_anything_is_sent(orgvue: OrgvueEmulator) -> None:
+    target = OrgvueTarget(make_client(orgvue), id_key="personID")
+    with pytest.raises(CsvRejected) as raised:
+        target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    assert raised.value.problem.code == "missing-id-key"
+    assert "OrgvueIdKey" in raised.value.problem.message
+    assert orgvue.calls == []
+
+
+def test_429_on_the_import_put_is_retried(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    orgvue.inject("import", Fault.http(429), Fault.http(429, retry_after=0))
+    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    assert [call.status for call in orgvue.calls_of("import")] == [429, 429, 202]
+    assert len(orgvue.imports) == 1
+    assert job.import_id == orgvue.imports[0].trace_id
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_on_the_import_put_is_not_repeated(orgvue: OrgvueEmulator, target: OrgvueTarget, status: int) -> None:
+    orgvue.inject("import", Fault(status=status, after_effect=True))  # Orgvue started it, then failed to answer
+    with pytest.raises(ImportMayHaveStarted, match=f"HTTP {status}") as raised:
+        target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    assert [call.status for call in orgvue.calls_of("import")] == [202]  # one PUT reached Orgvue
+    assert len(orgvue.imports) == 1
+    assert "may have started" in raised.value.user_message
+    assert "does not repeat" in raised.value.user_message
+
+
+def test_timeout_on_the_import_put_is_not_repeated(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    orgvue.inject("import", Fault.slow(0.3))
+    target.client.timeout = (2.0, 0.1)
+    with pytest.raises(ImportMayHaveStarted, match="may have started"):
+        target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    assert len(orgvue.calls_of("import")) == 1
+    assert len(orgvue.imports) == 1
+
+
+def test_reset_on_the_import_put_is_not_repeated(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    orgvue.inject("import", Fault(reset=True, after_effect=True))
+    with pytest.raises(ImportMayHaveStarted, match="may have started"):
+        target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    assert len(orgvue.calls_of("import")) == 1
+    assert len(orgvue.imports) == 1
+
+
+def test_orgvues_error_messages_are_shown(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    data = target.client.generate_file("csv")
+    with pytest.raises(TargetRejected) as raised:
+        target.client.start_import(data.get, None, None, {"implicitDelete": "false", "bogus": "1"})
+    assert raised.value.status == 400
+    assert "unknown query parameter(s): bogus" in raised.value.user_message
+
+
+def test_an_accepted_import_without_a_ticket_is_not_reported_as_not_started(
+    orgvue: OrgvueEmulator, target: OrgvueTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(target.client, "start_import", lambda *args: {"jobStatus": "created"})
+    with pytest.raises(ImportMayHaveStarted, match="has probably begun"):
+        target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+
+
+# --- following the job: its ticket, or the callback --------------------------------------------------------
+
+
+def test_the_ticket_is_polled_from_created_through_running_to_completed(
+    orgvue: OrgvueEmulator, target: OrgvueTarget, clock: FakeClock
+) -> None:
+    orgvue.import_behaviour.queued_s = 10
+    orgvue.import_behaviour.duration_s = 60
+    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    assert job.detail["jobStatus"] == "created"
+    assert job.detail["ticketUrl"] == orgvue.imports[-1].ticket_url
+    assert target.import_status(job, Source(WITH_ACTION))[0].state == "pending"
+    clock.advance(10)
+    running, carried = target.import_status(job, Source(WITH_ACTION))
+    assert (running.state, carried) == ("running", job)
+    clock.advance(50)
+    status = _status_after_processing(orgvue, target, job)
+    assert status.state == "done"
+    assert status.results == {"rows": 2, "created": 2, "updated": 0, "deleted": 0, "errors": 0}
+    assert len(orgvue.calls_of("ticket")) == 3
+    assert {call.authorization for call in orgvue.calls_of("ticket")} == {None}
+
+
+def test_an_unknown_job_status_is_an_error_not_success(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    orgvue.import_behaviour.reported_status = "archived"
+    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    status = _status_after_processing(orgvue, target, job)
+    assert status.state == "failed"
+    assert "'archived'" in (status.message or "")
+    assert "created, running, completed, failed" in (status.message or "")
+    assert "cannot tell" in (status.message or "")
+
+
+def test_temp_urls_and_ticket_get_no_token_and_api_calls_do(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    _status_after_processing(orgvue, target, job)
+    for operation in ("tempPut", "tempGet", "ticket"):  # ours and the emulator's own reads of temporary files
         calls = orgvue.calls_of(operation)
         assert calls
         assert {call.authorization for call in calls} == {None}
@@ -190,25 +453,10 @@ def test_temp_urls_get_no_token_and_api_calls_do(orgvue: OrgvueEmulator, target:
         assert {call.authorization for call in orgvue.calls_of(operation)} == {f"Bearer {orgvue.config.token}"}
 
 
-def test_status_by_polling_the_result_location(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
-    orgvue.import_behaviour.reads = 2
-    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    status, carried = target.import_status(job, Source(WITH_ACTION))
-    assert status.state == "running"
-    assert carried == job
-    target.import_status(job, Source(WITH_ACTION))  # the second read lets the emulator process it
-    orgvue.wait_until_processed(job.import_id)
-    status, _ = target.import_status(job, Source(WITH_ACTION))
-    assert status.state == "done"
-    assert status.results == {"rows": 2, "created": 2, "updated": 0, "deleted": 0, "errors": 0}
-    assert "2 created" in (status.message or "")
-
-
 def test_row_errors_are_reported_with_their_rows(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
     body = b"_action,employeeID\ncreate,E1\nupdate,E404\nfrobnicate,E2\n"
     job = target.start_import(STAGED, Source(body), sync_id="s-1")
-    orgvue.wait_until_processed(job.import_id)
-    status, _ = target.import_status(job, Source(body))
+    status = _status_after_processing(orgvue, target, job)
     assert status.state == "done"
     assert status.results["errors"] == 2
     assert "row 2: E404 does not exist" in (status.message or "")
@@ -218,25 +466,61 @@ def test_row_errors_are_reported_with_their_rows(orgvue: OrgvueEmulator, target:
 def test_import_failure_carries_orgvues_reason(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
     orgvue.import_behaviour.fail_with = "Property 'grade' does not exist in dataset People"
     job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    orgvue.wait_until_processed(job.import_id)
-    status, _ = target.import_status(job, Source(WITH_ACTION))
+    status = _status_after_processing(orgvue, target, job)
     assert status.state == "failed"
     assert "Property 'grade' does not exist in dataset People" in (status.message or "")
 
 
-def test_status_from_callback_detail_reads_the_counts(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+def test_failed_ticket_errors_are_shown_when_the_result_is_unreadable(
+    orgvue: OrgvueEmulator, target: OrgvueTarget, clock: FakeClock
+) -> None:
+    orgvue.import_behaviour.fail_with = "Property 'grade' is read-only"
+    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    orgvue.wait_until_processed()
+    clock.advance(16 * 60)  # the result location (a temporary file) is gone; the ticket still answers
+    status, _ = target.import_status(job, Source(WITH_ACTION))
+    assert status.state == "failed"
+    assert "Property 'grade' is read-only" in (status.message or "")
+
+
+def test_callback_template_carries_the_placeholders(
+    orgvue: OrgvueEmulator, target: OrgvueTarget, recorder: CallbackRecorder
+) -> None:
+    placeholders = "status={{jobStatus}}&traceId={{traceId}}&tenantId={{tenantId}}"
+    assert callback_template("https://x.example/cb") == f"https://x.example/cb?{placeholders}"
+    assert callback_template("https://x.example/cb?a=1") == f"https://x.example/cb?a=1&{placeholders}"
+    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1", callback_url=recorder.url)
+    assert orgvue.imports[-1].body["callback"] == {"method": "GET", "urlTemplate": f"{recorder.url}&{placeholders}"}
+    orgvue.wait_until_processed()
+    # the callback's traceId is the ticket's X-Amzn-Trace-Id, which is how the sync matches it
+    assert recorder.received == [
+        {"sync": "s-1", "status": "completed", "traceId": job.detail["traceId"], "tenantId": orgvue.config.tenant_id}
+    ]
+    assert job.detail["traceId"] == orgvue.imports[-1].trace_id
+
+
+def test_no_callback_url_means_no_callback_in_the_body(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    assert "callback" not in orgvue.imports[-1].body
+    assert orgvue.imports[-1].body["resultLocation"]["method"] == "PUT"
+
+
+def test_a_callback_that_names_an_end_decides_without_polling_the_ticket(
+    orgvue: OrgvueEmulator, target: OrgvueTarget
+) -> None:
     orgvue.import_behaviour.send_callback = False
     job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    record = orgvue.wait_until_processed(job.import_id)
+    record = orgvue.wait_until_processed()
     called = {"status": "completed", "traceId": record.trace_id, "tenantId": orgvue.config.tenant_id}
     status, _ = target.import_status(
         ImportJob(import_id=job.import_id, detail={**job.detail, "callback": called}), Source(WITH_ACTION)
     )
     assert (status.state, status.results["created"]) == ("done", 2)
+    assert orgvue.calls_of("ticket") == []
 
 
-def test_callback_status_decides_when_no_result_was_written(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
-    orgvue.import_behaviour.duration_s = 3600  # Orgvue has not written the result yet
+def test_callbacks_that_do_not_decide_fall_back_to_the_ticket(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    orgvue.import_behaviour.duration_s = 3600  # Orgvue is still running the job
     job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
 
     def with_callback(status: str, trace_id: str | None = None) -> ImportJob:
@@ -247,33 +531,23 @@ def test_callback_status_decides_when_no_result_was_written(orgvue: OrgvueEmulat
     failed, _ = target.import_status(with_callback("failed"), Source(WITH_ACTION))
     assert failed.state == "failed"
     assert "failed" in (failed.message or "")
+    assert orgvue.calls_of("ticket") == []
+    # an undocumented status, or a callback for another job, is not trusted: the ticket decides (running)
     assert target.import_status(with_callback("weird"), Source(WITH_ACTION))[0].state == "running"
-    # a callback for another job is not trusted: the result location decides (not written: running)
     assert target.import_status(with_callback("completed", "other"), Source(WITH_ACTION))[0].state == "running"
+    assert len(orgvue.calls_of("ticket")) == 2
 
 
-def test_429_on_the_import_post_is_retried(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
-    orgvue.inject("import", Fault.http(429), Fault.http(429, retry_after=0))
+def test_ticket_outage_is_unavailable(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    orgvue.import_behaviour.duration_s = 3600
     job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    assert [call.status for call in orgvue.calls_of("import")] == [429, 429, 202]
-    assert len(orgvue.imports) == 1
-    assert job.import_id == orgvue.imports[0].job_id
+    orgvue.inject("ticket", *[Fault.http(503)] * 10)
+    with pytest.raises(TargetUnavailable, match="HTTP 503"):
+        target.import_status(job, Source(WITH_ACTION))
+    assert len(orgvue.calls_of("ticket")) == 4  # first try + 3 retries (a GET is safe to repeat)
 
 
-@pytest.mark.parametrize("status", [500, 503])
-def test_5xx_on_the_import_post_is_not_repeated(orgvue: OrgvueEmulator, target: OrgvueTarget, status: int) -> None:
-    orgvue.inject("import", Fault.http(status))
-    with pytest.raises(TargetUnavailable, match=f"HTTP {status}"):
-        target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    assert [call.status for call in orgvue.calls_of("import")] == [status]
-
-
-def test_timeout_on_the_import_post_is_not_repeated(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
-    orgvue.inject("import", Fault.slow(0.3))
-    target.client.timeout = (2.0, 0.1)
-    with pytest.raises(TargetUnavailable, match="did not answer"):
-        target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    assert len(orgvue.calls_of("import")) == 1
+# --- other calls -------------------------------------------------------------------------------------------
 
 
 def test_generate_5xx_is_repeated_because_it_is_harmless(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
@@ -304,6 +578,7 @@ def test_wrong_token_is_rejected_with_a_hint(orgvue: OrgvueEmulator) -> None:
     with pytest.raises(TargetRejected, match="Orgvue refused the API token") as raised:
         target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
     assert raised.value.status == 401
+    assert "invalid or missing bearer token" in raised.value.user_message  # Orgvue's own message
     assert len(orgvue.calls_of("generate")) == 1  # a 401 is not retried
 
 
@@ -313,12 +588,4 @@ def test_unknown_dataset_is_rejected_naming_it(orgvue: OrgvueEmulator) -> None:
     with pytest.raises(TargetRejected, match=missing) as raised:
         target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
     assert raised.value.status == assumed.ORGVUE_UNKNOWN_DATASET_STATUS
-
-
-def test_result_location_outage_is_unavailable(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
-    orgvue.import_behaviour.duration_s = 3600
-    job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
-    orgvue.inject("tempGet", *[Fault.http(503)] * 10)
-    with pytest.raises(TargetUnavailable, match="HTTP 503"):
-        target.import_status(job, Source(WITH_ACTION))
-    assert len(orgvue.calls_of("tempGet")) == 4  # first try + 3 retries
+    assert f"dataset {missing} not found" in raised.value.user_message

@@ -105,3 +105,41 @@ def test_import_after_dry_run_is_a_parameter_that_reaches_the_settings() -> None
     assert (parameter["Default"], parameter["AllowedValues"]) == ("false", ["true", "false"])
     settings = TEMPLATE["Resources"]["SettingsParameter"]["Properties"]["Value"]["Fn::Sub"][0]
     assert '"importAfterDryRun": ${ImportAfterDryRun}' in settings
+
+
+def test_orgvue_import_choices_are_stack_parameters_with_safe_defaults() -> None:
+    parameters = TEMPLATE["Parameters"]
+    implicit = parameters["OrgvueImplicitDelete"]
+    assert (implicit["Default"], implicit["AllowedValues"]) == ("false", ["false", "true"])
+    assert "DELETES" in implicit["Description"]  # turning it on is loud
+    date_format = parameters["OrgvueDateFormat"]
+    assert date_format["Default"] == "YYYY-MM-DD"
+    assert date_format["AllowedValues"] == ["YYYY-MM-DD", "DD/MM/YYYY", "MM/DD/YYYY"]
+    assert parameters["OrgvueIdKey"]["Default"] == ""
+    env = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["ORGVUE_IMPLICIT_DELETE"] == {"Ref": "OrgvueImplicitDelete"}
+    assert env["ORGVUE_DATE_FORMAT"] == {"Ref": "OrgvueDateFormat"}
+    assert env["ORGVUE_ID_KEY"] == {"Ref": "OrgvueIdKey"}
+    groups = TEMPLATE["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = {name for group in groups for name in group["Parameters"]}
+    assert {"OrgvueImplicitDelete", "OrgvueDateFormat", "OrgvueIdKey"} <= grouped
+
+
+def test_orgvue_settings_are_read_from_the_environment() -> None:
+    from people_sync.config import AppSettings
+
+    base = {"CHARTHOP_ORG_ID": "o", "CHARTHOP_APP_NAME": "a", "CHARTHOP_TOKEN_SECRET": "t", "SETTINGS_PARAMETER": "p"}
+    defaults = AppSettings.from_env(base)
+    assert (defaults.orgvue_implicit_delete, defaults.orgvue_id_key, defaults.orgvue_date_format) == (
+        False,
+        "",
+        "YYYY-MM-DD",
+    )
+    chosen = AppSettings.from_env(
+        {**base, "ORGVUE_IMPLICIT_DELETE": "true", "ORGVUE_ID_KEY": "employeeID", "ORGVUE_DATE_FORMAT": "DD/MM/YYYY"}
+    )
+    assert (chosen.orgvue_implicit_delete, chosen.orgvue_id_key, chosen.orgvue_date_format) == (
+        True,
+        "employeeID",
+        "DD/MM/YYYY",
+    )

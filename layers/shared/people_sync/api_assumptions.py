@@ -40,7 +40,8 @@ CHARTHOP_NEXT_FIELD = "next"
 #: import POST). A POST whose body was cut off (the pre-flight check refused it, or the function died while
 #: streaming) starts no import.
 #: (assumption) Orgvue and ELMA365 offer no way to ask whether an import was started for a given upload, so an
-#: interrupted start into them is closed ERROR ("cannot tell whether the import began") instead of retried.
+#: interrupted start into them is closed ERROR ("cannot tell whether the import began") instead of retried
+#: (Orgvue: see ORGVUE_IMPORT_METHOD below).
 
 #: (assumption) ChartHop answers rate limiting with 429, with or without a Retry-After header
 #: (seconds). Without the header we fall back to our own capped exponential backoff.
@@ -210,65 +211,147 @@ def sync_now_event(
 
 
 # --- Orgvue ---------------------------------------------------------------------------------------
-# Found (shared/reference/README.md, seed 003) and kept in targets/orgvue.py: bearer JWT, files/generate and its
-# {"get", "put"} answer, the items/import body (importLocation, resultLocation, callback), the callback
-# placeholders {{jobStatus}}/{{traceId}}/{{tenantId}}, the create/update/delete actions, the tenant id pattern.
-# Everything below is a guess.
+# Found, and kept next to the code in targets/orgvue.py (each with its source): seed 003 ("Async Import
+# Integration" recipe): bearer JWT, files/generate and its {"get", "put"} answer, the upload's `_action` column
+# (create/update/delete), the items/import body (importLocation, resultLocation, callback) and the callback
+# placeholders {{jobStatus}}/{{traceId}}/{{tenantId}}; the import is "the PUT: Create, update or delete items
+# from a secure temporary file API". Orgvue docs "Keeping Track of a Request": the job ticket
+# {"_links": {"self": {"url", "contentType", "type": "downloadLink"}}, "jobStatus", "_createdAt", "_createdBy",
+# "X-Amzn-Trace-Id"} with jobStatus created|running|failed|completed, progress followed by polling
+# `_links.self.url`. "Secure Temporary Files": pre-signed URLs, files removed 15 minutes after they are made,
+# no chunked transfer encoding (send Content-Length). "Query Parameters": dateFormat, autoId, idKey,
+# implicitDelete (and others we do not send). Orgvue's guide: error bodies {"errors": [{"name", "code",
+# "message"}]}. The tenant id pattern (Orgvue API docs). Everything below is a guess; each says what would
+# confirm it.
 
-#: (assumption) The import call is a POST (the docs give its path and body, not its method).
-ORGVUE_IMPORT_METHOD = "POST"
+#: (found, seed 003) The import call is a PUT. Not idempotent: it is never repeated after a 5xx, a timeout or
+#: a reset (the client mounts an adapter that repeats only 429s and failed connects for it).
+ORGVUE_IMPORT_METHOD = "PUT"
 
-#: (assumption) The import answers 202 with a JSON job ticket: `jobId` (the job's id, our ImportJob.import_id),
-#: `traceId` (what the callback's {{traceId}} carries) and `jobStatus`. The app accepts any 2xx and falls back
-#: to `traceId` when `jobId` is missing.
+#: (assumption) The import answers any 2xx (202 in the emulator) with the job ticket as its JSON body.
+#: Confirm: one import against a test tenant.
 ORGVUE_IMPORT_ACCEPTED_STATUS = 202
-ORGVUE_TICKET_ID_FIELD = "jobId"
-ORGVUE_TICKET_TRACE_FIELD = "traceId"
+#: (found, "Keeping Track of a Request") Job ticket fields and the four jobStatus values.
 ORGVUE_TICKET_STATUS_FIELD = "jobStatus"
-ORGVUE_TICKET_QUEUED_STATUS = "queued"
-
-#: (assumption) jobStatus spellings. The emulator sends the first of each; the app compares case-insensitively
-#: and accepts these variants. Any other value is not taken as the end of the import.
+ORGVUE_TICKET_TRACE_FIELD = "X-Amzn-Trace-Id"
+ORGVUE_TICKET_LINKS_FIELD = "_links"
+ORGVUE_JOB_STATUS_CREATED = "created"
+ORGVUE_JOB_STATUS_RUNNING = "running"
 ORGVUE_JOB_STATUS_COMPLETED = "completed"
 ORGVUE_JOB_STATUS_FAILED = "failed"
-ORGVUE_JOB_DONE_STATUSES = frozenset({"completed", "complete", "succeeded", "success", "done", "finished"})
-ORGVUE_JOB_FAILED_STATUSES = frozenset({"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted"})
+ORGVUE_JOB_STATUSES = (
+    ORGVUE_JOB_STATUS_CREATED,
+    ORGVUE_JOB_STATUS_RUNNING,
+    ORGVUE_JOB_STATUS_COMPLETED,
+    ORGVUE_JOB_STATUS_FAILED,
+)
+#: (assumption) The callback's {{traceId}} is the ticket's `X-Amzn-Trace-Id` value (the docs name both "trace
+#: id" and show no other id), so a callback is matched to its import by it. Confirm: compare one callback's
+#: traceId with the ticket of the same import.
+ORGVUE_CALLBACK_TRACE_IS_TICKET_TRACE = True
+#: (assumption) The ticket's `_links.self.url` is pre-signed like the temporary files: it is read with a plain
+#: GET and no Authorization header (an S3-style pre-signed URL refuses a second auth mechanism with 400), and
+#: it answers the ticket again, with the current jobStatus, for as long as the job is followed (imports can
+#: outlast 15 minutes). Confirm: poll a ticket link with and without the bearer token, and past 15 minutes.
+ORGVUE_TICKET_URL_IS_PRESIGNED = True
+#: (assumption) A failed job's ticket (or result document) may carry Orgvue's error list in the documented
+#: error shape {"errors": [{"name", "code", "message"}]}; the app shows those messages when present.
+#: Confirm: the ticket of a failed import.
+ORGVUE_ERRORS_FIELD = "errors"
 
 #: (assumption) The result document Orgvue writes to the result location is a JSON object:
-#: {"traceId", "jobStatus", "message", "summary": {rows, created, updated, deleted, errors},
-#:  "errors": [{"row": <data row number, 1-based>, "message": ...}]}. A job whose rows partly failed still
-#: completes ("completed" with errors > 0); "failed" means nothing was imported.
+#: {"X-Amzn-Trace-Id", "jobStatus", "message", "summary": {rows, created, updated, deleted, errors},
+#:  "errors": [{"name", "code", "message", "row": <data row number, 1-based>}]}. A job whose rows partly failed
+#: still completes ("completed" with errors > 0); "failed" means nothing was imported. The app reads it only for
+#: counts and messages once the ticket (or the callback) says the job ended; an unreadable or missing result
+#: leaves the counts out. Confirm: the result location of one completed and one failed import.
 ORGVUE_RESULT_STATUS_FIELD = "jobStatus"
 ORGVUE_RESULT_MESSAGE_FIELD = "message"
 ORGVUE_RESULT_SUMMARY_FIELD = "summary"
-ORGVUE_RESULT_ERRORS_FIELD = "errors"
+ORGVUE_RESULT_ERRORS_FIELD = ORGVUE_ERRORS_FIELD
 ORGVUE_RESULT_COUNT_KEYS = ("rows", "created", "updated", "deleted", "errors")
 #: The result location's temporary file type (`targetType` of files/generate).
 ORGVUE_RESULT_TARGET_TYPE = "json"
-
-#: (assumption) The temporary GET/PUT URLs are pre-signed storage URLs: they need no Authorization header,
-#: and like S3 they refuse one (HTTP 400), so our bearer token never travels to the storage host.
-ORGVUE_TEMP_URL_REFUSES_AUTHORIZATION = True
-#: (assumption) A temporary PUT URL accepts `Transfer-Encoding: chunked` (needed when the app adds the
-#: `_action` column, because the size then changes). An S3 pre-signed PUT would not (501): if Orgvue's do
-#: not, the app must count the transformed size in a first pass. The emulator honours this flag.
-ORGVUE_TEMP_PUT_ACCEPTS_CHUNKED = True
-#: (assumption) GET on a result location nothing was written to yet answers 404; S3-style pre-signed URLs
-#: may answer 403 instead, and an empty 200 is possible: the app reads all three as "not written yet".
+#: (assumption) GET on a temporary file nothing was written to yet answers 404 (S3 may answer 403), and an
+#: empty 200 is possible: all three read as "not written yet".
 ORGVUE_RESULT_NOT_WRITTEN_STATUSES = frozenset({403, 404})
 
-#: (assumption) `_action` may be any column of the CSV (the docs' example has it first, so the app puts it
-#: first when it adds it); values are matched case-insensitively.
-#: (assumption) Rate limiting answers 429, with or without Retry-After (seconds), before acting: safe to
-#: repeat for any method. files/generate is safe to repeat after a 5xx (an unused temporary file expires).
+#: (found, "Secure Temporary Files") Temporary files are removed 15 minutes after they are generated.
+ORGVUE_TEMP_FILE_LIFETIME_SECONDS = 15 * 60
+#: (assumption) The import must start this long after files/generate at the latest, leaving Orgvue 5 minutes to
+#: read the import location once the job runs (how soon a created job reads it is not published). Past it the
+#: app does not start the import (it says why; the file stays staged). Confirm: Orgvue's queueing delay.
+ORGVUE_IMPORT_START_DEADLINE_SECONDS = 10 * 60
+#: (assumption) The temporary GET/PUT URLs need no Authorization header and refuse one (HTTP 400, as S3 does),
+#: so our bearer token never travels to the storage host. Confirm: a PUT with the header.
+ORGVUE_TEMP_URL_REFUSES_AUTHORIZATION = True
+#: (found, "Secure Temporary Files") A pre-signed PUT refuses `Transfer-Encoding: chunked`; as S3 does, we
+#: expect 411 "MissingContentLength" (S3 may answer 501 NotImplemented): the app always sends Content-Length.
+ORGVUE_TEMP_PUT_CHUNKED_STATUS = 411
+#: (assumption) An expired temporary URL answers 403 with "Request has expired" (S3's AccessDenied). The app
+#: also takes any 403 on a temporary file older than the lifetime as expiry. Confirm: a PUT after 15 minutes.
+ORGVUE_TEMP_EXPIRED_STATUS = 403
+ORGVUE_TEMP_EXPIRED_TEXT = "expired"
+
+#: (found, "Query Parameters") Items endpoints take these query parameters. The app sends `implicitDelete`
+#: (always, default false), `dateFormat` (always) and either `idKey=<property>` or `autoId=true`.
+ORGVUE_QUERY_PARAMETERS = frozenset(
+    {
+        "dateFormat",
+        "onPropertyAccessDenied",
+        "onActionValidationFailure",
+        "onItemAccessDenied",
+        "autoId",
+        "idKey",
+        "mergeKey",
+        "implicitDelete",
+        "noopToken",
+        "clearToken",
+    }
+)
+ORGVUE_DATE_FORMATS = ("YYYY-MM-DD", "DD/MM/YYYY", "MM/DD/YYYY")
+#: (assumption) Booleans in the query are spelled `true`/`false`, and `autoId` and `idKey` exclude each other
+#: (the emulator refuses both together with 400). Confirm: the OpenAPI spec offered for download on the docs.
+ORGVUE_QUERY_TRUE = "true"
+ORGVUE_QUERY_FALSE = "false"
+#: (assumption) Without idKey/autoId, items are matched by Orgvue's internal `_id` (found: "the default identifier
+#: of the sync endpoint is the internal _id"; we assume the async import shares it). An HRIS export has no `_id`,
+#: so the app always sends idKey or autoId.
+ORGVUE_DEFAULT_ID_PROPERTY = "_id"
+
+#: (assumption) `_action` may be any column of the CSV (the docs' example has it first, so the app puts it first
+#: when it adds it); values are matched case-insensitively.
+#: (assumption) Rate limiting answers 429, with or without Retry-After (seconds), before acting: safe to repeat
+#: for any method, the import PUT included. files/generate is safe to repeat after a 5xx (an unused temporary
+#: file expires). Confirm: Orgvue's rate limit documentation.
 ORGVUE_RATE_LIMIT_STATUS = 429
 #: (assumption) A tenant the token does not belong to answers 403; a dataset the tenant lacks answers 404.
 ORGVUE_FOREIGN_TENANT_STATUS = 403
 ORGVUE_UNKNOWN_DATASET_STATUS = 404
+#: (assumption) Orgvue offers no way to ask whether an import started for a given upload (no lookup by file or
+#: result location is published): after an ambiguous failure of the import PUT (5xx, timeout, reset) the sync
+#: is closed saying the import may have started. Confirm: a jobs listing endpoint in the OpenAPI spec.
 #: (assumption) Row semantics (emulator only): `create` of an existing key, `update`/`delete` of a missing key
-#: and an unknown action are row errors; the job still completes. A file without an `_action` column, or
-#: that cannot be read, fails the job. The current docs call the async import a refresh that deletes
-#: records missing from the upload: the emulator does that only when told (ImportBehaviour.refresh).
+#: and an unknown action are row errors; the job still completes. A file without an `_action` column, or without
+#: the idKey column, or that cannot be read, fails the job.
+
+
+def orgvue_job_ticket(*, url: str, job_status: str, created_at: str, created_by: str, trace_id: str) -> dict[str, Any]:
+    """A job ticket in the documented shape ("Keeping Track of a Request"); the emulator answers these."""
+    return {
+        ORGVUE_TICKET_LINKS_FIELD: {
+            "self": {"url": url, "contentType": "application/json; charset=UTF-8", "type": "downloadLink"}
+        },
+        ORGVUE_TICKET_STATUS_FIELD: job_status,
+        "_createdAt": created_at,
+        "_createdBy": created_by,
+        ORGVUE_TICKET_TRACE_FIELD: trace_id,
+    }
+
+
+def orgvue_errors(*errors: tuple[str, str, str]) -> dict[str, Any]:
+    """An error body in the documented shape, from (name, code, message) triples."""
+    return {ORGVUE_ERRORS_FIELD: [{"name": name, "code": code, "message": message} for name, code, message in errors]}
 
 
 def orgvue_result_document(

@@ -46,6 +46,12 @@ class AppSettings:
     orgvue_tenant_id: str = ""
     orgvue_dataset_id: str = ""
     orgvue_default_action: str = ""
+    #: Orgvue's `implicitDelete`: True makes each import a refresh that DELETES every item missing from the file.
+    orgvue_implicit_delete: bool = False
+    #: Orgvue's `idKey` (the dataset property items are matched by); empty: `autoId=true` is sent instead.
+    orgvue_id_key: str = ""
+    #: Orgvue's `dateFormat`: YYYY-MM-DD (Orgvue's default), DD/MM/YYYY or MM/DD/YYYY.
+    orgvue_date_format: str = "YYYY-MM-DD"
     elma365_base_url: str = ""
     elma365_namespace: str = ""
     elma365_code: str = ""
@@ -87,6 +93,9 @@ class AppSettings:
             orgvue_tenant_id=env.get("ORGVUE_TENANT_ID", ""),
             orgvue_dataset_id=env.get("ORGVUE_DATASET_ID", ""),
             orgvue_default_action=env.get("ORGVUE_DEFAULT_ACTION", ""),
+            orgvue_implicit_delete=env.get("ORGVUE_IMPLICIT_DELETE", "false").strip().lower() == "true",
+            orgvue_id_key=env.get("ORGVUE_ID_KEY", ""),
+            orgvue_date_format=env.get("ORGVUE_DATE_FORMAT", "") or "YYYY-MM-DD",
             elma365_base_url=env.get("ELMA365_BASE_URL", ""),
             elma365_namespace=env.get("ELMA365_NAMESPACE", ""),
             elma365_code=env.get("ELMA365_CODE", ""),

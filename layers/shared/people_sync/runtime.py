@@ -173,7 +173,13 @@ def _further_target(target: str, inputs: _Inputs) -> ImportTarget:
             timeout=timeout,
             retry=retry,
         )
-        return OrgvueTarget(orgvue, default_action=settings.orgvue_default_action or None)
+        return OrgvueTarget(
+            orgvue,
+            default_action=settings.orgvue_default_action or None,
+            implicit_delete=settings.orgvue_implicit_delete,
+            id_key=settings.orgvue_id_key or None,
+            date_format=settings.orgvue_date_format,
+        )
     from people_sync.targets.elma365 import Elma365Client, Elma365Target
 
     elma365 = Elma365Client(
