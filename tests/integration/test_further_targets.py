@@ -14,6 +14,7 @@ import pytest
 from offline.demo import orgvue_protocol
 from offline.elma365_emulator import IMPORT_STATUS
 from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
+from offline.emulator_base import Fault
 from offline.harness import Offline, offline_environment
 from offline.orgvue_emulator import ImportBehaviour as OrgvueBehaviour
 
@@ -127,6 +128,28 @@ def test_orgvue_import_failure_is_reported_and_the_file_kept(slow_polling: Offli
     [report] = offline.failed_reports()
     assert report["code"] == "import-failed"
     assert offline.staged_keys() == []
+
+
+def test_an_ambiguous_orgvue_import_put_is_not_repeated_and_the_sync_says_it_cannot_tell(
+    slow_polling: Offline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Orgvue took the PUT but its answer was a 503: the import is not sent again (a second one would apply the
+    file twice), and the sync does not invite a retry without checking the dataset first."""
+    offline = slow_polling
+    assert offline.orgvue is not None
+    offline.orgvue.inject("import", Fault(status=503, after_effect=True))
+    offline.stage("people.csv", ORGVUE_CSV, folder="orgvue")
+    execution = offline.wait_for_execution(offline.execution_for_file("orgvue")["executionArn"], timeout=25)
+    offline.wait_idle()
+    assert execution["status"] == "SUCCEEDED"
+    [closed] = [record for record in caplog.records if record.getMessage() == "sync finished"]
+    assert getattr(closed, "status", None) == "ERROR"
+    message = str(getattr(closed, "progress_message", ""))
+    assert "Cannot tell whether Orgvue started the import of people.csv" in message
+    assert "Check the dataset in Orgvue before staging the file again" in message
+    assert "try again" not in message
+    assert len(offline.orgvue.calls_of("import")) == 1
+    assert offline.staged_keys() != []  # the file stays staged
 
 
 def test_orgvue_callback_that_never_comes_falls_back_to_polling_the_result() -> None:

@@ -16,6 +16,11 @@ class TargetUnavailable(SyncError):
     """An import target kept failing transiently (429/5xx/timeout/reset) after our retries: try again later."""
 
 
+class ImportMayHaveStarted(TargetUnavailable):
+    """The request that starts an import failed ambiguously (5xx, timeout, reset after sending) and the target
+    cannot be asked whether it took effect: it is never repeated, and the sync is closed saying so."""
+
+
 class TargetRejected(SyncError):
     """An import target refused the request (4xx other than 429): retrying will not help."""
 

@@ -23,7 +23,7 @@ from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
 from people_sync.charthop_client import created_at
 from people_sync.csv_checks import CsvCheckFailed, CsvProblem, CsvRejected
-from people_sync.errors import ChartHopRejected, InvalidStagedFile, SyncError, TargetRejected
+from people_sync.errors import ChartHopRejected, ImportMayHaveStarted, InvalidStagedFile, SyncError, TargetRejected
 from people_sync.models import ImportJob, Process, ProcessStatus, StagedFile, StartRequest, SyncState
 from people_sync.routing import staging_folders
 from people_sync.staging import latest_staged_file, staged_file_from_s3_record
@@ -329,6 +329,15 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
         # Raised, so the state machine tries again; after that the sync is closed saying the file stays staged.
         ctx.journal.not_imported(sync_id)
         raise
+    except ImportMayHaveStarted as error:
+        # Not "try again": a second start could apply the file twice. The message says what to check first.
+        fail_sync(
+            ctx,
+            sync_id,
+            f"Cannot tell whether {ctx.target.display_name} started the import of {staged.name}: "
+            f"{error.user_message} The file stays staged.",
+        )
+        return None
     except SyncError as error:
         fail_sync(
             ctx,

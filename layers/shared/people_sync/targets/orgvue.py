@@ -32,7 +32,7 @@ from urllib3.util.retry import Retry
 from people_sync import api_assumptions as assumed
 from people_sync.charthop_client import RETRY_AFTER_MAX, RETRYABLE_STATUSES, BudgetAdapter, default_retry
 from people_sync.csv_checks import CsvProblem, CsvRejected
-from people_sync.errors import TargetRejected, TargetUnavailable
+from people_sync.errors import ImportMayHaveStarted, TargetRejected, TargetUnavailable
 from people_sync.models import ImportJob, ImportState, ImportStatus, StagedFile
 from people_sync.targets.base import OpenBody
 
@@ -57,10 +57,6 @@ DEFAULT_TIMEOUT = (5.0, 60.0)
 #: Bytes read from the staged file at a time, and the most a header row may take.
 CHUNK = 1024 * 1024
 MAX_HEADER_BYTES = 1024 * 1024
-
-
-class ImportMayHaveStarted(TargetUnavailable):
-    """The import PUT failed ambiguously (5xx, timeout, reset): Orgvue may have started it. Never repeated."""
 
 
 class TemporaryFileExpired(TargetUnavailable):
