@@ -157,6 +157,9 @@ class EmulatorConfig:
     #: Deliver `process.create.<app>` to the webhook for every process the app creates through createProcess
     #: and for every child import process importDataCsv creates, as ChartHop may (they are echoes, not presses).
     echo_process_events: bool = False
+    #: Echoes carry the created Process as `payload` (an assumption); False leaves it out, so the app must tell
+    #: an echo from getProcess and its start journal instead of the delivery.
+    echo_with_payload: bool = True
 
 
 class ChartHopEmulator(FaultInjectingServer):
@@ -238,6 +241,8 @@ class ChartHopEmulator(FaultInjectingServer):
         if not (self.config.echo_process_events and self.config.webhook_url):
             return
         event = self.sync_now_event(process)
+        if not self.config.echo_with_payload:
+            del event["payload"]
 
         def deliver() -> None:
             status: int | None
