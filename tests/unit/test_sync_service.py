@@ -500,7 +500,8 @@ def test_an_echo_of_our_own_process_starts_and_touches_nothing(aws, emulator, cl
     request = StartRequest(kind="sync-now", org_id=ORG, sync_process_id=sync_id, app_id=emulator.config.app_id)
     assert sync_start.begin_sync(ctx, request) is None
     assert target.started == []
-    assert reporter.progress == [] and reporter.finished == []
+    assert reporter.progress == []
+    assert reporter.finished == []
     assert emulator.updates_for(sync_id) == []
     assert len(emulator.uploads) == imports_before
     assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), "probe", 60), "the echo took the Sync Now slot"
