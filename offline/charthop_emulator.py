@@ -198,6 +198,8 @@ class ChartHopEmulator(FaultInjectingServer):
                 Rule("/v1/org/<org>/process/<process_id>", methods=["PATCH"], endpoint="updateProcess"),
             ]
         )
+        if self.config.validate_contract:
+            contract()  # load the spec now (about a second), not inside the first call a client times
         super().__init__(self._wsgi, name="charthop-emulator", host=host, port=port)
 
     # --- test controls ---------------------------------------------------------------------------
