@@ -1,9 +1,14 @@
 """A local ChartHop: the endpoints this app calls, with ChartHop's paths, auth and payloads.
 
-It follows ChartHop's published spec (see shared/reference/README.md) and `people_sync.api_assumptions`
-for what the spec leaves open. It rejects what the real API would reject (missing bearer token, a
-missing required query parameter, a status outside the enum), simulates an asynchronous import whose
-progress advances with its own clock, records every call, and can be told to fail.
+It follows ChartHop's published spec (the vendored contracts/charthop/, checked by offline/charthop_contract.py)
+and `people_sync.api_assumptions` for what the spec leaves open. Every request is checked against the spec and
+refused (400, with the validator's reason) when the spec does not define it: an unknown operation or method, an
+unknown query parameter, a missing required one, a value outside an enum. Every answer is checked too: an answer
+that leaves the spec is recorded in `contract_violations` (and in the process-wide list the test suite asserts
+empty after each test, see `drain_contract_violations`). It also rejects what the real API would reject (missing
+bearer token), simulates an asynchronous import whose progress advances with its own clock, records every call,
+and can be told to fail. With `echo_process_events` it delivers `process.create.<app>` for the processes the app
+creates (createProcess, and the child process of importDataCsv), as ChartHop may.
 
 Run it alone with `python -m offline.charthop_emulator --port 8900`.
 """
@@ -28,6 +33,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from offline.charthop_contract import contract
 from offline.emulator_base import Fault, FaultInjectingServer
 from people_sync import api_assumptions as assumed
 
@@ -42,16 +48,45 @@ REQUIRED_IMPORT_FLAGS = (
 )
 CREATE_PROCESS_REQUIRED = ("orgId", "label", "type", "status", "runUserId", "options")
 LOG_LEVELS = ("INFO", "WARN", "ERROR")
+#: Request bodies up to this size are checked against the spec; a larger upload (a benchmark's) is checked
+#: without its body, so the emulator does not hold it in memory (its `file` part is still required below).
+CONTRACT_BODY_LIMIT = 8 * 1024 * 1024
+#: Every emulator's answers that left the spec, process-wide (tests/conftest.py asserts none after each test).
+_CONTRACT_VIOLATIONS: list[ContractViolation] = []
+_VIOLATIONS_LOCK = threading.Lock()
 
 __all__ = [
     "ChartHopEmulator",
+    "ContractViolation",
     "EmulatorConfig",
     "Fault",
     "ImportBehaviour",
     "RecordedCall",
     "RecordedUpdate",
     "RecordedUpload",
+    "drain_contract_violations",
 ]
+
+
+@dataclass(frozen=True)
+class ContractViolation:
+    """A request the emulator refused, or an answer of the emulator, that the spec does not define."""
+
+    side: str  # "request" or "response"
+    method: str
+    path: str
+    reasons: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.method} {self.path}: {'; '.join(self.reasons)}"
+
+
+def drain_contract_violations() -> list[ContractViolation]:
+    """The emulators' answers that left the spec since the last drain (process-wide), and forgets them."""
+    with _VIOLATIONS_LOCK:
+        drained = list(_CONTRACT_VIOLATIONS)
+        _CONTRACT_VIOLATIONS.clear()
+    return drained
 
 
 @dataclass
@@ -129,6 +164,14 @@ class EmulatorConfig:
     required_columns: tuple[str, ...] = ()
     #: getProcessEvents lists a HIRE/UPDATE event for at most this many good rows of an import (and every error).
     listed_good_rows: int = 50
+    #: Check every request and answer against the vendored spec (refuse requests it does not define).
+    validate_contract: bool = True
+    #: Deliver `process.create.<app>` to the webhook for every process the app creates through createProcess
+    #: and for every child import process importDataCsv creates, as ChartHop may (they are echoes, not presses).
+    echo_process_events: bool = False
+    #: Echoes carry the created Process as `payload` (an assumption); False leaves it out, so the app must tell
+    #: an echo from getProcess and its start journal instead of the delivery.
+    echo_with_payload: bool = True
 
 
 class ChartHopEmulator(FaultInjectingServer):
@@ -152,6 +195,12 @@ class ChartHopEmulator(FaultInjectingServer):
         self.roster: set[str] = set()
         #: appendToProcessLogFile's entries per process, in the order they arrived.
         self.process_logs: dict[str, list[dict[str, Any]]] = {}
+        #: Requests refused because the spec does not define them, and answers that left the spec.
+        self.refused_requests: list[ContractViolation] = []
+        self.contract_violations: list[ContractViolation] = []
+        #: Echo deliveries: (process id, webhook status or None when it could not be delivered).
+        self.echoes: list[tuple[str, int | None]] = []
+        self._echo_threads: list[threading.Thread] = []
         self._imports: dict[str, _ImportRun] = {}
         self._lock = threading.RLock()
         self._routes = Map(
@@ -166,6 +215,8 @@ class ChartHopEmulator(FaultInjectingServer):
                 Rule("/v1/org/<org>/process/<process_id>/log", methods=["GET"], endpoint="getProcessLogFile"),
             ]
         )
+        if self.config.validate_contract:
+            contract()  # load the spec now (about a second), not inside the first call a client times
         super().__init__(self._wsgi, name="charthop-emulator", host=host, port=port)
 
     # --- test controls ---------------------------------------------------------------------------
@@ -188,6 +239,46 @@ class ChartHopEmulator(FaultInjectingServer):
         event = self.sync_now_event(process)
         response = requests.post(self.config.webhook_url, json=event, headers=self.config.webhook_headers, timeout=30)
         return {"process": process, "event": event, "status": response.status_code, "body": response.text}
+
+    def wait_for_echoes(self, timeout: float = 30.0) -> list[tuple[str, int | None]]:
+        """Waits until every echo delivery started so far has been answered; returns all echoes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                pending = [thread for thread in self._echo_threads if thread.is_alive()]
+            if not pending:
+                break
+            pending[0].join(max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{len(pending)} echo deliveries still running")
+        with self._lock:
+            return list(self.echoes)
+
+    def _echo(self, process: dict[str, Any]) -> None:
+        """Delivers `process.create.<app>` for a process the app created, a moment later and from another
+        thread (ChartHop delivers within seconds, never inside the call that created the process)."""
+        if not (self.config.echo_process_events and self.config.webhook_url):
+            return
+        event = self.sync_now_event(process)
+        if not self.config.echo_with_payload:
+            del event["payload"]
+
+        def deliver() -> None:
+            status: int | None
+            try:
+                response = requests.post(
+                    str(self.config.webhook_url), json=event, headers=self.config.webhook_headers, timeout=30
+                )
+                status = response.status_code
+            except requests.RequestException:
+                status = None
+            with self._lock:
+                self.echoes.append((process["id"], status))
+
+        thread = threading.Thread(target=deliver, name=f"charthop-echo-{process['id'][:8]}", daemon=True)
+        with self._lock:
+            self._echo_threads.append(thread)
+        thread.start()
 
     def sync_now_event(self, process: dict[str, Any]) -> dict[str, Any]:
         return assumed.sync_now_event(
@@ -222,14 +313,53 @@ class ChartHopEmulator(FaultInjectingServer):
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         request = Request(environ)
+        if self.config.validate_contract:
+            refused = self._refuse_outside_contract(request)
+            if refused is not None:
+                return refused(environ, start_response)
         try:
             endpoint, args = self._routes.bind_to_environ(environ).match()
         except HTTPException as error:
             response = _error(error.code or 404, error.description or "not found")
             return response(environ, start_response)
         # faults are injected per operationId (e.g. "getProcess")
-        work = functools.partial(self._dispatch, endpoint, request, args)
+        work = functools.partial(self._checked_dispatch, endpoint, request, args)
         return self._answer(environ, start_response, endpoint, request, work, _error)
+
+    def _refuse_outside_contract(self, request: Request) -> Response | None:
+        """400 with the validator's reasons when the spec does not define this request."""
+        size = request.content_length
+        body = request.get_data(cache=True) if size is not None and size <= CONTRACT_BODY_LIMIT else None
+        reasons = contract().check_request(
+            request.method,
+            request.path,
+            list(request.args.items(multi=True)),
+            body,
+            request.headers.get("Content-Type") or "application/json",
+        )
+        if not reasons:
+            return None
+        violation = ContractViolation("request", request.method, request.path, tuple(reasons))
+        operation = contract().operation_id(request.method, request.path) or "outside-contract"
+        with self._lock:
+            self.refused_requests.append(violation)
+        self._record(operation, request, 400)
+        return _error(400, f"the request does not follow ChartHop's API: {'; '.join(reasons)}")
+
+    def _checked_dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
+        """The operation's answer, checked against the spec; an answer that leaves it is recorded."""
+        response = self._dispatch(endpoint, request, args)
+        if self.config.validate_contract:
+            reasons = contract().check_response(
+                request.method, request.path, response.status_code, response.get_data(), response.mimetype or ""
+            )
+            if reasons:
+                violation = ContractViolation("response", request.method, request.path, tuple(reasons))
+                with self._lock:
+                    self.contract_violations.append(violation)
+                with _VIOLATIONS_LOCK:
+                    _CONTRACT_VIOLATIONS.append(violation)
+        return response
 
     def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
         if request.headers.get("Authorization") != f"Bearer {self.config.token}":
@@ -304,6 +434,7 @@ class ChartHopEmulator(FaultInjectingServer):
                 validates_only=validates_only,
             )
             self.uploads.append(RecordedUpload(process["id"], upload.filename or "", size, rows, options))
+        self._echo(process)
         return _json(process)
 
     def _op_getProcess(self, request: Request, process_id: str) -> Response:  # noqa: N802
@@ -414,6 +545,7 @@ class ChartHopEmulator(FaultInjectingServer):
                 status=body["status"],
                 message=body.get("message"),
             )
+        self._echo(process)
         return _json(process, status=201)
 
     def _op_findProcesses(self, request: Request) -> Response:  # noqa: N802

@@ -169,8 +169,16 @@ def _charthop(offline: Offline, csv_path: Path) -> bool:
     ok_sync_now = verdict(offline, printer.follow(pressed["process"]["id"]))
 
     offline.wait_idle()
+    echoes = offline.emulator.wait_for_echoes()
+    offline.wait_idle()
+    expected = 2  # one per staged file (1) and per "Sync Now" press (1)
+    extra = len(offline.emulator.uploads) - expected
     print(f"\nChartHop received {len(offline.emulator.uploads)} imports; every updateProcess call is shown above.")
-    return ok_upload and ok_sync_now
+    print(
+        f"ChartHop echoed process.create for {len(echoes)} processes the app created "
+        f"(webhook answers {sorted({status for _, status in echoes}, key=str)}); extra imports: {extra}"
+    )
+    return ok_upload and ok_sync_now and extra == 0
 
 
 def orgvue_protocol(orgvue: OrgvueEmulator) -> str:

@@ -260,15 +260,17 @@ def offline_environment(
     parameters: dict[str, str] | None = None,
     extra_env: dict[str, str] | None = None,
     further_targets: bool = False,
+    echo_process_events: bool = True,
 ) -> Iterator[Offline]:
     """Everything the app talks to, on loopback and in moto; nothing leaves the machine.
 
     With `further_targets`, Orgvue and ELMA365 emulators run too and the stack routes staging/orgvue/
-    and staging/elma365/ to them."""
+    and staging/elma365/ to them. With `echo_process_events` (the default) the ChartHop emulator delivers
+    `process.create.<app>` for every process the app creates, as ChartHop may: the app must ignore those."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines from the local servers
     with ExitStack() as servers:
-        emulator = servers.enter_context(ChartHopEmulator(EmulatorConfig()))
+        emulator = servers.enter_context(ChartHopEmulator(EmulatorConfig(echo_process_events=echo_process_events)))
         if import_behaviour is not None:
             emulator.import_behaviour = import_behaviour
         orgvue = servers.enter_context(OrgvueEmulator()) if further_targets else None

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig
+from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig, drain_contract_violations
 from people_sync import aws_clients
 from people_sync.charthop_client import ChartHopClient, default_retry
 from tests.fakes import CallbackRecorder, FakeClock
@@ -42,6 +42,16 @@ def _fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     aws_clients.reset()
     yield
     aws_clients.reset()
+
+
+@pytest.fixture(autouse=True)
+def _emulator_answers_follow_the_contract() -> Iterator[None]:
+    """Every ChartHop emulator answer is checked against the vendored spec: a test whose emulators answered
+    outside it fails (contracts/charthop/, offline/charthop_contract.py)."""
+    drain_contract_violations()  # a thread left over from an earlier test does not count here
+    yield
+    violations = drain_contract_violations()
+    assert not violations, "the ChartHop emulator answered outside the spec:\n" + "\n".join(map(str, violations))
 
 
 @pytest.fixture

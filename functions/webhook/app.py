@@ -55,6 +55,15 @@ def receive_event() -> Response[dict[str, Any]]:
     if not api_assumptions.is_sync_now_event(event.model_dump(by_alias=True), app_name) or not event.entity_id:
         logger.info("event ignored")
         return _accepted({"accepted": True, "action": "ignored"})
+    echo = api_assumptions.own_process_echo(event.model_dump(by_alias=True).get("payload"), app_name)
+    if echo is not None:  # ChartHop tells us about a process we created: not a press; nothing may start
+        metrics.add_metric(name="SyncNowEchoIgnored", unit=MetricUnit.Count, value=1)
+        logger.info("echo of our own process; ignored", extra={"sync_process_id": event.entity_id, "reason": echo})
+        return Response(
+            status_code=200,
+            content_type=content_types.APPLICATION_JSON,
+            body={"accepted": True, "action": "ignored", "reason": "echo", "syncProcessId": event.entity_id},
+        )
     sync_request = SyncNowRequest(
         org_id=event.org_id or os.environ["CHARTHOP_ORG_ID"],
         sync_process_id=event.entity_id,

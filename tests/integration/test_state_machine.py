@@ -9,6 +9,7 @@ import itertools
 import json
 from collections.abc import Iterator
 
+import boto3
 import pytest
 import requests
 
@@ -218,3 +219,37 @@ def test_skipped_rows_end_done_with_their_count_in_the_log_and_a_report_beside_t
         "10,Work Email,Work Email is required",
     ]
     assert offline.execution_status(sync_id) == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("with_payload", [True, False], ids=["echo with payload", "echo without payload"])
+def test_echoes_of_our_own_processes_start_nothing(with_payload: bool) -> None:
+    """With ChartHop echoing process.create for every process the app creates (the upload's sync process,
+    each import's child process), an upload and a Sync Now each import once, and the echo handling neither
+    updates the sync process nor starts a second execution. Without a payload the webhook cannot tell, so
+    the import starter decides (start journal, then the process's options mark)."""
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.5)) as offline:
+        assert offline.emulator.config.echo_process_events, "the harness echoes by default"
+        offline.emulator.config.echo_with_payload = with_payload
+        upload_sync = drop_roster(offline)
+        assert offline.wait_for_process(upload_sync)["status"] == "DONE", offline.dump(upload_sync)
+        offline.emulator.wait_for_echoes()
+        offline.wait_idle()
+        updates_after_upload = len(offline.emulator.updates_for(upload_sync))
+        pressed = offline.emulator.press_sync_now()
+        press_sync = pressed["process"]["id"]
+        assert offline.wait_for_process(press_sync)["status"] == "DONE", offline.dump(press_sync)
+        echoes = offline.emulator.wait_for_echoes()
+        offline.wait_idle()
+
+        assert len(offline.emulator.uploads) == 2, "one import per staged file and per press"
+        [upload_child, press_child] = [upload.import_process_id for upload in offline.emulator.uploads]
+        assert sorted(pid for pid, _ in echoes) == sorted([upload_sync, upload_child, press_child])
+        assert {status for _, status in echoes} == ({200} if with_payload else {202})
+        assert len(offline.emulator.updates_for(upload_sync)) == updates_after_upload
+        assert [u for u in offline.emulator.updates_for(upload_sync) if u.get("status") == "ERROR"] == []
+        assert offline.execution_status(upload_sync) == "SUCCEEDED"
+        assert offline.execution(upload_child) is None
+        assert offline.execution(press_child) is None
+        sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
+        runs = sfn.list_executions(stateMachineArn=offline.stack.state_machine_arn())["executions"]
+        assert sorted(run["name"] for run in runs) == sorted([f"sync-{upload_sync}", f"sync-{press_sync}"])

@@ -84,6 +84,30 @@ def test_other_events_are_acknowledged_and_ignored(webhook) -> None:
     assert json.loads(response["body"])["action"] == "ignored"
 
 
+@pytest.mark.parametrize(
+    "payload_change",
+    [
+        {"options": {"createdBy": "people-sync", "trigger": "upload", "source": "s3://b/k"}},
+        {"parentProcessId": "6553f1a2b3c4d5e6f7a8b9aa", "type": "import"},
+    ],
+    ids=["own upload process", "child import process"],
+)
+def test_an_echo_of_our_own_process_is_answered_200_and_starts_nothing(webhook, payload_change) -> None:
+    app, _ = webhook  # the stubber has no responses: handing the echo to the import starter would fail the test
+    event = load_event("webhook_sync_now.json")
+    body = json.loads(event["body"])
+    body["payload"] = {**body["payload"], **payload_change}
+    event["body"] = json.dumps(body)
+    response = call(app, event)
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"]) == {
+        "accepted": True,
+        "action": "ignored",
+        "reason": "echo",
+        "syncProcessId": body["entityId"],
+    }
+
+
 @pytest.mark.parametrize("body", ["{not json", json.dumps({"no": "type"}), json.dumps([1, 2]), ""])
 def test_bodies_that_are_not_charthop_events_are_400(webhook, body: str) -> None:
     app, _ = webhook

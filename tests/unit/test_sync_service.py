@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from people_sync import sync_service, sync_start
 from people_sync.charthop_client import ChartHopClient
 from people_sync.config import AppSettings
 from people_sync.errors import ChartHopRejected, TargetUnavailable
-from people_sync.models import ImportJob, ImportStatus, StagedFile, StartRequest, SyncState
+from people_sync.models import ImportJob, ImportOptions, ImportStatus, StagedFile, StartRequest, SyncState
 from people_sync.start_journal import upload_trigger
 from people_sync.sync_service import SyncContext
 from people_sync.targets.base import OpenBody
@@ -442,3 +443,79 @@ def test_a_sync_opened_by_a_simultaneous_duplicate_delivery_is_closed_not_left_o
     assert closed["succeeded"]
     assert closed["sync_id"] != "the-other-delivery's-sync"
     assert "synced under another sync process" in closed["message"]
+
+
+# --- echoes of our own processes (issue 12): a process.create for them starts and touches nothing -------
+
+
+def _own_upload_process(emulator: ChartHopEmulator, client: ChartHopClient) -> str:
+    """The sync process an upload opens (through the production reporter: marked in its options)."""
+    reporter = ChartHopProgressReporter(
+        client, ORG, app_name="people-sync", app_user_id=emulator.config.app_user_id, app_id=emulator.config.app_id
+    )
+    return reporter.start_sync("roster.csv", f"s3://{BUCKET}/staging/{ORG}/roster.csv", "v1")
+
+
+def _journal_only_process(ctx: SyncContext, client: ChartHopClient, emulator: ChartHopEmulator) -> str:
+    """A sync process an upload opened whose mark ChartHop did not keep: only the start journal knows it."""
+    process = client.create_process(
+        ORG, label="people-sync: roster.csv", process_type="sync", run_user_id=emulator.config.app_user_id, app_id=ORG
+    )
+    emulator.processes[process.id]["appId"] = emulator.config.app_id
+    assert emulator.process(process.id)["options"] == {}
+    ctx.journal.opened(upload_trigger(BUCKET, f"staging/{ORG}/roster.csv", "v1"), process.id)
+    return process.id
+
+
+def _child_import_process(emulator: ChartHopEmulator, client: ChartHopClient) -> str:
+    """The child process importDataCsv creates under a sync."""
+    parent = emulator.create_sync_process()["id"]
+    body = b"Employee ID\nE1\n"
+    child = client.import_csv(
+        ORG,
+        lambda: (io.BytesIO(body), len(body)),
+        file_name="roster.csv",
+        options=ImportOptions(),
+        parent_process_id=parent,
+    )
+    return child.id
+
+
+@pytest.mark.parametrize("kind", ["options mark", "journal only", "child import"])
+def test_an_echo_of_our_own_process_starts_and_touches_nothing(aws, emulator, client, kind: str) -> None:
+    target = ScriptedTarget()
+    ctx, reporter, _ = make_ctx(aws, emulator, client, target)
+    stage(aws, "roster.csv", csv_body("staged"))
+    if kind == "options mark":
+        sync_id = _own_upload_process(emulator, client)
+    elif kind == "journal only":
+        sync_id = _journal_only_process(ctx, client, emulator)
+    else:
+        sync_id = _child_import_process(emulator, client)
+    imports_before = len(emulator.uploads)
+    # the trigger starts no execution ...
+    assert sync_start.sync_now_requested(ctx, ORG, sync_id, app_id=emulator.config.app_id) is None
+    assert aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"] == []
+    # ... and an echo that slipped past it is ignored by the loop's first task without touching the process
+    request = StartRequest(kind="sync-now", org_id=ORG, sync_process_id=sync_id, app_id=emulator.config.app_id)
+    assert sync_start.begin_sync(ctx, request) is None
+    assert target.started == []
+    assert reporter.progress == []
+    assert reporter.finished == []
+    assert emulator.updates_for(sync_id) == []
+    assert len(emulator.uploads) == imports_before
+    assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), "probe", 60), "the echo took the Sync Now slot"
+
+
+def test_a_genuine_press_is_not_taken_for_an_echo(aws, emulator, client) -> None:
+    """A process ChartHop created for a press (no mark, no parent, not in the journal) still starts a sync."""
+    target = ScriptedTarget()
+    ctx, _, _ = make_ctx(aws, emulator, client, target)
+    stage(aws, "roster.csv", csv_body("staged"))
+    sync_id = emulator.create_sync_process()["id"]
+    assert sync_start.echo_of_own_process(ctx, ORG, sync_id) is None
+    assert sync_start.sync_now_requested(ctx, ORG, sync_id, app_id=emulator.config.app_id) == sync_id
+    [execution] = aws["sfn"].list_executions(stateMachineArn=aws["machine"])["executions"]
+    started_with = json.loads(aws["sfn"].describe_execution(executionArn=execution["executionArn"])["input"])
+    assert isinstance(sync_start.begin_sync(ctx, StartRequest.model_validate(started_with)), SyncState)
+    assert [sync for _, _, sync in target.started] == [sync_id]

@@ -8,6 +8,7 @@ emulator imports this module too, so the app and the emulator can never disagree
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 # --- ChartHop -------------------------------------------------------------------------------------
@@ -23,7 +24,9 @@ CHARTHOP_PROGRESS_MAX = 1.0
 CHARTHOP_IMPORT_PROCESS_TYPE = "import"
 CHARTHOP_SYNC_PROCESS_TYPE = "sync"
 
-#: findProcesses pages (found: query parameters `limit` and `from` "from id", answer `{data, next}`).
+#: findProcesses pages (found, and settled by the vendored spec contracts/charthop/charthop-process-api-openapi.yml
+#: that the contract tests check every client call against: query parameters `limit` (int32) and `from`
+#: "from id", answer ResultsProcess `{data, next}`; there is no `pageSize` or `cursor` parameter).
 #: (assumption) `next` is an opaque cursor: passed back as `from` it asks for the following page, and a page
 #: without `next` (absent, null or empty) is the last. ChartHop's largest page is not published; a short
 #: page does not mean the last one. The emulator's cursor is the id of the next page's first process.
@@ -160,11 +163,47 @@ def row_errors_of_event(event: Any) -> list[tuple[int | None, str | None, str]]:
     return found or [(row, None, "no reason given")]
 
 
-# The webhook envelope fields are (found) in ChartHop's Event schema: id, orgId, userId, type,
-# entityType, entityId, at, payload, code, subtype; deliveries add appId/appName/userName.
+# The webhook envelope fields are (found) in ChartHop's Event schema
+# (contracts/charthop/charthop-event-api-openapi.yml): id, orgId, userId, type, entityType, entityId, at,
+# payload, code, subtype; the webhook summary (charthop-events-webhooks.yml) adds appId/appName/userName/
+# matchFilters to a delivery. tests/contract checks both.
 #: (assumption) How a "Sync Now" press is spelled in a delivery. The seed names the subscription
-#: `process.create.{appname}`; the Event schema has `type` (enum, e.g. CREATE), `entityType`
-#: (e.g. PROCESS) and `code` (e.g. "job.update"). We accept every plausible spelling.
+#: `process.create.{appname}`; the Event schema has `type` (enum: CREATE, not "process.create..."), `entityType`
+#: (enum: PROCESS) and `code` (e.g. "job.update"). We accept every plausible spelling; the emulator sends the one
+#: the Event schema allows (type CREATE, entityType PROCESS, code "process.create", appName). Confirm: a real
+#: delivery of a "Sync Now" press.
+
+#: (assumption) A process this app creates itself (the sync process an upload opens, see
+#: targets/charthop.py) carries `options[CHARTHOP_CREATED_BY_OPTION] == <app name>` and
+#: `options[CHARTHOP_TRIGGER_OPTION]` (e.g. "upload"): the spec says only "options passed to the process", and we
+#: assume ChartHop keeps them as createProcess sent them and shows them in getProcess and in the `process.create`
+#: delivery's payload. ChartHop may deliver `process.create.<app>` for such a process (and for the child process
+#: importDataCsv creates): those are echoes of our own work, never a "Sync Now" press. Confirm: createProcess
+#: with options, then getProcess (and the delivery it causes) shows them unchanged. Should ChartHop drop them, the
+#: start journal (an upload record that opened the sync) still tells an echo.
+CHARTHOP_CREATED_BY_OPTION = "createdBy"
+CHARTHOP_TRIGGER_OPTION = "trigger"
+#: (assumption) A `process.create` delivery's `payload` is the created Process (the emulator sends it so; the
+#: webhook summary says only "event data (CQL-shaped)"). The webhook reads an echo from it when it can; the
+#: import starter and the loop's first task decide from getProcess and the journal whatever the payload holds.
+
+
+def own_process_options(app_name: str, trigger: str, **options: Any) -> dict[str, Any]:
+    """The `options` of a process this app creates: marked so its `process.create` echo is known as ours."""
+    return {**options, CHARTHOP_CREATED_BY_OPTION: app_name, CHARTHOP_TRIGGER_OPTION: trigger}
+
+
+def own_process_echo(process: Mapping[str, Any] | None, app_name: str) -> str | None:
+    """Why a created process is an echo of this app's own work (None: nothing says so). `process` is a Process
+    as ChartHop shows it (camelCase keys), e.g. a delivery's payload."""
+    if not isinstance(process, Mapping):
+        return None
+    if process.get("parentProcessId"):
+        return "a child process (an import under a sync)"
+    options = process.get("options")
+    if isinstance(options, Mapping) and str(options.get(CHARTHOP_CREATED_BY_OPTION) or "") == app_name:
+        return f"a process this app created ({options.get(CHARTHOP_TRIGGER_OPTION) or 'unknown trigger'})"
+    return None
 
 
 def is_sync_now_event(event: dict[str, Any], app_name: str) -> bool:
@@ -192,7 +231,9 @@ def sync_now_event(
     process: dict[str, Any],
     at: str,
 ) -> dict[str, Any]:
-    """The delivery the emulator sends for a "Sync Now" press (the canonical spelling we assume)."""
+    """The delivery the emulator sends for a created process (a "Sync Now" press, or an echo of ours): the
+    spelling we assume, within the Event schema (type CREATE, entityType PROCESS) plus the webhook summary's
+    envelope fields (appId, appName, userName, matchFilters)."""
     return {
         "id": event_id,
         "orgId": org_id,
@@ -200,10 +241,11 @@ def sync_now_event(
         "userName": user_name,
         "appId": app_id,
         "appName": app_name,
-        "type": f"process.create.{app_name}",
-        "subtype": None,
+        "type": "CREATE",
+        "code": "process.create",
         "entityType": "PROCESS",
         "entityId": process["id"],
+        "processId": process["id"],
         "matchFilters": [f"process.create.{app_name}"],
         "at": at,
         "payload": process,

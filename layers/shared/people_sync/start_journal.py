@@ -7,8 +7,9 @@ the step again:
 
 - `upload#<digest of bucket/key/version>`: the sync process opened for a staged object version, and
   whether an earlier attempt may already have opened one (then it is looked up, not created again);
-- `start#<sync id>`: the sync is this app's to close (`owned`), an import was begun (`attempts`), and
-  the import job once the target accepted it.
+- `start#<sync id>`: the sync is this app's to close (`owned`), an upload opened it (`uploadTrigger`: a
+  `process.create` delivery for it is our own echo, not a "Sync Now"), an import was begun (`attempts`),
+  and the import job once the target accepted it.
 
 Items live in the sync table (key `id`, TTL attribute `expiration`) beside the loop memory and slots.
 """
@@ -45,6 +46,8 @@ class StartRecord(CamelModel):
     file: StagedFile | None = None
     import_id: str | None = None
     import_detail: dict[str, Any] | None = None
+    #: The upload (its trigger digest) whose start opened this sync process: the app created it itself.
+    upload_trigger: str | None = None
 
 
 def upload_trigger(bucket: str, key: str, version_id: str | None) -> str:
@@ -59,7 +62,8 @@ class StartJournal(Protocol):
         ...
 
     def opened(self, trigger: str, sync_id: str) -> str:
-        """The sync process of this upload; returns the one recorded first if another attempt won."""
+        """The sync process of this upload; returns the one recorded first if another attempt won. `sync_id`
+        (a process this upload's start opened, won or not) is recorded as opened by the upload."""
         ...
 
     def start(self, sync_id: str) -> StartRecord: ...
@@ -100,6 +104,9 @@ class InMemoryStartJournal:
 
     def opened(self, trigger: str, sync_id: str) -> str:
         with self._lock:
+            start = self.starts.get(sync_id, StartRecord())
+            if start.upload_trigger is None:
+                self.starts[sync_id] = start.model_copy(update={"upload_trigger": trigger})
             record = self.uploads.get(trigger, UploadRecord())
             if record.sync_id is None:
                 self.uploads[trigger] = record.model_copy(update={"sync_id": sync_id})
@@ -153,6 +160,11 @@ class DynamoDBStartJournal(SyncTableStore):
         self._update(f"upload#{trigger}", "SET opening = :yes", {":yes": {"BOOL": True}})
 
     def opened(self, trigger: str, sync_id: str) -> str:
+        self._update(
+            f"start#{sync_id}",
+            "SET uploadTrigger = if_not_exists(uploadTrigger, :trigger)",
+            {":trigger": {"S": trigger}},
+        )
         item = self._update(
             f"upload#{trigger}",
             "SET syncId = if_not_exists(syncId, :sync)",
@@ -202,4 +214,5 @@ def _start_record(item: dict[str, Any]) -> StartRecord:
         file=StagedFile.model_validate_json(item["file"]["S"]) if "file" in item else None,
         import_id=item["importId"]["S"] if "importId" in item else None,
         import_detail=json.loads(item["importDetail"]["S"]) if "importDetail" in item else None,
+        upload_trigger=item["uploadTrigger"]["S"] if "uploadTrigger" in item else None,
     )

@@ -23,7 +23,14 @@ from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
 from people_sync.charthop_client import created_at
 from people_sync.csv_checks import CsvCheckFailed, CsvProblem, CsvRejected
-from people_sync.errors import ChartHopRejected, ImportMayHaveStarted, InvalidStagedFile, SyncError, TargetRejected
+from people_sync.errors import (
+    ChartHopRejected,
+    ChartHopUnavailable,
+    ImportMayHaveStarted,
+    InvalidStagedFile,
+    SyncError,
+    TargetRejected,
+)
 from people_sync.models import ImportJob, Process, ProcessStatus, StagedFile, StartRequest, SyncState
 from people_sync.routing import staging_folders
 from people_sync.staging import latest_staged_file, staged_file_from_s3_record
@@ -47,6 +54,7 @@ from people_sync.target_queue import Turn
 logger = logging.getLogger(__name__)
 
 NOT_STARTED = "this one was not started. Press Sync Now again when it has finished."
+ECHO_IGNORED = "echo of our own process; ignored"
 #: The longest a queued start waits before it asks for its target's turn again.
 MAX_QUEUE_WAIT_SECONDS = 60
 
@@ -131,9 +139,16 @@ def open_sync(ctx: SyncContext, staged: StagedFile) -> str:
 
 
 def sync_now_requested(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> str | None:
-    """ "Sync Now" was pressed: start the loop of that sync process; its first task checks the process."""
+    """ "Sync Now" was pressed: start the loop of that sync process; its first task checks the process.
+
+    A `process.create` for a process this app created itself (an upload's sync, an import under a sync) is an
+    echo, not a press: nothing starts (the upload's own loop runs under the same execution name)."""
     if org_id != ctx.settings.org_id:
         logger.warning("Sync Now for an org this deployment does not sync; ignored", extra={"org_id": org_id})
+        return None
+    echo = echo_of_own_process(ctx, org_id, sync_id)
+    if echo is not None:
+        logger.info(ECHO_IGNORED, extra={"sync_process_id": sync_id, "reason": echo})
         return None
     request = StartRequest(
         kind="sync-now", org_id=org_id, sync_process_id=sync_id, app_id=app_id, staged_at=ctx.clock()
@@ -245,6 +260,10 @@ def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | 
             extra={"sync_process_id": sync_id, "reason": error.user_message},
         )
         return None
+    echo = echo_of_own_process(ctx, org_id, sync_id, process)
+    if echo is not None:  # slipped past the trigger: the sync it echoes is not touched here
+        logger.info(ECHO_IGNORED, extra={"sync_process_id": sync_id, "reason": echo})
+        return None
     if not _is_ours(ctx, process, app_id):
         logger.warning("Sync Now for a process that is not this app's; ignored", extra={"sync_process_id": sync_id})
         return None
@@ -275,6 +294,27 @@ def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | 
         return None
     ctx.journal.own(sync_id, staged)
     return staged
+
+
+def echo_of_own_process(ctx: SyncContext, org_id: str, sync_id: str, process: Process | None = None) -> str | None:
+    """Why a `process.create` for this process is an echo of the app's own work (None: it may be a press).
+
+    Either signal is enough: the start journal says an upload opened this sync (no call needed), or the process
+    (given, or read here) is a child import or carries this app's creation mark in its options (an assumption,
+    see api_assumptions.CHARTHOP_CREATED_BY_OPTION). A process that cannot be read is left to the loop's first
+    task, which reads it again and refuses what it cannot see."""
+    if ctx.journal.start(sync_id).upload_trigger:
+        return "a sync process an upload opened (start journal)"
+    if process is None:
+        try:
+            process = ctx.charthop.get_process(org_id, sync_id)
+        except (ChartHopRejected, ChartHopUnavailable) as error:
+            logger.info(
+                "could not read the process to tell an echo; the loop's first task checks it",
+                extra={"sync_process_id": sync_id, "reason": error.user_message},
+            )
+            return None
+    return assumed.own_process_echo(process.to_json_dict(), ctx.settings.app_name)
 
 
 def _is_ours(ctx: SyncContext, process: Process, delivered_app_id: str | None) -> bool:

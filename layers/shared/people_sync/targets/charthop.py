@@ -117,7 +117,8 @@ class ChartHopProgressReporter:
             process_type=assumed.CHARTHOP_SYNC_PROCESS_TYPE,
             run_user_id=self.app_user_id,
             app_id=self.app_id,
-            options={"source": source, "versionId": version_id},
+            # marked as ours: ChartHop's `process.create` delivery for it is an echo, not a "Sync Now" press
+            options=assumed.own_process_options(self.app_name, "upload", source=source, versionId=version_id),
             message=f"Found {name} in the staging bucket",
         )
         return process.id
