@@ -95,3 +95,13 @@ def test_dynamodb_errors_other_than_a_failed_condition_are_raised(clock: FakeClo
         slots = DynamoDBSlots("no-such-table", boto3.client("dynamodb"), clock=clock)
         with pytest.raises(ClientError, match="ResourceNotFound"):
             slots.acquire(KEY, "sync-a", 600)
+
+
+def test_take_over_only_from_the_stale_holder(slots: ImportSlots) -> None:
+    assert slots.acquire("sync-now#org", "old", 3600)
+    assert not slots.take_over("sync-now#org", "someone-else", "new", 60)
+    assert slots.holder("sync-now#org") == "old"
+    assert slots.take_over("sync-now#org", "old", "new", 60)
+    assert slots.holder("sync-now#org") == "new"
+    assert not slots.take_over("sync-now#org", "old", "third", 60)  # the stale holder is gone: too late
+    assert slots.take_over("free#org", "old", "new", 60)  # a free slot may be taken

@@ -519,3 +519,55 @@ def test_a_genuine_press_is_not_taken_for_an_echo(aws, emulator, client) -> None
     started_with = json.loads(aws["sfn"].describe_execution(executionArn=execution["executionArn"])["input"])
     assert isinstance(sync_start.begin_sync(ctx, StartRequest.model_validate(started_with)), SyncState)
     assert [sync for _, _, sync in target.started] == [sync_id]
+
+
+def test_a_closed_sync_whose_slot_release_failed_does_not_refuse_the_next_press(aws, emulator, client) -> None:
+    """Campaign seed 192: the DeleteItem that frees the org's Sync Now slot failed when the first sync closed
+    (nothing retries it), and every later press was refused until the slot expired. A holder whose sync is
+    closed is done: the next press takes the slot over."""
+    target = ScriptedTarget()
+    ctx, reporter, _ = make_ctx(aws, emulator, client, target)
+    stage(aws, "roster.csv")
+    first = emulator.create_sync_process()["id"]
+    assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), first, 3600)
+    real_release = ctx.slots.release
+
+    def failing_release(key: str, owner: str) -> None:
+        raise RuntimeError("DynamoDB InternalError")
+
+    ctx.slots.release = failing_release  # type: ignore[method-assign]
+    sync_service.fail_sync(ctx, first, "The sync of roster.csv stopped: ...")
+    ctx.slots.release = real_release  # type: ignore[method-assign]
+    assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) == first  # still held by the closed sync
+
+    second = emulator.create_sync_process()["id"]
+    assert sync_start.sync_now(ctx, ORG, second) is not None
+    assert [f["sync_id"] for f in reporter.finished] == [first]  # the second press was not refused
+    assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) == second
+
+
+def test_a_slot_held_by_a_sync_still_running_is_not_taken_over(aws, emulator, client) -> None:
+    target = ScriptedTarget()
+    ctx, reporter, _ = make_ctx(aws, emulator, client, target)
+    stage(aws, "roster.csv")
+    first, second = emulator.create_sync_process()["id"], emulator.create_sync_process()["id"]
+    assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), first, 3600)
+    assert sync_start.sync_now(ctx, ORG, second) is None
+    assert reporter.finished[-1]["message"].startswith("Another sync is already running")
+    assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) == first
+
+
+def test_a_slot_release_that_fails_once_is_tried_again_when_the_sync_closes(aws, emulator, client) -> None:
+    ctx, _, _ = make_ctx(aws, emulator, client, ScriptedTarget())
+    first = emulator.create_sync_process()["id"]
+    assert ctx.slots.acquire(sync_service.sync_now_slot(ORG), first, 3600)
+    real_release, failures = ctx.slots.release, [RuntimeError("DynamoDB InternalError")]
+
+    def flaky_release(key: str, owner: str) -> None:
+        if failures:
+            raise failures.pop()
+        real_release(key, owner)
+
+    ctx.slots.release = flaky_release  # type: ignore[method-assign]
+    sync_service.fail_sync(ctx, first, "The sync of roster.csv stopped: ...")
+    assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) is None

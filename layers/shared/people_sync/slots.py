@@ -36,6 +36,15 @@ class ImportSlots(Protocol):
         """Frees the slot if `owner` holds it; a slot held by someone else is left alone."""
         ...
 
+    def holder(self, key: str) -> str | None:
+        """Who holds the slot now (None when free or expired)."""
+        ...
+
+    def take_over(self, key: str, stale_owner: str, owner: str, ttl_seconds: int) -> bool:
+        """Gives the slot to `owner` if `stale_owner` still holds it (a holder known to be done, whose
+        release failed); False when someone else got it meanwhile."""
+        ...
+
 
 class InMemorySlots:
     """Slots in a dict, for tests and single-process runs."""
@@ -65,6 +74,14 @@ class InMemorySlots:
         with self._lock:
             held = self._slots.get(key)
         return held[0] if held is not None and held[1] > self.clock() else None
+
+    def take_over(self, key: str, stale_owner: str, owner: str, ttl_seconds: int) -> bool:
+        with self._lock:
+            held = self._slots.get(key)
+            if held is not None and held[0] != stale_owner and held[1] > self.clock():
+                return False
+            self._slots[key] = (owner, self.clock() + ttl_seconds)
+            return True
 
 
 class DynamoDBSlots:
@@ -112,6 +129,37 @@ class DynamoDBSlots:
         except ClientError as error:
             if not condition_failed(error):
                 raise
+
+    def holder(self, key: str) -> str | None:
+        item = self.client.get_item(TableName=self.table_name, Key={"id": {"S": key}}, ConsistentRead=True).get("Item")
+        if item is None or float(item["expiration"]["N"]) <= self.clock():
+            return None
+        return str(item["owner"]["S"])
+
+    def take_over(self, key: str, stale_owner: str, owner: str, ttl_seconds: int) -> bool:
+        now = self.clock()
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item={
+                    "id": {"S": key},
+                    "owner": {"S": owner},
+                    "expiration": {"N": str(int(now + ttl_seconds))},
+                    "acquiredAt": {"N": str(int(now))},
+                },
+                ConditionExpression="attribute_not_exists(#id) OR #expiration <= :now OR #owner IN (:stale, :owner)",
+                ExpressionAttributeNames={"#id": "id", "#expiration": "expiration", "#owner": "owner"},
+                ExpressionAttributeValues={
+                    ":now": {"N": str(int(now))},
+                    ":stale": {"S": stale_owner},
+                    ":owner": {"S": owner},
+                },
+            )
+        except ClientError as error:
+            if condition_failed(error):
+                return False
+            raise
+        return True
 
 
 __all__ = ["DynamoDBSlots", "ImportSlots", "InMemorySlots"]

@@ -335,12 +335,30 @@ def close_sync(
         _leave_queue(ctx, sync_id)
 
 
+#: Tries at freeing a closing sync's slot and turn (each a conditional delete, safe to repeat), RELEASE_PAUSE
+#: seconds apart: nothing else retries them. A slot left behind anyway is taken over by the next press
+#: (sync_start._take_sync_now_slot) and a turn expires; the watchdog frees both too.
+RELEASE_TRIES = 3
+RELEASE_PAUSE_SECONDS = 0.2
+
+
 def _free_sync_now_slot(ctx: SyncContext, sync_id: str) -> None:
     """Only the sync that holds the org's Sync Now slot frees it (release is owner-conditional)."""
-    try:
-        ctx.slots.release(sync_now_slot(ctx.settings.org_id), sync_id)
-    except Exception:  # the slot expires on its own; closing the sync mattered more
-        logger.warning("could not free the Sync Now slot", exc_info=True)
+    _release(
+        ctx, "could not free the Sync Now slot", lambda: ctx.slots.release(sync_now_slot(ctx.settings.org_id), sync_id)
+    )
+
+
+def _release(ctx: SyncContext, failure: str, release: Callable[[], None]) -> None:
+    for attempt in range(RELEASE_TRIES):
+        try:
+            release()
+            return
+        except Exception:  # closing the sync mattered more; what is left behind is taken over or expires
+            if attempt + 1 == RELEASE_TRIES:
+                logger.warning(failure, exc_info=True)
+                return
+            ctx.sleep(RELEASE_PAUSE_SECONDS)
 
 
 def target_queue_key(ctx: SyncContext) -> str:
@@ -348,10 +366,7 @@ def target_queue_key(ctx: SyncContext) -> str:
 
 
 def _leave_queue(ctx: SyncContext, sync_id: str) -> None:
-    try:
-        ctx.queue.leave(target_queue_key(ctx), sync_id)
-    except Exception:  # the turn expires on its own; closing the sync mattered more
-        logger.warning("could not leave the target's queue", exc_info=True)
+    _release(ctx, "could not leave the target's queue", lambda: ctx.queue.leave(target_queue_key(ctx), sync_id))
 
 
 def _quarantine(

@@ -276,7 +276,7 @@ def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | 
     ctx.journal.own(sync_id, None)
     # Two presses in the same instant both find nothing RUNNING in ChartHop: the org's Sync Now slot
     # (a conditional write) lets only one through; it is freed when that sync is closed.
-    if not ctx.slots.acquire(sync_now_slot(org_id), sync_id, ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS):
+    if not _take_sync_now_slot(ctx, org_id, sync_id):
         fail_sync(ctx, sync_id, f"Another sync is already running; {NOT_STARTED}")
         return None
     running = running_sync(ctx, org_id, exclude=sync_id, app_id=process.app_id)
@@ -315,6 +315,25 @@ def echo_of_own_process(ctx: SyncContext, org_id: str, sync_id: str, process: Pr
             )
             return None
     return assumed.own_process_echo(process.to_json_dict(), ctx.settings.app_name)
+
+
+def _take_sync_now_slot(ctx: SyncContext, org_id: str, sync_id: str) -> bool:
+    """The org's Sync Now slot for this sync. A holder whose sync is already closed is done (a closing sync
+    imports nothing more) but kept the slot because freeing it failed: the slot is taken over from it, so an
+    earlier failure never refuses a later press (the release is not retried anywhere else)."""
+    slot, ttl = sync_now_slot(org_id), ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS
+    if ctx.slots.acquire(slot, sync_id, ttl):
+        return True
+    holder = ctx.slots.holder(slot)
+    if holder is None:  # freed or expired since
+        return ctx.slots.acquire(slot, sync_id, ttl)
+    if ctx.loop_memory.load(holder).closed_at is None:
+        return False
+    logger.warning(
+        "the Sync Now slot was still held by a closed sync (freeing it had failed); taken over",
+        extra={"sync_process_id": sync_id, "stale_holder": holder},
+    )
+    return ctx.slots.take_over(slot, holder, sync_id, ttl)
 
 
 def _is_ours(ctx: SyncContext, process: Process, delivered_app_id: str | None) -> bool:
