@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -309,7 +309,10 @@ class Elma365Emulator(FaultInjectingServer):
             request.get_data()
             return _error(400, f"query parameter {assumed.ELMA365_DIRECTORY_UPLOAD_NAME_PARAM} is required")
         counter = _CountingReader(request.stream)
-        rows, problem = _count_csv_rows(counter)
+        try:
+            rows, problem = _count_csv_rows(counter)
+        except ClientDisconnected:
+            return _error(400, "the upload was cut off")
         now = self.clock()
         with self._lock:
             self._drop_expired(now)
