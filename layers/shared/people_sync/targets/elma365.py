@@ -207,7 +207,8 @@ class Elma365Client:
                 )
             except TargetUnavailable as error:
                 logger.warning(
-                    "ELMA365 directory upload failed; retrying under a new hash", extra={"attempt": attempt + 1}
+                    "ELMA365 directory upload failed; retrying under a new hash",
+                    extra={"attempt": attempt + 1, "reason": error.user_message, "detail": error.detail},
                 )
                 last_error = error
                 continue
@@ -324,8 +325,16 @@ class _ReopeningBody:
         rows = getattr(summary, "rows", None)
         return rows if isinstance(rows, int) else None
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes; everything left for a negative `size` (as `io` readers do: urllib3 reads in
+        blocks, but a caller such as the `responses` mock under moto reads the whole body in one call)."""
+        if size is None or size < 0:
+            blocks = []
+            while block := self._raw.read(_READ_BLOCK):
+                blocks.append(block)
+            data = b"".join(blocks)
+        else:
+            data = self._raw.read(size)
         self._position += len(data)
         return data
 
