@@ -1,9 +1,14 @@
-"""A local ELMA365: the Web API data import this app calls (temporary-file upload, import start, status).
+"""A local ELMA365: the Web API data import this app calls (temporary-file and directory uploads, import
+start, status).
 
 The paths, field names and status values are the guesses in `people_sync.api_assumptions` (the emulator
 imports them, so app and emulator cannot disagree); the behaviour follows what ELMA365 documents: a
 client-chosen hash that is not returned, temporary files that expire 60 minutes after upload, one import
-per app at a time (a second start answers `blocked`), an import that finishes asynchronously. Time is the
+per app at a time (a second start answers `blocked`), an import that finishes asynchronously. Files uploaded
+into a directory (one of `Elma365EmulatorConfig.directories`) do not expire. What the seed only recommends
+is not enforced unless configured: a temporary-file import of more than 50,000 entries is refused only with
+`temp_file_max_rows` set, and `blocked` is answered with HTTP 200 unless `blocked_http_status` says otherwise
+(both are assumptions, see `api_assumptions`). Time is the
 emulator's own clock (injectable), so tests move it instead of sleeping. Every call is recorded.
 
 Run it alone with `python -m offline.elma365_emulator --port 8902`.
@@ -24,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -33,6 +38,8 @@ from people_sync import api_assumptions as assumed
 from people_sync.targets.elma365 import TEMP_FILE_TTL_SECONDS
 
 __all__ = [
+    "DEFAULT_DIRECTORY_ID",
+    "DIRECTORY_UPLOAD",
     "IMPORT_STATUS",
     "START_IMPORT",
     "UPLOAD",
@@ -48,8 +55,13 @@ __all__ = [
 
 #: Operation names for `inject` and `calls_of`.
 UPLOAD = "upload"
+DIRECTORY_UPLOAD = "directoryUpload"
 START_IMPORT = "startImport"
 IMPORT_STATUS = "importStatus"
+
+
+#: The directory the emulator has unless configured otherwise (ELMA365 names directories by UUID; an assumption).
+DEFAULT_DIRECTORY_ID = "3f6a2c1e-5d0b-4e8a-9c71-0e365d1e0001"
 
 
 @dataclass
@@ -67,6 +79,11 @@ class Elma365EmulatorConfig:
     token: str = "emulator-elma365-token"  # noqa: S105 - the emulator's own fake token
     #: The apps that exist, as (namespace, code).
     apps: tuple[tuple[str, str], ...] = (("hr", "employees"),)
+    #: The directories files can be uploaded into (by id).
+    directories: tuple[str, ...] = (DEFAULT_DIRECTORY_ID,)
+    #: (assumption, off by default) Refuse to start the import of a temporary file with more data rows than
+    #: this. The seed only recommends a directory above 50,000 entries (api_assumptions.ELMA365_TEMP_FILE_MAX_ENTRIES).
+    temp_file_max_rows: int | None = None
 
 
 @dataclass
@@ -84,6 +101,9 @@ class RecordedUpload:
     rows: int | None
     size: int
     at: float
+    #: The directory it was uploaded into; None for a temporary file.
+    directory: str | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -118,6 +138,8 @@ class _TempFile:
     rows: int | None
     problem: str | None
     uploaded_at: float
+    #: Set for a file in a directory, which never expires.
+    directory: str | None = None
 
 
 @dataclass
@@ -151,6 +173,9 @@ class Elma365Emulator(FaultInjectingServer):
         self._imports: dict[str, RecordedImport] = {}
         self._behaviours: deque[ImportBehaviour] = deque()
         self._forced_blocks = 0
+        self._forced_status_blocks = 0
+        #: The HTTP status a `blocked` answer comes with (200 unless a test says otherwise: not published).
+        self.blocked_http_status = 200
         self._lock = threading.RLock()
         app_path = assumed.ELMA365_IMPORT_PATH.format(namespace="<namespace>", code="<code>")
         status_path = assumed.ELMA365_STATUS_PATH.format(
@@ -159,6 +184,11 @@ class Elma365Emulator(FaultInjectingServer):
         self._routes = Map(
             [
                 Rule(assumed.ELMA365_UPLOAD_PATH, methods=["POST"], endpoint=UPLOAD),
+                Rule(
+                    assumed.ELMA365_DIRECTORY_UPLOAD_PATH.format(directory_id="<directory_id>"),
+                    methods=["POST"],
+                    endpoint=DIRECTORY_UPLOAD,
+                ),
                 Rule(app_path, methods=["POST"], endpoint=START_IMPORT),
                 Rule(status_path, methods=["GET", "POST"], endpoint=IMPORT_STATUS),
             ]
@@ -176,6 +206,12 @@ class Elma365Emulator(FaultInjectingServer):
         """The next `count` import starts answer `blocked`, as if another import were running."""
         with self._lock:
             self._forced_blocks += count
+
+    def block_next_status_checks(self, count: int) -> None:
+        """The next `count` status requests answer `blocked` (with `blocked_http_status`) instead of the
+        import's state, as ELMA365 might while the import waits to begin."""
+        with self._lock:
+            self._forced_status_blocks += count
 
     def start_foreign_import(
         self, namespace: str, code: str, *, rows: int = 10, behaviour: ImportBehaviour | None = None
@@ -238,6 +274,12 @@ class Elma365Emulator(FaultInjectingServer):
             return _error(403, "login failed")
         if endpoint == UPLOAD:
             return self._upload(request)
+        if endpoint == DIRECTORY_UPLOAD:
+            directory = str(args["directory_id"])
+            if directory not in self.config.directories:
+                request.get_data()
+                return _error(404, f"directory {directory} not found")
+            return self._upload(request, directory=directory)
         app = f"{args['namespace']}.{args['code']}"
         if app not in self._apps:
             return _error(404, f"app {app} not found")
@@ -251,16 +293,26 @@ class Elma365Emulator(FaultInjectingServer):
 
     # --- operations ------------------------------------------------------------------------------
 
-    def _upload(self, request: Request) -> Response:
-        file_hash = request.args.get(assumed.ELMA365_UPLOAD_HASH_PARAM)
+    def _upload(self, request: Request, *, directory: str | None = None) -> Response:
+        hash_param = (
+            assumed.ELMA365_UPLOAD_HASH_PARAM if directory is None else assumed.ELMA365_DIRECTORY_UPLOAD_HASH_PARAM
+        )
+        file_hash = request.args.get(hash_param)
+        name = request.args.get(assumed.ELMA365_DIRECTORY_UPLOAD_NAME_PARAM) if directory is not None else None
         if not file_hash:
             request.get_data()
-            return _error(400, f"query parameter {assumed.ELMA365_UPLOAD_HASH_PARAM} is required")
+            return _error(400, f"query parameter {hash_param} is required")
         if assumed.ELMA365_HASH_IS_UUID and not _is_uuid(file_hash):
             request.get_data()
-            return _error(400, f"{assumed.ELMA365_UPLOAD_HASH_PARAM} must be a UUID")
+            return _error(400, f"{hash_param} must be a UUID")
+        if directory is not None and not name:
+            request.get_data()
+            return _error(400, f"query parameter {assumed.ELMA365_DIRECTORY_UPLOAD_NAME_PARAM} is required")
         counter = _CountingReader(request.stream)
-        rows, problem = _count_csv_rows(counter)
+        try:
+            rows, problem = _count_csv_rows(counter)
+        except ClientDisconnected:
+            return _error(400, "the upload was cut off")
         now = self.clock()
         with self._lock:
             self._drop_expired(now)
@@ -268,8 +320,8 @@ class Elma365Emulator(FaultInjectingServer):
                 return _error(400, f"a file with hash {file_hash} already exists")
             if counter.size == 0:
                 return _error(400, "the file is empty")
-            self._files[file_hash] = _TempFile(file_hash, rows, problem, now)
-            self.uploads.append(RecordedUpload(file_hash, rows, counter.size, now))
+            self._files[file_hash] = _TempFile(file_hash, rows, problem, now, directory)
+            self.uploads.append(RecordedUpload(file_hash, rows, counter.size, now, directory, name))
         return _json({"success": True})
 
     def _start(self, request: Request, app: str) -> Response:
@@ -295,13 +347,17 @@ class Elma365Emulator(FaultInjectingServer):
             if file_format == "csv" and temp.problem:
                 self.starts.append(RecordedStart(app, file_hash, "refused", now))
                 return _error(400, temp.problem)
+            limit = self.config.temp_file_max_rows
+            if temp.directory is None and limit is not None and (temp.rows or 0) > limit:
+                self.starts.append(RecordedStart(app, file_hash, "refused", now))
+                return _error(400, f"a temporary file may hold at most {limit} entries; upload it to a directory")
             state = self._apps[app]
             if state.running is not None:
                 self._advance(self._imports[state.running])
             if self._forced_blocks or state.running is not None:
                 self._forced_blocks = max(0, self._forced_blocks - 1)
                 self.starts.append(RecordedStart(app, file_hash, "blocked", now))
-                return _json({"success": True, assumed.ELMA365_ANSWER_STATUS_KEY: assumed.ELMA365_STATUS_BLOCKED})
+                return self._blocked()
             behaviour = self._behaviours.popleft() if self._behaviours else replace(self.import_behaviour)
             run = self._begin(app, file_hash, temp.rows or 0, behaviour)
             self.starts.append(RecordedStart(app, file_hash, "started", now, run.id))
@@ -312,9 +368,21 @@ class Elma365Emulator(FaultInjectingServer):
             run = self._imports.get(import_id)
             if run is None or run.app != app:
                 return _error(404, f"import {import_id} not found")
+            if self._forced_status_blocks:
+                self._forced_status_blocks -= 1
+                return self._blocked(run.id)
             run.polls += 1
             self._advance(run)
             return _json(_answer(run))
+
+    def _blocked(self, import_id: str | None = None) -> Response:
+        body: dict[str, Any] = {"success": True, assumed.ELMA365_ANSWER_STATUS_KEY: assumed.ELMA365_STATUS_BLOCKED}
+        if import_id is not None:
+            body[assumed.ELMA365_ANSWER_ID_KEY] = import_id
+        if self.blocked_http_status >= 300:
+            body["success"] = False
+            body[assumed.ELMA365_ANSWER_ERROR_KEY] = "another import into the app is running"
+        return _json(body, status=self.blocked_http_status)
 
     # --- imports ---------------------------------------------------------------------------------
 
@@ -351,7 +419,10 @@ class Elma365Emulator(FaultInjectingServer):
         state.imported_rows += run.rows
 
     def _drop_expired(self, now: float) -> None:
-        for file_hash in [h for h, f in self._files.items() if now - f.uploaded_at >= TEMP_FILE_TTL_SECONDS]:
+        expired = [
+            h for h, f in self._files.items() if f.directory is None and now - f.uploaded_at >= TEMP_FILE_TTL_SECONDS
+        ]
+        for file_hash in expired:
             del self._files[file_hash]
 
 

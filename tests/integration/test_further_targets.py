@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from offline.demo import orgvue_protocol
-from offline.elma365_emulator import IMPORT_STATUS
+from offline.elma365_emulator import DEFAULT_DIRECTORY_ID, DIRECTORY_UPLOAD, IMPORT_STATUS, UPLOAD
 from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
 from offline.emulator_base import Fault
 from offline.harness import Offline, offline_environment
@@ -232,6 +232,41 @@ def test_elma365_imports_120000_rows_in_three_chunks_one_after_another(elma: Off
     checks = [call.at for call in elma.elma365.calls_of(IMPORT_STATUS)]
     assert len(checks) >= 3
     assert min(later - earlier for earlier, later in itertools.pairwise(checks)) >= 1.0
+
+
+def test_elma365_blocked_with_a_409_waits_then_succeeds(elma: Offline) -> None:
+    assert elma.elma365 is not None
+    elma.elma365.import_behaviour = ElmaBehaviour(polls=1)
+    elma.elma365.blocked_http_status = 409
+    elma.elma365.block_next_starts(2)
+    elma.stage("roster.csv", roster_rows(10), folder="elma365")
+    _, outcome = finished(elma, "elma365")
+    assert outcome["status"] == "DONE", outcome
+    assert [start.outcome for start in elma.elma365.starts] == ["blocked", "blocked", "started"]
+    assert elma.elma365.imported_rows() == 10
+
+
+def test_elma365_with_a_directory_imports_120000_rows_in_one_import() -> None:
+    parameters = {"Elma365DirectoryId": DEFAULT_DIRECTORY_ID}
+    with offline_environment(
+        further_targets=True, poll_initial_seconds=1, poll_max_seconds=1, parameters=parameters
+    ) as offline:
+        assert offline.elma365 is not None
+        offline.elma365.import_behaviour = ElmaBehaviour(polls=2)
+        offline.elma365.block_next_starts(1)
+        offline.stage("roster.csv", roster_rows(120_000), folder="elma365")
+        _, outcome = finished(offline, "elma365", timeout=120)
+        assert outcome["status"] == "DONE", outcome
+        [upload] = offline.elma365.uploads
+        assert (upload.directory, upload.rows) == (DEFAULT_DIRECTORY_ID, 120_000)
+        assert offline.elma365.calls_of(UPLOAD) == []  # no temporary file
+        assert [call.status for call in offline.elma365.calls_of(DIRECTORY_UPLOAD)] == [200]
+        assert [(start.hash, start.outcome) for start in offline.elma365.starts] == [
+            (upload.hash, "blocked"),
+            (upload.hash, "started"),
+        ]
+        assert [record.rows for record in offline.elma365.own_imports()] == [120_000]
+        assert offline.elma365.imported_rows() == 120_000
 
 
 def test_a_target_without_its_token_is_reported_in_charthop_and_the_file_kept() -> None:

@@ -17,6 +17,8 @@ import pytest
 import requests
 
 from offline.elma365_emulator import (
+    DEFAULT_DIRECTORY_ID,
+    DIRECTORY_UPLOAD,
     IMPORT_STATUS,
     START_IMPORT,
     UPLOAD,
@@ -52,6 +54,28 @@ def _upload(elma: Elma365Emulator, body: bytes = CSV, file_hash: str | None = No
         timeout=5,
     )
     return file_hash, response
+
+
+def _upload_to_directory(
+    elma: Elma365Emulator,
+    body: bytes = CSV,
+    *,
+    directory: str = DEFAULT_DIRECTORY_ID,
+    params: dict[str, str] | None = None,
+) -> tuple[str, requests.Response]:
+    file_hash = str(uuid.uuid4())
+    response = requests.post(
+        f"{elma.base_url}/pub/v1/disk/directory/{directory}/upload",
+        params=params if params is not None else {"hash": file_hash, "name": "roster.csv"},
+        data=body,
+        headers={**_auth(elma), "Content-Type": "text/csv"},
+        timeout=5,
+    )
+    return file_hash, response
+
+
+def _import_body(file_hash: str) -> dict[str, Any]:
+    return {"hash": file_hash, "format": "csv", "withEventHandlers": False}
 
 
 def _start(elma: Elma365Emulator, body: Any, app: str = "hr/employees") -> requests.Response:
@@ -289,3 +313,58 @@ def test_runs_alone_from_the_command_line() -> None:
     finally:
         process.terminate()
         process.wait(timeout=5)
+
+
+def test_directory_upload_needs_a_known_directory_a_hash_and_a_name(elma: Elma365Emulator) -> None:
+    assert _upload_to_directory(elma, directory="no-such-directory")[1].status_code == 404
+    assert _upload_to_directory(elma, params={"name": "roster.csv"})[1].json()["error"] == (
+        "query parameter hash is required"
+    )
+    assert _upload_to_directory(elma, params={"hash": str(uuid.uuid4())})[1].status_code == 400
+    file_hash, response = _upload_to_directory(elma)
+    assert (response.status_code, response.json()) == (200, {"success": True})  # the hash is not returned
+    assert [(u.hash, u.rows, u.directory, u.name) for u in elma.uploads] == [
+        (file_hash, 3, DEFAULT_DIRECTORY_ID, "roster.csv")
+    ]
+    assert [call.status for call in elma.calls_of(DIRECTORY_UPLOAD)] == [404, 400, 400, 200]
+
+
+def test_a_directory_file_does_not_expire(elma: Elma365Emulator, clock: FakeClock) -> None:
+    file_hash, _ = _upload_to_directory(elma)
+    clock.advance(6 * 60 * 60)  # a temporary file would be gone after 60 minutes
+    response = _start(elma, _import_body(file_hash))
+    assert response.status_code == 200
+    assert response.json()["total"] == 3
+
+
+def test_temporary_file_row_limit_is_enforced_only_when_configured(clock: FakeClock) -> None:
+    big = b"id\n" + b"".join(b"E%d\n" % i for i in range(11))
+    with Elma365Emulator(Elma365EmulatorConfig(), clock=clock) as unlimited:
+        file_hash, _ = _upload(unlimited, big)
+        assert _start(unlimited, _import_body(file_hash)).status_code == 200  # the seed only recommends
+    with Elma365Emulator(Elma365EmulatorConfig(temp_file_max_rows=10), clock=clock) as limited:
+        file_hash, _ = _upload(limited, big)
+        refused = _start(limited, _import_body(file_hash))
+        assert refused.status_code == 400
+        assert "upload it to a directory" in refused.json()["error"]
+        small_hash, _ = _upload(limited, big[: big.index(b"E10")])
+        assert _start(limited, _import_body(small_hash)).status_code == 200
+        directory_hash, _ = _upload_to_directory(limited, big)
+        clock.advance(5)  # the first import has ended: the app is free again
+        assert _start(limited, _import_body(directory_hash)).status_code == 200
+        assert [start.outcome for start in limited.starts] == ["refused", "started", "started"]
+
+
+@pytest.mark.parametrize("http_status", [409, 423, 400, 503])
+def test_blocked_can_come_with_a_non_2xx_status(elma: Elma365Emulator, http_status: int) -> None:
+    elma.import_behaviour = ImportBehaviour(polls=5)
+    elma.blocked_http_status = http_status
+    answer = _started(elma)
+    blocked = _start(elma, _import_body(_upload(elma)[0]))
+    assert blocked.status_code == http_status
+    assert blocked.json()["status"] == "blocked"
+    elma.block_next_status_checks(1)
+    status = _status(elma, answer["id"])
+    assert (status.status_code, status.json()["status"], status.json()["id"]) == (http_status, "blocked", answer["id"])
+    assert _status(elma, answer["id"]).json()["status"] == "in_progress"
+    assert elma.import_(answer["id"]).polls == 1  # the blocked answer did not advance the import

@@ -11,11 +11,13 @@ import io
 import itertools
 import json
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
 from offline.elma365_emulator import (
+    DEFAULT_DIRECTORY_ID,
+    DIRECTORY_UPLOAD,
     IMPORT_STATUS,
     START_IMPORT,
     UPLOAD,
@@ -96,13 +98,20 @@ def make_client(
 
 
 def make_target(
-    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock, *, chunk_rows: int = 50_000
+    elma: Elma365Emulator,
+    slots: InMemorySlots,
+    clock: FakeClock,
+    *,
+    chunk_rows: int = 50_000,
+    directory_id: str | None = None,
+    read_timeout: float = 1.0,
 ) -> Elma365Target:
-    return Elma365Target(make_client(elma), slots=slots, chunk_rows=chunk_rows, clock=clock)
+    client = make_client(elma, read_timeout=read_timeout)
+    return Elma365Target(client, slots=slots, chunk_rows=chunk_rows, directory_id=directory_id, clock=clock)
 
 
 def check(
-    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock, job: ImportJob, source: Source, **kw: int
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock, job: ImportJob, source: Source, **kw: Any
 ) -> tuple[ImportStatus, ImportJob]:
     """One check of the status loop, one second after the last, by a fresh target on a JSON-carried job."""
     clock.advance(1)
@@ -118,7 +127,7 @@ def run_to_end(
     source: Source,
     *,
     limit: int = 100,
-    **kw: int,
+    **kw: Any,
 ) -> tuple[list[ImportStatus], ImportJob]:
     statuses: list[ImportStatus] = []
     for _ in range(limit):
@@ -431,3 +440,191 @@ def test_a_valid_file_passes_through_the_checks_in_chunks(
     statuses, _ = run_to_end(elma, slots, clock, job, source, chunk_rows=2)
     assert statuses[-1].results["imported"] == 5
     assert [upload.rows for upload in elma.uploads] == [2, 2, 1]
+
+
+# --- a directory (seed 004: recommended above 50,000 entries) -----------------------------------------
+
+
+class StreamingSource(Source):
+    """A staged file that may only be read in blocks (never whole), recording the largest read."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.largest_read = 0
+
+    def __call__(self) -> tuple[IO[bytes], int]:
+        self.opened += 1
+        source = self
+
+        class Stream(io.BytesIO):
+            def read(self, size: int | None = -1) -> bytes:
+                assert size is not None, "the upload must not read the whole file at once"
+                assert size >= 0, "the upload must not read the whole file at once"
+                source.largest_read = max(source.largest_read, size)
+                return super().read(size)
+
+        return Stream(self.body), len(self.body)
+
+
+def test_directory_upload_is_one_upload_and_one_import_of_the_whole_file(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
+) -> None:
+    elma.import_behaviour = ImportBehaviour(polls=3)
+    source = StreamingSource(roster(120_000))
+    job = make_target(elma, slots, clock, directory_id=DEFAULT_DIRECTORY_ID).start_import(
+        STAGED, source, sync_id="sync-1"
+    )
+    [upload] = elma.uploads
+    assert (upload.directory, upload.name, upload.rows) == (DEFAULT_DIRECTORY_ID, "roster.csv", 120_000)
+    assert elma.calls_of(UPLOAD) == []  # no temporary file
+    assert job.detail["hash"] == upload.hash  # kept: ELMA365 does not return it
+    assert (job.detail["directory"], job.detail["chunks"]) == (DEFAULT_DIRECTORY_ID, 1)
+    assert job.import_id == elma.imports[0].id
+    statuses, job = run_to_end(elma, slots, clock, job, source, directory_id=DEFAULT_DIRECTORY_ID)
+    assert [run.rows for run in elma.own_imports()] == [120_000]  # no 50,000-row chunks
+    assert [start.hash for start in elma.starts] == [upload.hash]
+    assert statuses[-1].state == "done"
+    assert statuses[-1].results == {"imported": 120_000, "chunks": 1, "chunksDone": 1}
+    assert statuses[-1].message == "ELMA365 imported 120,000 rows into hr.employees"
+    assert source.opened == 1  # uploaded once, never read again for a chunk
+    assert 0 < source.largest_read <= 1024 * 1024  # streamed in blocks, never held whole
+    assert slots.holder(SLOT) is None
+
+
+def test_directory_upload_counts_rows_through_the_checks_and_keeps_its_hash_while_blocked(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
+) -> None:
+    elma.block_next_starts(2)
+    source = CheckedSource(roster(5))
+    job = make_target(elma, slots, clock, directory_id=DEFAULT_DIRECTORY_ID).start_import(
+        STAGED, source, sync_id="sync-1"
+    )
+    assert (job.detail["rows"], job.detail["waiting"], job.detail["waitingFor"]) == (5, True, "blocked")
+    first_hash = job.detail["hash"]
+    clock.advance(2 * 60 * 60)  # long past a temporary file's 60 minutes: a directory file stays
+    statuses, job = run_to_end(elma, slots, clock, job, source, directory_id=DEFAULT_DIRECTORY_ID)
+    assert statuses[-1].state == "done"
+    assert [(start.hash, start.outcome) for start in elma.starts] == [
+        (first_hash, "blocked"),
+        (first_hash, "blocked"),
+        (first_hash, "started"),
+    ]
+    assert len(elma.uploads) == 1
+    assert source.opened == 1
+    assert elma.imported_rows() == 5
+
+
+def test_without_a_directory_temporary_files_are_imported_in_chunks_within_the_limit(
+    slots: InMemorySlots, clock: FakeClock
+) -> None:
+    config = Elma365EmulatorConfig(temp_file_max_rows=50_000)  # as if ELMA365 enforced the recommendation
+    with Elma365Emulator(config, clock=clock) as elma:
+        elma.import_behaviour = ImportBehaviour(polls=1)
+        source = Source(roster(120_000))
+        job = make_target(elma, slots, clock).start_import(STAGED, source, sync_id="sync-1")
+        statuses, _ = run_to_end(elma, slots, clock, job, source)
+        assert statuses[-1].state == "done"
+        assert [(upload.directory, upload.rows) for upload in elma.uploads] == [
+            (None, 50_000),
+            (None, 50_000),
+            (None, 20_000),
+        ]
+        assert [start.outcome for start in elma.starts] == ["started"] * 3
+        assert elma.calls_of(DIRECTORY_UPLOAD) == []
+
+
+def test_directory_upload_refused_by_the_checks_starts_nothing(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
+) -> None:
+    source = CheckedSource(roster(60_000) + b"E-extra,too,many,fields\n")
+    with pytest.raises(CsvRejected, match="fields differs"):
+        make_target(elma, slots, clock, directory_id=DEFAULT_DIRECTORY_ID).start_import(
+            STAGED, source, sync_id="sync-1"
+        )
+    assert elma.uploads == []  # cut off before its end: ELMA365 holds no file
+    assert elma.calls_of(START_IMPORT) == []
+    assert slots.holder(SLOT) is None
+
+
+def test_rate_limited_directory_upload_reopens_the_file(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
+) -> None:
+    elma.inject(DIRECTORY_UPLOAD, Fault.http(429, retry_after=0), Fault.http(503))
+    source = Source(SMALL)
+    job = make_target(elma, slots, clock, directory_id=DEFAULT_DIRECTORY_ID).start_import(
+        STAGED, source, sync_id="sync-1"
+    )
+    # the 429 is repeated under the same hash (the file opened afresh), the 503 under a new hash
+    assert [call.status for call in elma.calls_of(DIRECTORY_UPLOAD)] == [429, 503, 200]
+    assert source.opened == 3
+    assert [upload.hash for upload in elma.uploads] == [job.detail["hash"]]
+    assert elma.uploads[0].rows == 3  # the repeated upload sent the whole file again
+    assert job.import_id == elma.imports[0].id
+
+
+@pytest.mark.parametrize("how", ["answer lost", "read timeout"])
+def test_an_interrupted_directory_start_is_closed_not_repeated(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock, how: str
+) -> None:
+    """A check sends the start of a waiting import and dies before the loop records its answer (or its answer
+    never comes): the next check, carrying the job as it was before, must not start the file a second time."""
+    elma.block_next_starts(1)
+    source = Source(SMALL)
+    job = make_target(elma, slots, clock, directory_id=DEFAULT_DIRECTORY_ID).start_import(
+        STAGED, source, sync_id="sync-1"
+    )
+    assert job.detail["waitingFor"] == "blocked"
+    if how == "answer lost":
+        status, _lost = check(elma, slots, clock, job, source, directory_id=DEFAULT_DIRECTORY_ID)
+        assert status.state == "running"
+    else:
+        elma.inject(START_IMPORT, Fault.slow(0.3))
+        with pytest.raises(TargetUnavailable):
+            check(elma, slots, clock, job, source, directory_id=DEFAULT_DIRECTORY_ID, read_timeout=0.15)
+    assert len(elma.imports) == 1  # ELMA365 did start it
+    status, job = check(elma, slots, clock, job, source, directory_id=DEFAULT_DIRECTORY_ID)
+    assert status.state == "failed"
+    assert "cannot tell whether the import began" in (status.message or "")
+    assert len(elma.imports) == 1
+    assert [start.outcome for start in elma.starts] == ["blocked", "started"]
+    assert slots.holder(SLOT) is None
+
+
+# --- blocked with a non-2xx status ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("directory_id", [None, DEFAULT_DIRECTORY_ID])
+@pytest.mark.parametrize("http_status", [409, 423, 400, 503])
+def test_a_blocked_start_with_a_non_2xx_status_waits_and_retries(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock, http_status: int, directory_id: str | None
+) -> None:
+    elma.blocked_http_status = http_status
+    elma.block_next_starts(2)
+    source = Source(SMALL)
+    job = make_target(elma, slots, clock, directory_id=directory_id).start_import(STAGED, source, sync_id="sync-1")
+    assert (job.import_id, job.detail["waiting"], job.detail["waitingFor"]) == ("", True, "blocked")
+    statuses, _ = run_to_end(elma, slots, clock, job, source, directory_id=directory_id)
+    assert [status.state for status in statuses] == ["pending", "running", "running", "done"]
+    assert statuses[0].message == "ELMA365 is busy with another import into hr.employees; waiting to start the file"
+    assert [
+        (call.status, start.outcome) for call, start in zip(elma.calls_of(START_IMPORT), elma.starts, strict=True)
+    ] == [
+        (http_status, "blocked"),
+        (http_status, "blocked"),
+        (200, "started"),
+    ]
+    assert elma.imported_rows() == 3
+
+
+@pytest.mark.parametrize("http_status", [409, 423, 400])
+def test_a_blocked_status_answer_with_a_non_2xx_status_keeps_polling(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock, http_status: int
+) -> None:
+    elma.blocked_http_status = http_status
+    source = Source(SMALL)
+    job = make_target(elma, slots, clock).start_import(STAGED, source, sync_id="sync-1")
+    elma.block_next_status_checks(2)
+    statuses, _ = run_to_end(elma, slots, clock, job, source)
+    assert [status.state for status in statuses] == ["running", "running", "running", "done"]
+    assert [call.status for call in elma.calls_of(IMPORT_STATUS)] == [http_status, http_status, 200, 200]
+    assert elma.imported_rows() == 3

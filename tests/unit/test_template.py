@@ -143,3 +143,18 @@ def test_orgvue_settings_are_read_from_the_environment() -> None:
         "employeeID",
         "DD/MM/YYYY",
     )
+
+
+def test_elma365_directory_id_is_an_optional_parameter_every_function_gets() -> None:
+    from people_sync.config import AppSettings
+
+    parameter = TEMPLATE["Parameters"]["Elma365DirectoryId"]
+    assert (parameter["Type"], parameter["Default"]) == ("String", "")
+    groups = TEMPLATE["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    [group] = [g for g in groups if "Elma365DirectoryId" in g["Parameters"]]
+    assert group["Label"]["default"] == "Further targets (optional)"
+    env = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["ELMA365_DIRECTORY_ID"] == {"Ref": "Elma365DirectoryId"}
+    base = {"CHARTHOP_ORG_ID": "o", "CHARTHOP_APP_NAME": "a", "CHARTHOP_TOKEN_SECRET": "s", "SETTINGS_PARAMETER": "p"}
+    assert AppSettings.from_env(base).elma365_directory_id == ""
+    assert AppSettings.from_env({**base, "ELMA365_DIRECTORY_ID": " dir-1 "}).elma365_directory_id == "dir-1"

@@ -423,7 +423,9 @@ def orgvue_result_document(
 # once a second. Everything below is a guess.
 
 #: (assumption) Upload of a temporary file: POST with the file as the raw request body (not multipart)
-#: and the client's hash in the query string; the answer is {"success": true} (no hash in it).
+#: and the client's hash in the query string; the answer is {"success": true} (no hash in it). Confirm with
+#: ELMA365's Web API reference for the temporary-file upload or one upload on a test company: the path, raw
+#: or multipart body, the parameter name, the Content-Type it wants.
 ELMA365_UPLOAD_PATH = "/pub/v1/disk/file/upload"
 ELMA365_UPLOAD_HASH_PARAM = "hash"
 ELMA365_UPLOAD_CONTENT_TYPES = {
@@ -431,10 +433,35 @@ ELMA365_UPLOAD_CONTENT_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 
+#: (assumption) Upload of a file to a directory (the method seed 004 recommends for more than 50,000 entries;
+#: its path and fields are not public): POST with the file as the raw request body, the directory's id in the
+#: path, the client's hash and the file's name in the query string; the answer is {"success": true} (found: the
+#: hash is not returned). A file in a directory does not expire, and its hash starts an import as a temporary
+#: file's does. Confirm with ELMA365's Files API reference ("upload a file to a folder") or one upload on a
+#: test company: the path, whether the body is raw or multipart, the parameter names, and that the import
+#: start accepts the hash of a directory file.
+ELMA365_DIRECTORY_UPLOAD_PATH = "/pub/v1/disk/directory/{directory_id}/upload"
+ELMA365_DIRECTORY_UPLOAD_HASH_PARAM = "hash"
+ELMA365_DIRECTORY_UPLOAD_NAME_PARAM = "name"
+
+#: (found) Temporary files are recommended for at most this many entries ("more than 50,000 entries at a
+#: time, it is recommended to upload the file to a directory"). (assumption) ELMA365 does not refuse a
+#: larger temporary-file import: the seed only recommends. The app keeps chunks of a temporary-file import
+#: within it anyway; the emulator enforces it only when told (Elma365EmulatorConfig.temp_file_max_rows).
+#: Confirm: start a temporary-file import of 50,001 rows on a test company.
+ELMA365_TEMP_FILE_MAX_ENTRIES = 50_000
+
 #: (assumption) ELMA365 expects the hash to be a UUID (its disk API names files by UUID); we send uuid4.
+#: Confirm: the upload methods' reference (the hash's format), or an upload with a uuid4 hash accepted.
 ELMA365_HASH_IS_UUID = True
 
-#: (assumption) Start an import of an app: POST with a JSON body of these keys.
+#: (assumption) Start an import of an app: POST with a JSON body of these keys (the keys hash, format and
+#: withEventHandlers are the seed's words; the path and the format values "csv"/"xlsx" are guesses).
+#: Confirm: the import method's reference, or one start on a test company.
+#: (assumption) Each start of the same hash is a new import (nothing makes a repeated start idempotent), and
+#: ELMA365 offers no way to find the import a given hash started: so a start whose answer was lost is never
+#: repeated (the sync is closed "cannot tell"). Confirm: start one hash twice on a test company; look for an
+#: import list method.
 ELMA365_IMPORT_PATH = "/pub/v1/app/{namespace}/{code}/import"
 ELMA365_IMPORT_HASH_KEY = "hash"
 ELMA365_IMPORT_FORMAT_KEY = "format"
@@ -442,31 +469,40 @@ ELMA365_IMPORT_EVENT_HANDLERS_KEY = "withEventHandlers"
 ELMA365_IMPORT_FORMATS = ("csv", "xlsx")
 
 #: (assumption) The import's status: POST (the API's usual verb; GET is the alternative) with an empty
-#: JSON body, under the start path plus the import id.
+#: JSON body, under the start path plus the import id. Confirm: the status method's reference, or a GET and
+#: a POST of a known import id on a test company.
 ELMA365_STATUS_PATH = "/pub/v1/app/{namespace}/{code}/import/{import_id}"
 ELMA365_STATUS_METHOD = "POST"
 
 #: (assumption) Field names of the start/status answer: {"success", "id", "status", "imported",
-#: "total", "error"}. A `blocked` start answers HTTP 200, success true, and carries no id.
+#: "total", "error"}. A `blocked` start carries no id. Its HTTP status is not published: the emulator
+#: answers 200 (with success true) by default, but the app reads the body before the status, so a `blocked`
+#: that comes with 409, 423, 400 or another non-2xx status (other than 401/403, a refused token) is waited
+#: out like a 200 one. Confirm: start a second import while one runs on a test company and record the status.
 ELMA365_ANSWER_ID_KEY = "id"
 ELMA365_ANSWER_STATUS_KEY = "status"
 ELMA365_ANSWER_IMPORTED_KEY = "imported"
 ELMA365_ANSWER_TOTAL_KEY = "total"
 ELMA365_ANSWER_ERROR_KEY = "error"
 
-#: (assumption) Status values ("blocked" is found; the others are guesses).
+#: (assumption) Status values ("blocked" is found; the others are guesses). (assumption) A status request
+#: answering `blocked` means the import has not begun yet: the app keeps polling. Confirm: the values a
+#: test company's status method returns while an import runs, after it ends and when it fails.
 ELMA365_STATUS_IN_PROGRESS = "in_progress"
 ELMA365_STATUS_DONE = "done"
 ELMA365_STATUS_ERROR = "error"
 ELMA365_STATUS_BLOCKED = "blocked"
 
 #: (assumption) A missing or malformed Authorization header answers 401, a wrong token 403 (found: 403
-#: "failed login"); the token goes as `Authorization: Bearer <token>`.
+#: "failed login"); the token goes as `Authorization: Bearer <token>`. Confirm: calls with no, a malformed
+#: and a wrong token on a test company.
 ELMA365_UNAUTHENTICATED_STATUSES = frozenset({401, 403})
 
 #: (assumption) Rate limiting answers 429, with or without Retry-After (seconds), as ChartHop does.
+#: Confirm: ELMA365's published API limits, or the answer to a burst of status requests on a test company.
 ELMA365_RATE_LIMIT_STATUS = 429
 
 #: (assumption) The CSV ELMA365 imports is UTF-8, comma-separated, with the app template's column
-#: names in its first row; each chunk we upload repeats that header row.
+#: names in its first row; each chunk we upload repeats that header row. Confirm: the app's downloaded
+#: import template exported as CSV, and a test import of a chunk with the header row.
 ELMA365_CSV_HAS_HEADER = True

@@ -56,6 +56,9 @@ class AppSettings:
     elma365_namespace: str = ""
     elma365_code: str = ""
     elma365_chunk_rows: int = 50_000
+    #: ELMA365 directory the whole file is uploaded into and imported from in one import (seed 004 recommends
+    #: a directory above 50,000 entries); empty: temporary files, in chunks of `elma365_chunk_rows`.
+    elma365_directory_id: str = ""
     #: Secret holding the further targets' API tokens as JSON: {"orgvue": "...", "elma365": "..."}.
     target_tokens_secret_name: str = ""
     #: Where targets that call back (Orgvue) call, and the secret that signs each sync's callback URL.
@@ -100,6 +103,7 @@ class AppSettings:
             elma365_namespace=env.get("ELMA365_NAMESPACE", ""),
             elma365_code=env.get("ELMA365_CODE", ""),
             elma365_chunk_rows=int(env.get("ELMA365_CHUNK_ROWS", "50000")),
+            elma365_directory_id=env.get("ELMA365_DIRECTORY_ID", "").strip(),
             target_tokens_secret_name=env.get("TARGET_TOKENS_SECRET", ""),
             target_callback_url=env.get("TARGET_CALLBACK_URL", ""),
             callback_signing_secret_name=env.get("CALLBACK_SIGNING_SECRET", ""),

@@ -194,6 +194,7 @@ def _further_target(target: str, inputs: _Inputs) -> ImportTarget:
         elma365,
         slots=DynamoDBSlots(settings.sync_table, aws_clients.dynamodb()),
         chunk_rows=settings.elma365_chunk_rows,
+        directory_id=settings.elma365_directory_id or None,
     )
 
 

@@ -1,4 +1,4 @@
-"""ELMA365 as an import target: upload a temporary file, start the app's data import, poll it; in chunks.
+"""ELMA365 as an import target: upload the file, start the app's data import, poll it.
 
 What is known (elma365.com "Data import"): a file is uploaded under a `hash` the client chooses (and must
 keep: ELMA365 does not return it), an import is started with that hash, the format and
@@ -6,7 +6,11 @@ keep: ELMA365 does not return it), an import is started with that hash, the form
 60 minutes and is meant for at most 50,000 entries, and an app runs one import at a time (a second start
 answers `blocked`). So a large file is imported in chunks of at most 50,000 rows, one after another, each
 uploaded right before its import starts, and this app holds a slot per ELMA365 app so that another sync
-cannot slip its import in between two chunks. Paths and field names are guesses: see `api_assumptions`.
+cannot slip its import in between two chunks.
+
+With a directory configured (`directory_id`), the whole file is instead uploaded once into that directory, as
+ELMA365 recommends for more than 50,000 entries, and imported in one import: a directory file does not expire.
+Paths and field names are guesses: see `api_assumptions`.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ SLOT_REFRESH_SECONDS = 60
 SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
 #: Uploads are attempted this often; a retry uses a new hash, so a half-done upload is only an orphan.
 UPLOAD_ATTEMPTS = 3
+#: A directory import's start attempt is claimed (in the slots store) before its request is sent, for this
+#: long: a check that finds its attempt already claimed knows an earlier check may have started the import.
+START_CLAIM_TTL_SECONDS = 8 * 24 * 3600
 _READ_BLOCK = 1024 * 1024
 _IMPORT_STATUSES = frozenset(
     {
@@ -173,6 +180,44 @@ class Elma365Client:
         assert last_error is not None
         raise last_error
 
+    def upload_to_directory(
+        self, open_body: OpenBody, *, directory_id: str, name: str, file_format: str
+    ) -> tuple[str, int | None]:
+        """Streams the staged file into a directory (never holding it: a retry, or a rewind for a 429, opens
+        it afresh) and returns the hash it was uploaded under and, when the stream counted them (the
+        pre-flight checks do), its data rows. A failed attempt leaves at most an orphan under its own hash."""
+        path = assumed.ELMA365_DIRECTORY_UPLOAD_PATH.format(directory_id=directory_id)
+        last_error: TargetUnavailable | None = None
+        for attempt in range(UPLOAD_ATTEMPTS):
+            if attempt:
+                self.sleep(min(RETRY_AFTER_MAX, 0.5 * 2**attempt))
+            file_hash = str(uuid.uuid4())
+            body = _ReopeningBody(open_body)
+            try:
+                self._send(
+                    "POST",
+                    path,
+                    what="upload the file to the directory",
+                    params={
+                        assumed.ELMA365_DIRECTORY_UPLOAD_HASH_PARAM: file_hash,
+                        assumed.ELMA365_DIRECTORY_UPLOAD_NAME_PARAM: name,
+                    },
+                    data=body,
+                    headers={"Content-Type": assumed.ELMA365_UPLOAD_CONTENT_TYPES[file_format]},
+                )
+            except TargetUnavailable as error:
+                logger.warning(
+                    "ELMA365 directory upload failed; retrying under a new hash",
+                    extra={"attempt": attempt + 1, "reason": error.user_message, "detail": error.detail},
+                )
+                last_error = error
+                continue
+            finally:
+                body.close()
+            return file_hash, body.rows
+        assert last_error is not None
+        raise last_error
+
     def start_import(self, file_hash: str, *, file_format: str) -> ImportAnswer:
         """Starts the app's import of an uploaded file; a `blocked` answer is returned, not raised."""
         body = {
@@ -206,6 +251,14 @@ class Elma365Client:
             ) from exc
         data = _json_object(response)
         status = response.status_code
+        if (
+            data.get(assumed.ELMA365_ANSWER_STATUS_KEY) == assumed.ELMA365_STATUS_BLOCKED
+            and status not in assumed.ELMA365_UNAUTHENTICATED_STATUSES
+        ):
+            # "another import is running", whatever HTTP status it came with: an answer to wait out
+            if not response.ok:
+                logger.info("ELMA365 answered blocked with a non-2xx status", extra={"status": status})
+            return data
         if status in RETRYABLE_STATUSES or status >= 500:
             raise TargetUnavailable(
                 f"ELMA365 is unavailable (HTTP {status}) when trying to {what}; will retry.", detail=_error_text(data)
@@ -254,6 +307,53 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+class _ReopeningBody:
+    """The staged file as a request body streamed from `open_body`, with a known Content-Length; rewinding it
+    (urllib3 does, to repeat a 429) opens the file afresh instead of keeping what was sent."""
+
+    def __init__(self, open_body: OpenBody) -> None:
+        self._open_body = open_body
+        self._raw, self.len = open_body()
+        self._position = 0
+
+    @property
+    def rows(self) -> int | None:
+        """Data rows, when the stream counted them (the pre-flight checks' summary)."""
+        summary = getattr(self._raw, "summary", None)
+        rows = getattr(summary, "rows", None)
+        return rows if isinstance(rows, int) else None
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes; everything left for a negative `size` (as `io` readers do: urllib3 reads in
+        blocks, but a caller such as the `responses` mock under moto reads the whole body in one call)."""
+        if size is None or size < 0:
+            blocks = []
+            while block := self._raw.read(_READ_BLOCK):
+                blocks.append(block)
+            data = b"".join(blocks)
+        else:
+            data = self._raw.read(size)
+        self._position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 1 and offset == 0:
+            return self._position
+        if (offset, whence) != (0, 0):
+            raise io.UnsupportedOperation("the upload can only be rewound to its start")
+        if self._position:
+            _close(self._raw)
+            self._raw, self.len = self._open_body()
+            self._position = 0
+        return 0
+
+    def close(self) -> None:
+        _close(self._raw)
 
 
 # --- chunks ----------------------------------------------------------------------------------------
@@ -351,6 +451,13 @@ class Elma365Target:
     chunk (chunkSize), importedBefore (rows imported by earlier chunks), chunkImported, progress (never
     goes backwards), waiting (the current chunk waits to start) and waitingFor ("blocked" or "slot").
     `import_id` is the current chunk's ELMA365 import id, or "" while it waits to start.
+
+    With `directory_id`, the file is one "chunk": detail adds directory (its id), and hash is the directory
+    file's, uploaded once by `start_import` and kept until the import ends (never uploaded again);
+    startAttempts counts the start requests whose answer was recorded. Each start request is first claimed
+    in the slots store under its hash and attempt number: a check that finds the attempt it is about to make
+    already claimed was preceded by one that sent it and died before its answer was recorded, so the sync
+    is closed (ELMA365 cannot tell whether that import began) rather than risking a second import.
     """
 
     name = "elma365"
@@ -366,6 +473,7 @@ class Elma365Target:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         file_format: str = "csv",
         slot_ttl_seconds: int = DEFAULT_SLOT_TTL_SECONDS,
+        directory_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if chunk_rows < 1:
@@ -377,6 +485,7 @@ class Elma365Target:
         self.chunk_rows = chunk_rows
         self.file_format = file_format
         self.slot_ttl_seconds = slot_ttl_seconds
+        self.directory_id = directory_id or None
         self.clock = clock  # wall clock: a job's uploadedAt must make sense in any Lambda container
 
     @property
@@ -389,7 +498,11 @@ class Elma365Target:
         self, staged: StagedFile, open_body: OpenBody, *, sync_id: str, callback_url: str | None = None
     ) -> ImportJob:
         """Reads the whole file once (counting rows, spooling chunk 1) before anything is sent: a file the
-        pre-flight checks refuse never gets a chunk imported. Then starts chunk 1, or leaves it waiting."""
+        pre-flight checks refuse never gets a chunk imported. Then starts chunk 1, or leaves it waiting.
+        With a directory, streams the whole file into it once instead (the checks run as it goes: a refused
+        file is cut off and never started) and starts its one import, or leaves it waiting."""
+        if self.directory_id is not None:
+            return self._start_from_directory(staged, open_body, sync_id=sync_id, directory_id=self.directory_id)
         first, rows = self._first_chunk(open_body)
         chunks = max(1, math.ceil(rows / self.chunk_rows)) if rows is not None else 1
         detail: dict[str, Any] = {
@@ -416,6 +529,37 @@ class Elma365Target:
             self.slots.release(self.slot_key, sync_id)
             raise
 
+    def _start_from_directory(
+        self, staged: StagedFile, open_body: OpenBody, *, sync_id: str, directory_id: str
+    ) -> ImportJob:
+        file_hash, rows = self.client.upload_to_directory(
+            open_body, directory_id=directory_id, name=staged.name, file_format=self.file_format
+        )
+        detail: dict[str, Any] = {
+            "owner": sync_id,
+            "file": staged.name,
+            "format": self.file_format,
+            "directory": directory_id,
+            "rows": rows,
+            "chunks": 1,
+            "chunkRows": None,
+            "chunk": 0,
+            "chunkSize": rows,
+            "hash": file_hash,
+            "uploadedAt": self.clock(),
+            "importedBefore": 0,
+            "chunkImported": 0,
+            "progress": 0.0,
+            "waiting": True,
+            "waitingFor": None,
+            "startAttempts": 0,
+        }
+        try:
+            return self._try_start(ImportJob(import_id="", detail=detail), open_body)
+        except BaseException:
+            self.slots.release(self.slot_key, sync_id)
+            raise
+
     def abandon(self, job: ImportJob) -> None:
         """Frees the app's import slot if this sync holds it."""
         owner = job.detail.get("owner")
@@ -434,6 +578,8 @@ class Elma365Target:
     def _import_status(self, job: ImportJob, open_body: OpenBody) -> tuple[ImportStatus, ImportJob]:
         if job.detail.get("waiting"):
             job = self._try_start(job, open_body)
+            if job.detail.get("startInterrupted"):
+                return self._failed(job.import_id, dict(job.detail), str(job.detail["startError"]))
             return self._status(job), job
         detail = dict(job.detail)
         if detail.get("startError"):
@@ -442,6 +588,9 @@ class Elma365Target:
         answer = self.client.import_status(job.import_id)
         if answer.status == assumed.ELMA365_STATUS_ERROR:
             return self._failed(job.import_id, detail, answer.error or "the import ended in error")
+        if answer.status == assumed.ELMA365_STATUS_BLOCKED:  # not begun yet (an assumption): poll on
+            job = ImportJob(import_id=job.import_id, detail=detail)
+            return self._status(job), job
         if answer.status != assumed.ELMA365_STATUS_DONE:
             detail["chunkImported"] = max(int(detail.get("chunkImported") or 0), answer.imported or 0)
             if answer.total:
@@ -469,6 +618,8 @@ class Elma365Target:
             detail.update(waiting=True, waitingFor="slot")
             return ImportJob(import_id="", detail=detail)
         detail["slotRefreshedAt"] = now
+        if detail.get("directory"):
+            return self._start_directory_file(detail)
         uploaded_at = detail.get("uploadedAt")
         if not detail.get("hash") or uploaded_at is None or now - float(uploaded_at) >= REUPLOAD_AFTER_SECONDS:
             chunk = ready if ready is not None else self._read_chunk(open_body, int(detail["chunk"]))
@@ -480,6 +631,27 @@ class Elma365Target:
             detail["uploadedAt"] = self.clock()
             detail["chunkSize"] = chunk.rows
         answer = self.client.start_import(str(detail["hash"]), file_format=self.file_format)
+        return self._started(detail, answer)
+
+    def _start_directory_file(self, detail: dict[str, Any]) -> ImportJob:
+        """Starts the import of the directory file, at most once per recorded attempt (see the class)."""
+        file_hash = str(detail["hash"])
+        attempt = int(detail.get("startAttempts") or 0)
+        claim = f"elma365-start#{file_hash}#{attempt}"
+        if not self.slots.acquire(claim, f"{detail['owner']}#{uuid.uuid4()}", START_CLAIM_TTL_SECONDS):
+            logger.warning("an earlier start of this ELMA365 import was interrupted", extra={"claim": claim})
+            error = (
+                "an earlier attempt to start the import was interrupted, and ELMA365 cannot tell whether the "
+                f"import began; check {self.client.app} in ELMA365 before staging the file again"
+            )
+            detail.update(waiting=False, waitingFor=None, startError=error, startInterrupted=True)
+            return ImportJob(import_id="", detail=detail)
+        answer = self.client.start_import(file_hash, file_format=self.file_format)
+        detail["startAttempts"] = attempt + 1
+        return self._started(detail, answer)
+
+    def _started(self, detail: dict[str, Any], answer: ImportAnswer) -> ImportJob:
+        """The job after a start answer: waiting again when `blocked`, else following the import."""
         if answer.status == assumed.ELMA365_STATUS_BLOCKED:
             detail.update(waiting=True, waitingFor="blocked")
             return ImportJob(import_id="", detail=detail)
