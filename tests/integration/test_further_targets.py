@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from offline.demo import orgvue_protocol
-from offline.elma365_emulator import DEFAULT_DIRECTORY_ID, DIRECTORY_UPLOAD, IMPORT_STATUS, UPLOAD
+from offline.elma365_emulator import DEFAULT_DIRECTORY_ID, DIRECTORY_UPLOAD, IMPORT_STATUS, START_IMPORT, UPLOAD
 from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
 from offline.emulator_base import Fault
 from offline.harness import Offline, offline_environment
@@ -193,6 +193,27 @@ def test_elma365_import_succeeds(elma: Offline) -> None:
     assert execution["status"] == "SUCCEEDED"
     assert outcome["status"] == "DONE", outcome
     assert elma.elma365.imported_rows() == 25
+
+
+@pytest.mark.parametrize("fault", [Fault(status=503, after_effect=True), Fault(reset=True, after_effect=True)])
+def test_an_ambiguous_elma365_start_is_not_repeated_and_the_sync_says_it_cannot_tell(
+    elma: Offline, caplog: pytest.LogCaptureFixture, fault: Fault
+) -> None:
+    """ELMA365 began the import but its answer was lost: starting again would import the rows twice, so the
+    sync is closed saying it cannot tell, not inviting a blind retry."""
+    assert elma.elma365 is not None
+    elma.elma365.import_behaviour = ElmaBehaviour(polls=1)
+    elma.elma365.inject(START_IMPORT, fault)
+    elma.stage("roster.csv", roster_rows(25), folder="elma365")
+    execution = elma.wait_for_execution(elma.execution_for_file("elma365")["executionArn"], timeout=25)
+    elma.wait_idle()
+    assert execution["status"] == "SUCCEEDED"
+    [closed] = [record for record in caplog.records if record.getMessage() == "sync finished"]
+    assert getattr(closed, "status", None) == "ERROR"
+    message = str(getattr(closed, "progress_message", ""))
+    assert "Cannot tell whether ELMA365 started the import of roster.csv" in message
+    assert "try again" not in message
+    assert len(elma.elma365.calls_of(START_IMPORT)) == 1
 
 
 def test_elma365_import_failure_is_reported_with_its_reason(elma: Offline) -> None:

@@ -33,7 +33,7 @@ from urllib3.util.retry import Retry
 from people_sync import api_assumptions as assumed
 from people_sync.charthop_client import RETRY_AFTER_MAX, RETRYABLE_STATUSES, BudgetAdapter, default_retry
 from people_sync.csv_checks import CsvProblem, CsvRejected
-from people_sync.errors import TargetRejected, TargetUnavailable
+from people_sync.errors import ImportMayHaveStarted, TargetRejected, TargetUnavailable
 from people_sync.models import ImportJob, ImportState, ImportStatus, StagedFile
 from people_sync.slots import ImportSlots
 from people_sync.targets.base import OpenBody
@@ -226,7 +226,7 @@ class Elma365Client:
             assumed.ELMA365_IMPORT_EVENT_HANDLERS_KEY: False,
         }
         path = assumed.ELMA365_IMPORT_PATH.format(namespace=self.namespace, code=self.code)
-        return self._answer("POST", path, what="start the import", json=body)
+        return self._answer("POST", path, what="start the import", json=body, may_start=True)
 
     def import_status(self, import_id: str) -> ImportAnswer:
         path = assumed.ELMA365_STATUS_PATH.format(namespace=self.namespace, code=self.code, import_id=import_id)
@@ -235,17 +235,29 @@ class Elma365Client:
 
     # --- plumbing --------------------------------------------------------------------------------
 
-    def _answer(self, method: str, path: str, *, what: str, **kwargs: Any) -> ImportAnswer:
-        data = self._send(method, path, what=what, **kwargs)
+    def _answer(self, method: str, path: str, *, what: str, may_start: bool = False, **kwargs: Any) -> ImportAnswer:
+        data = self._send(method, path, what=what, may_start=may_start, **kwargs)
         answer = ImportAnswer.from_json(data)
         if not answer.status:
             raise TargetUnavailable(f"ELMA365 answered without an import status when trying to {what}.")
         return answer
 
-    def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> dict[str, Any]:
+    def _send(self, method: str, path: str, *, what: str, may_start: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """`may_start`: the request starts an import (not idempotent): a failure after it was sent (a read
+        timeout, a reset, a 5xx) raises ImportMayHaveStarted, since ELMA365 cannot be asked whether it began."""
         try:
             response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs)
+        except requests.ConnectTimeout as exc:  # never sent
+            raise TargetUnavailable(
+                f"ELMA365 did not answer when trying to {what}; will retry.", detail=type(exc).__name__
+            ) from exc
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            if may_start:
+                raise ImportMayHaveStarted(
+                    f"ELMA365 did not answer the request to {what} ({type(exc).__name__}); it may have started "
+                    f"the import. Check the app {self.app} in ELMA365 before staging the file again.",
+                    detail=type(exc).__name__,
+                ) from exc
             raise TargetUnavailable(
                 f"ELMA365 did not answer when trying to {what}; will retry.", detail=type(exc).__name__
             ) from exc
@@ -259,6 +271,12 @@ class Elma365Client:
             if not response.ok:
                 logger.info("ELMA365 answered blocked with a non-2xx status", extra={"status": status})
             return data
+        if may_start and status >= 500:
+            raise ImportMayHaveStarted(
+                f"ELMA365 answered HTTP {status} to the request to {what}; it may have started the import. Check "
+                f"the app {self.app} in ELMA365 before staging the file again.",
+                detail=_error_text(data),
+            )
         if status in RETRYABLE_STATUSES or status >= 500:
             raise TargetUnavailable(
                 f"ELMA365 is unavailable (HTTP {status}) when trying to {what}; will retry.", detail=_error_text(data)
