@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 SAM_VENV  ?= .venv-sam
 SAM_BIN   := $(SAM_VENV)/bin
 SAM_STAMP := $(SAM_VENV)/.installed
+SCAN_VENV  ?= .venv-scan
+SCAN_BIN   := $(SCAN_VENV)/bin
+SCAN_STAMP := $(SCAN_VENV)/.installed
 
 .PHONY: demo test lint types unit integration e2e sam-check bench chaos clean
 
@@ -48,10 +51,13 @@ CHAOS_WORKERS ?= 4
 chaos: $(STAMP)
 	CHAOS=1 $(BIN)/python -m pytest tests/chaos/test_campaign.py -p no:cacheprovider -q -n $(if $(SEED),0,$(CHAOS_WORKERS)) $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(FIRST_SEED),--first-seed $(FIRST_SEED)) $(PYTEST_ARGS)
 
-## `sam validate --lint`, `sam build` (no Docker needed) and a check that the build is what Lambda should load.
-sam-check: $(STAMP) $(SAM_STAMP)
+## `sam validate --lint`, the template scanners (cfn-lint with the serverless rules, checkov), `sam build`
+## (no Docker needed) and a check that the build is what Lambda should load. Any new finding fails; an
+## accepted one is suppressed in its resource's Metadata (checkov: skip, cfn-lint: ignore_checks) with the reason.
+sam-check: $(STAMP) $(SAM_STAMP) $(SCAN_STAMP)
 	$(SAM_BIN)/sam validate --lint --region us-east-1
-	$(SAM_BIN)/cfn-lint template.yaml --mandatory-checks E2533  # see .cfnlintrc
+	$(SAM_BIN)/cfn-lint template.yaml -a cfn_lint_serverless.rules --mandatory-checks E2533  # see .cfnlintrc
+	$(SCAN_BIN)/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
 	PYTHON=$(abspath $(BIN)/python) $(SAM_BIN)/sam build --region us-east-1
 	$(BIN)/python -m tools.check_build .aws-sam/build
 
@@ -63,10 +69,17 @@ $(SAM_STAMP): requirements-sam.txt
 	$(SAM_BIN)/pip install --quiet -r requirements-sam.txt
 	touch $(SAM_STAMP)
 
+# checkov in a virtualenv of its own: its pins (boto3 1.35) clash with aws-sam-cli's (requirements-scan.txt).
+$(SCAN_STAMP): requirements-scan.txt
+	$(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_BIN)/pip install --quiet --upgrade pip
+	$(SCAN_BIN)/pip install --quiet -r requirements-scan.txt
+	touch $(SCAN_STAMP)
+
 ## Benchmarks, measured side by side in one run (see bench/run.py).
 bench: $(STAMP)
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -158,3 +158,230 @@ def test_elma365_directory_id_is_an_optional_parameter_every_function_gets() -> 
     base = {"CHARTHOP_ORG_ID": "o", "CHARTHOP_APP_NAME": "a", "CHARTHOP_TOKEN_SECRET": "s", "SETTINGS_PARAMETER": "p"}
     assert AppSettings.from_env(base).elma365_directory_id == ""
     assert AppSettings.from_env({**base, "ELMA365_DIRECTORY_ID": " dir-1 "}).elma365_directory_id == "dir-1"
+
+
+# --- issue 14: least privilege by action and prefix, retention, limits, alarms that notify -----------------------
+
+BUCKET_ARN = "arn:${AWS::Partition}:s3:::${AWS::StackName}-staging-${AWS::AccountId}-${AWS::Region}"
+STAGED = "bucket/${StagingPrefix}*"
+FAILED = "bucket/failed/*"
+#: Powertools idempotency (import starter) and the sync table's stores: loop memory, start journal and target
+#: queues (UpdateItem), slots (PutItem, DeleteItem), reads and the further targets' closed marks (GetItem, PutItem).
+ITEM_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+#: Exactly what each handler reaches in people_sync: staging.py lists (Sync Now), heads and reads the exact
+#: version; quarantine() copies it to failed/ (read + PutObject), writes the report there and deletes the staged
+#: key. The status checker re-reads the staged file for ELMA365's further chunks; the callback only stores.
+EXPECTED_DATA_ACCESS: dict[str, set[tuple[str, str]]] = {
+    "WebhookFunction": set(),
+    "ImportStarterFunction": {
+        ("s3:ListBucket", "bucket"),
+        *{(action, STAGED) for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject")},
+        ("s3:PutObject", FAILED),
+        *{(action, "SyncTable") for action in ITEM_ACTIONS},
+        *{(action, "IdempotencyTable") for action in ITEM_ACTIONS},
+    },
+    "StatusCheckerFunction": {
+        *{(action, STAGED) for action in ("s3:GetObject", "s3:GetObjectVersion")},
+        *{(action, "SyncTable") for action in ITEM_ACTIONS},
+    },
+    "SyncFinalizerFunction": {
+        *{(action, STAGED) for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject")},
+        ("s3:PutObject", FAILED),
+        ("s3:PutObject", "bucket/reports/*"),  # row-error reports beside the file (issue 12)
+        *{(action, "SyncTable") for action in ITEM_ACTIONS},
+    },
+    "TargetCallbackFunction": {("dynamodb:GetItem", "SyncTable"), ("dynamodb:UpdateItem", "SyncTable")},
+}
+#: SAM policy templates that grant exactly one narrow thing; DynamoDBCrudPolicy, S3ReadPolicy etc. grant more.
+NARROW_POLICY_TEMPLATES = {
+    "LambdaInvokePolicy",
+    "AWSSecretsManagerGetSecretValuePolicy",
+    "StepFunctionsExecutionPolicy",
+    "StepFunctionsCallbackPolicy",
+    "SSMParameterReadPolicy",
+}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def resource_label(resource: Any) -> str:
+    """`bucket`, `bucket/<prefix>*` or a table's logical id."""
+    if isinstance(resource, dict) and "Fn::GetAtt" in resource:
+        return str(resource["Fn::GetAtt"][0])
+    if isinstance(resource, dict) and "Fn::Sub" in resource and isinstance(resource["Fn::Sub"], str):
+        return str(resource["Fn::Sub"]).replace(BUCKET_ARN, "bucket")
+    raise AssertionError(f"unexpected resource {resource!r}")
+
+
+def data_access(name: str) -> set[tuple[str, str]]:
+    granted = set()
+    for statement in statements(FUNCTIONS[name]["Properties"].get("Policies", [])):
+        for action in as_list(statement["Action"]):
+            if action.startswith(("s3:", "dynamodb:")):
+                granted |= {(action, resource_label(resource)) for resource in as_list(statement["Resource"])}
+    return granted
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_each_function_gets_exactly_the_s3_and_dynamodb_actions_its_code_calls(name: str) -> None:
+    assert data_access(name) == EXPECTED_DATA_ACCESS[name]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_functions_use_only_narrow_policy_templates(name: str) -> None:
+    templates = {
+        next(iter(policy)) for policy in FUNCTIONS[name]["Properties"].get("Policies", []) if "Statement" not in policy
+    }
+    assert templates <= NARROW_POLICY_TEMPLATES
+
+
+def test_nothing_writes_staged_files_or_scans_tables() -> None:
+    for name in FUNCTIONS:
+        for action, resource in data_access(name):
+            assert not (action == "s3:PutObject" and resource == STAGED), name
+            assert not action.startswith(("dynamodb:Scan", "dynamodb:Query", "dynamodb:Batch", "dynamodb:Transact")), (
+                name
+            )
+
+
+def test_listing_is_limited_to_the_staging_prefix() -> None:
+    [listing] = [
+        st
+        for st in statements(FUNCTIONS["ImportStarterFunction"]["Properties"]["Policies"])
+        if "s3:ListBucket" in as_list(st["Action"])
+    ]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${StagingPrefix}*"}}}
+
+
+def test_both_apis_have_only_a_throttled_prod_stage() -> None:
+    api = TEMPLATE["Globals"]["Api"]
+    assert api["OpenApiVersion"] == "3.0.1"  # without it SAM adds a stage named "Stage" to every API
+    [method_settings] = api["MethodSettings"]
+    assert method_settings["ResourcePath"] == "/*"
+    assert method_settings["HttpMethod"] == "*"
+    assert method_settings["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert method_settings["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    assert TEMPLATE["Resources"]["CallbackApi"]["Properties"]["StageName"] == "Prod"
+    # The webhook stays on the implicit API (a new API would change the URL subscribed in ChartHop).
+    [webhook] = FUNCTIONS["WebhookFunction"]["Properties"]["Events"].values()
+    assert webhook["Type"] == "Api"
+    assert "RestApiId" not in webhook["Properties"]
+    outputs = TEMPLATE["Outputs"]
+    assert "${ServerlessRestApi}" in outputs["WebhookUrl"]["Value"]["Fn::Sub"]
+    assert "/Prod/webhook" in outputs["WebhookUrl"]["Value"]["Fn::Sub"]
+    callback_url = FUNCTIONS["ImportStarterFunction"]["Properties"]["Environment"]["Variables"]["TARGET_CALLBACK_URL"]
+    assert callback_url == outputs["CallbackUrl"]["Value"]
+    assert "${CallbackApi}" in callback_url["Fn::Sub"]
+    assert "/Prod/callback/orgvue" in callback_url["Fn::Sub"]
+
+
+def test_every_function_has_bounded_reserved_concurrency_that_can_be_turned_off() -> None:
+    parameters, conditions = TEMPLATE["Parameters"], TEMPLATE["Conditions"]
+    total = 0
+    for name, fn in FUNCTIONS.items():
+        condition, reserved, unreserved = fn["Properties"]["ReservedConcurrentExecutions"]["Fn::If"]
+        parameter = reserved["Ref"]
+        assert unreserved == {"Ref": "AWS::NoValue"}, name  # 0 means unreserved, never "throttle everything"
+        assert conditions[condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, 0]}]}, name
+        assert parameters[parameter]["MinValue"] == 0, name
+        assert parameters[parameter]["Default"] > 0, name
+        total += parameters[parameter]["Default"]
+    # Lambda keeps 100 of an account's concurrency unreserved: the defaults fit the default quota of 1000.
+    assert total <= 1000 - 100
+    loop = ("ImportStarterFunction", "StatusCheckerFunction", "SyncFinalizerFunction")
+    internet = ("WebhookFunction", "TargetCallbackFunction")
+
+    def default(name: str) -> int:
+        ref = FUNCTIONS[name]["Properties"]["ReservedConcurrentExecutions"]["Fn::If"][1]["Ref"]
+        return int(parameters[ref]["Default"])
+
+    assert min(default(name) for name in loop) >= max(default(name) for name in internet)
+
+
+CLOUDWATCH_RETENTION_DAYS = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557}
+CLOUDWATCH_RETENTION_DAYS |= {2922, 3288, 3653}
+
+
+def test_every_function_logs_into_its_own_log_group_with_retention() -> None:
+    resources = TEMPLATE["Resources"]
+    retention = TEMPLATE["Parameters"]["LogRetentionDays"]
+    assert set(retention["AllowedValues"]) <= CLOUDWATCH_RETENTION_DAYS
+    assert retention["Default"] in CLOUDWATCH_RETENTION_DAYS
+    groups = set()
+    for name, fn in FUNCTIONS.items():
+        group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        assert resources[group]["Type"] == "AWS::Logs::LogGroup", name
+        assert resources[group]["Properties"]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{name}"}
+        groups.add(group)
+    assert len(groups) == len(FUNCTIONS)
+    for name, resource in resources.items():
+        if resource["Type"] == "AWS::Logs::LogGroup":
+            assert resource["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+
+
+def test_personal_data_expires_current_and_old_versions_alike() -> None:
+    retention = TEMPLATE["Parameters"]["PersonalDataRetentionDays"]
+    assert retention["Default"] == 30
+    assert "Personal-data retention" in retention["Description"]
+    rules = TEMPLATE["Resources"]["StagingBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    by_prefix = {
+        "<StagingPrefix>" if rule.get("Prefix") == {"Ref": "StagingPrefix"} else rule.get("Prefix", ""): rule
+        for rule in rules
+    }
+    for prefix in ("<StagingPrefix>", "failed/", "reports/"):
+        rule = by_prefix[prefix]
+        assert rule["Status"] == "Enabled"
+        assert rule["ExpirationInDays"] == {"Ref": "PersonalDataRetentionDays"}, prefix
+        assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": {"Ref": "PersonalDataNoncurrentDays"}}, prefix
+    whole_bucket = by_prefix[""]
+    assert whole_bucket["ExpiredObjectDeleteMarker"] is True
+    assert whole_bucket["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    # An import reads the exact version it started with for up to ImportTimeoutSeconds: old versions outlive it.
+    assert TEMPLATE["Parameters"]["PersonalDataNoncurrentDays"]["MinValue"] * 86400 > int(
+        TEMPLATE["Parameters"]["ImportTimeoutSeconds"]["MaxValue"]
+    )
+
+
+def test_alarms_publish_to_a_topic_whose_key_admits_cloudwatch() -> None:
+    resources = TEMPLATE["Resources"]
+    topic = resources["AlarmTopic"]["Properties"]
+    key_id = topic["KmsMasterKeyId"]["Ref"]
+    key = resources[key_id]["Properties"]
+    assert resources[key_id]["Type"] == "AWS::KMS::Key"
+    assert key["EnableKeyRotation"] is True
+    [cloudwatch] = [
+        st for st in key["KeyPolicy"]["Statement"] if st["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert cloudwatch["Effect"] == "Allow"
+    assert set(cloudwatch["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert cloudwatch["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    alarms = [res for res in resources.values() if res["Type"] == "AWS::CloudWatch::Alarm"]
+    assert alarms
+    assert all(alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}] for alarm in alarms)
+
+
+def test_the_watchdog_rule_keeps_undeliverable_events() -> None:
+    rule = FUNCTIONS["SyncFinalizerFunction"]["Properties"]["Events"]["ExecutionEnded"]["Properties"]
+    assert rule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}}
+    [statement] = TEMPLATE["Resources"]["FailedEventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["SyncFinalizerFunctionExecutionEnded", "Arn"]}}
+    }
+
+
+def test_every_scanner_suppression_gives_its_reason() -> None:
+    text = (REPO_ROOT / "template.yaml").read_text()
+    for name, resource in TEMPLATE["Resources"].items():
+        metadata = resource.get("Metadata", {})
+        for skip in metadata.get("checkov", {}).get("skip", []):
+            assert skip["id"].startswith("CKV_"), (name, skip)
+            assert len(skip.get("comment", "")) > 20, (name, skip)
+        ignored = metadata.get("cfn-lint", {}).get("config", {}).get("ignore_checks", [])
+        if ignored:
+            block = text.split(f"\n  {name}:\n", 1)[1].split("\n    Properties:", 1)[0]
+            for rule in ignored:
+                assert f"# {rule}: " in block, (name, rule)  # a YAML comment beside the ignore gives the reason
