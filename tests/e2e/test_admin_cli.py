@@ -428,3 +428,24 @@ def test_resolve_org_sees_what_the_tool_wrote(env: Env) -> None:
     assert gamma.reason == "no-token"
     assert isinstance(stranger, NotServed)
     assert stranger.reason == "unknown"
+
+
+def test_a_dry_run_of_sync_installs_fetches_no_token(env: Env) -> None:
+    output = env.ok("sync-installs", "--fetch-tokens", "--dry-run")
+
+    assert f"would fetch its token into {env.target.org_secret_name('beta')}" in output
+    assert not [path for path, _ in env.installs.requests if path.endswith("/token")]
+
+
+def test_an_entry_edited_by_hand_into_bad_settings_is_listed_as_misconfigured(env: Env) -> None:
+    env.ok("add", "beta", "--app-user-id", "user-beta", "--token-stdin", input=f"{BETA_TOKEN}\n")
+    env.deployment.client("dynamodb").update_item(
+        TableName=env.target.org_table,
+        Key={"orgId": {"S": "beta"}},
+        UpdateExpression="SET settings = :bad",
+        ExpressionAttributeValues={":bad": {"M": {"importOnUpload": {"S": "sometimes"}}}},
+    )
+
+    beta = env.listed()["beta"]
+    assert (beta["served"], beta["reason"]) == (False, "misconfigured")
+    assert "importOnUpload" in json.loads(env.ok("show", "beta"))["message"]

@@ -105,7 +105,13 @@ class Onboarding:
         """Every registered org, plus the stack's own org when it has no entry; served or not, and why.
         ChartHop is not asked: an org whose settings live there is shown with the registry's copy."""
         defaults = self.deployment.stack_defaults()
-        records = {record.org_id: record for record in self.registry.all()}
+        records: dict[str, OrgRecord | None] = {}
+        for item in self.registry.items():
+            org_id = str(item["orgId"]["S"])
+            try:
+                records[org_id] = OrgRecord.from_item(item)
+            except (InvalidOrgSettings, ValueError, KeyError):  # edited by hand: shown, not hidden
+                records[org_id] = None
         views = []
         for org_id in sorted(set(records) | {self.target.default_org_id}):
             resolved = resolve_org(
@@ -113,6 +119,9 @@ class Onboarding:
             )
             record = records.get(org_id)
             served, reason = (True, "") if isinstance(resolved, OrgConfig) else (False, resolved.reason)
+            if record is None and org_id in records:
+                views.append(OrgView(org_id, "?", "?", "?", "?", {}, served, reason, org_id == defaults.org_id, 0))
+                continue
             if record is None:
                 views.append(
                     OrgView(
@@ -155,8 +164,11 @@ class Onboarding:
             defaults=self.deployment.stack_defaults(),
             charthop_settings=self._settings_from_charthop,
         )
-        record = self.registry.get(org_id)
-        shown: dict[str, Any] = {"orgId": org_id, "registered": record is not None}
+        try:
+            record = self.registry.get(org_id)
+        except InvalidOrgSettings:  # edited by hand into settings that do not validate: resolved says why
+            record = None
+        shown: dict[str, Any] = {"orgId": org_id, "registered": self.registry.get_item(org_id) is not None}
         if record is not None:
             shown.update(record.to_json_dict())
         if isinstance(resolved, NotServed):
@@ -307,6 +319,12 @@ class Onboarding:
             lines.append(self._would(f"point org {org_id} at secret {secret}"))
         return Outcome(lines, record, changed=True)
 
+    def _token_secret_of(self, org_id: str, record: OrgRecord | None) -> str:
+        """The secret set-token would write for the org."""
+        if org_id == self.target.default_org_id and (record is None or not record.token_secret):
+            return self.target.default_token_secret
+        return self.target.org_secret_name(org_id)
+
     def _current_or_default(self, org_id: str) -> OrgRecord:
         """The org's entry; the stack's own org without one is its defaults, saved as an entry on first write."""
         record = self.registry.get(org_id)
@@ -406,13 +424,11 @@ class Onboarding:
             actions.append(self._would("register" if existing is None else "reinstall"))
         else:
             actions.append("registered already")
-        if fetch_tokens:
-            token = apps.access_token(org_id, install.id).access_token.get_secret_value()
-            if self.dry_run and existing is None:
-                actions.append(f"would store its token in {self.target.org_secret_name(org_id)}")
-            else:
-                self.set_token(org_id, token)
-                actions.append(self._would("store its token"))
+        if fetch_tokens and self.dry_run:  # a dry run reads no token
+            actions.append(f"would fetch its token into {self._token_secret_of(org_id, existing)}")
+        elif fetch_tokens:
+            self.set_token(org_id, apps.access_token(org_id, install.id).access_token.get_secret_value())
+            actions.append("store its token")
         return {"orgId": org_id, "appUserId": install.id, "action": ", ".join(actions)}
 
 

@@ -388,12 +388,17 @@ class OrgRegistry:
         item = self.client.get_item(TableName=self.table_name, Key={"orgId": {"S": org_id}}, ConsistentRead=True)
         return dict(item["Item"]) if "Item" in item else None
 
-    def all(self) -> Iterator[OrgRecord]:
-        """Every org, in no particular order (a Scan: for the operator's tool, never on a sync's path)."""
+    def items(self) -> Iterator[dict[str, Any]]:
+        """Every stored item, raw, in no particular order (a Scan: for the operator's tool, never on a sync's
+        path)."""
         paginator = self.client.get_paginator("scan")
         for page in paginator.paginate(TableName=self.table_name, ConsistentRead=True):
-            for item in page.get("Items", []):
-                yield OrgRecord.from_item(item)
+            yield from (dict(item) for item in page.get("Items", []))
+
+    def all(self) -> Iterator[OrgRecord]:
+        """Every org; raises InvalidOrgSettings at an entry whose stored settings do not validate."""
+        for item in self.items():
+            yield OrgRecord.from_item(item)
 
     def add(self, record: OrgRecord) -> OrgRecord:
         """Stores a new org (version 1); raises OrgExists when the org is registered already."""
