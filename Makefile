@@ -10,7 +10,7 @@ SCAN_VENV  ?= .venv-scan
 SCAN_BIN   := $(SCAN_VENV)/bin
 SCAN_STAMP := $(SCAN_VENV)/.installed
 
-.PHONY: demo test lint types unit integration e2e sam-check bench chaos clean
+.PHONY: demo test lint types unit integration e2e sam-check bench chaos admin clean
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt layers/shared/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt layers/shared/cons
 ## Run the whole sync offline: ChartHop emulator + template.yaml's resources in moto.
 demo: $(STAMP)
 	PYTHONPATH=layers/shared:. $(BIN)/python -m offline.demo $(if $(TARGET),--target $(TARGET)) $(ARGS)
+
+## The operator tool against a deployed stack: `make admin STACK=people-sync ARGS="orgs list"` (AWS credentials
+## as for the AWS CLI; see tools/people_sync_admin/cli.py).
+admin: $(STAMP)
+	PYTHONPATH=layers/shared:. $(BIN)/python -m tools.people_sync_admin $(if $(STACK),--stack $(STACK)) $(ARGS)
 
 ## Lint, type-check and run every test (unit, integration, reliability, e2e, contract), then the fault
 ## campaign's fixed set of 50 seeds (`make chaos`).

@@ -506,3 +506,71 @@ ELMA365_RATE_LIMIT_STATUS = 429
 #: names in its first row; each chunk we upload repeats that header row. Confirm: the app's downloaded
 #: import template exported as CSV, and a test import of a chunk with the header row.
 ELMA365_CSV_HAS_HEADER = True
+
+
+# --- ChartHop app installs and per-org settings (issue 13) -----------------------------------------
+# Found (App API spec): getInstalledApp GET /v1/app/org/{orgId}/install/{appUserId} -> User;
+# getActiveAppInstalls GET /v1/app/install/{appId} -> ResultsUser {data, next} (query orgTypes,
+# hasRunProcess "defaults to true", internalOptions); getAccessToken GET .../install/{appUserId}/token ->
+# AccessTokenResponse {access_token, expires_in, ...}; App.configFields: AppConfigField {name, label, type
+# (STRING, SUBDOMAIN, URL, SECRET, XML, OAUTH, INSTRUCTION, BOOLEAN), details, optional, ...}; User.options:
+# "for apps, options (specific options are specific to the particular app)" - an object, nothing more.
+
+#: (assumption) An installed app user's `options` holds what the org's admin filled in on the app's
+#: configuration page, one key per declared config field, keyed by the field's `name`. We declare the fields
+#: below under our own setting names, so the map is the identity; a different spelling is a one-line change
+#: here. Confirm: install the app in a sandbox org, fill in the page, read getInstalledApp's `options`.
+CHARTHOP_OPTION_KEYS: dict[str, str] = {}
+
+#: (assumption) Value types inside `options`: a BOOLEAN field as a JSON boolean or the string "true"/"false";
+#: a STRING field as a string (lists comma-separated, e.g. requiredColumns "Employee ID,First Name"); a field
+#: the admin left empty is absent, null or "". Every type is accepted, so a wrong guess here only changes
+#: how a value is spelled. Confirm with the same read as above, once with every field filled, once empty.
+
+#: The config fields the app declares in ChartHop (App.configFields, found shape), for the app's developer
+#: to publish; each is optional - left empty, the stack's default applies.
+CHARTHOP_APP_CONFIG_FIELDS: tuple[dict[str, Any], ...] = (
+    {"name": "importOnUpload", "label": "Import every uploaded file at once", "type": "BOOLEAN", "optional": True},
+    {
+        "name": "requiredColumns",
+        "label": "Columns every file must have (comma-separated)",
+        "type": "STRING",
+        "optional": True,
+    },
+    {"name": "skipErrors", "label": "Skip rows ChartHop cannot import", "type": "BOOLEAN", "optional": True},
+    {"name": "upsert", "label": "Create people not yet in ChartHop", "type": "BOOLEAN", "optional": True},
+    {
+        "name": "createGroups",
+        "label": "Create departments and locations named in the file",
+        "type": "BOOLEAN",
+        "optional": True,
+    },
+    {"name": "disableSyncHireDate", "label": "Do not sync hire dates", "type": "BOOLEAN", "optional": True},
+    {
+        "name": "disableOverwritePerson",
+        "label": "Do not overwrite existing person fields",
+        "type": "BOOLEAN",
+        "optional": True,
+    },
+    {"name": "importDryRun", "label": "Validate only (dry run)", "type": "BOOLEAN", "optional": True},
+    {
+        "name": "notifyUserIds",
+        "label": "User ids e-mailed when an import completes (comma-separated)",
+        "type": "STRING",
+        "optional": True,
+    },
+)
+
+#: (assumption) Each user getActiveAppInstalls lists is one org's install: its `id` is the app user id and its
+#: org is the (only) entry of its `orgs`. Confirm: list installs of an app installed in two sandbox orgs.
+#: (assumption) An install whose user `status` is one of these is gone (UNINSTALLED is in the User.status enum;
+#: INACTIVE is read the same way).
+CHARTHOP_INSTALL_GONE_STATUSES = frozenset({"UNINSTALLED", "INACTIVE"})
+#: hasRunProcess (found, "defaults to true") is sent as false, so an org that installed the app but never
+#: synced is listed too.
+CHARTHOP_INSTALLS_HAS_RUN_PROCESS_PARAM = "hasRunProcess"
+#: (assumption) getActiveAppInstalls pages like findProcesses (`next` passed back as `from`).
+#: (assumption) Only a token of the org that owns (publishes) the app may call getActiveAppInstalls, and that
+#: token may call getAccessToken for each install, answering that org's app token (expiring after
+#: `expires_in` seconds). An org's own app token can read its own getInstalledApp. Confirm: call both with
+#: the developer org's app token and with an installing org's token; note which answer 403.

@@ -1,0 +1,553 @@
+"""The orgs one deployment serves: a DynamoDB registry, each org's settings over the stack's defaults, and
+`resolve_org`, the one question every handler asks ("may I sync for this org, and how?").
+
+One item per org (key `orgId`): its state (active, paused, uninstalled), its ChartHop app user id, the name
+of the Secrets Manager secret holding its token (never the token itself), where its settings are read
+(`settingsSource`: the registry, or the installed app's `User.options` in ChartHop, see charthop_apps.py),
+its settings (overrides of the stack's defaults) and a `version` every write is conditioned on, so two
+concurrent edits never clobber each other (the loser re-reads and applies its change again).
+
+The one-org setup stays the default: an org without an item that is the stack's `ChartHopOrgId` is served
+with the stack's token secret and defaults, exactly as before the registry existed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from people_sync import aws_clients
+from people_sync.models import ImportOptions
+from people_sync.sync_table import condition_failed
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+    from people_sync.config import AppSettings
+    from people_sync.csv_checks import CsvRules
+
+logger = logging.getLogger(__name__)
+
+#: What an org id may look like (the template's `ChartHopOrgId` pattern): it names an S3 folder and a secret.
+ORG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+#: Further targets an org's files may feed (routing.py's names), when the stack configures them.
+FURTHER_TARGETS = ("orgvue", "elma365")
+#: The environment variable naming the registry table (template.yaml sets it on every function).
+ORG_TABLE_ENV = "ORG_TABLE"
+
+
+class OrgState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    UNINSTALLED = "uninstalled"
+
+
+class SettingsSource(StrEnum):
+    """Where an org's settings are read: this registry, or its installed app's options in ChartHop."""
+
+    REGISTRY = "registry"
+    CHARTHOP = "charthop"
+
+
+class InvalidOrgSettings(ValueError):
+    """Settings (or an org id) that are refused; the message says which and why, for a person to fix."""
+
+
+class OrgNotFound(LookupError):
+    pass
+
+
+class OrgExists(ValueError):
+    pass
+
+
+class OrgConflict(RuntimeError):
+    """The org changed since it was read (another edit won the race): read it again and reapply."""
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+#: The import option keys an org may override (importDataCsv's query options, ImportOptions' aliases).
+IMPORT_OPTION_KEYS = tuple(info.alias or name for name, info in ImportOptions.model_fields.items())
+#: Every setting key, as `orgs set key=value` and ChartHop's config fields spell it (see api_assumptions.py).
+SETTING_KEYS = (*IMPORT_OPTION_KEYS, "requiredColumns", "furtherTargets", "importOnUpload")
+
+
+class OrgSettings(BaseModel):
+    """An org's overrides of the stack's defaults; a field left None (or an import option left out) keeps
+    the stack's value. Unknown keys and ill-typed values are refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    import_options: dict[str, Any] = Field(default_factory=dict)
+    required_columns: tuple[str, ...] | None = None
+    further_targets: tuple[str, ...] | None = None
+    import_on_upload: bool | None = None
+
+    @field_validator("import_options", mode="before")
+    @classmethod
+    def _known_import_options(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError("importOptions must be a mapping of importDataCsv options")
+        unknown = sorted(set(value) - set(IMPORT_OPTION_KEYS))
+        if unknown:
+            raise ValueError(f"unknown import option(s) {', '.join(unknown)}; known: {', '.join(IMPORT_OPTION_KEYS)}")
+        # ImportOptions validates (and normalises: "false" -> False, "a,b" -> ["a", "b"]) each value given
+        parsed = ImportOptions.model_validate(dict(value)).to_json_dict()
+        return {key: parsed[key] for key in value if key in parsed}
+
+    @field_validator("required_columns", mode="before")
+    @classmethod
+    def _columns(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        names = _split(value) if isinstance(value, str) else list(value)
+        if not all(isinstance(name, str) for name in names):
+            raise ValueError("requiredColumns must be column names")
+        names = [name.strip() for name in names]
+        if any(not name for name in names):
+            raise ValueError("requiredColumns has an empty column name")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"requiredColumns names {', '.join(duplicates)} more than once")
+        return tuple(names)
+
+    @field_validator("further_targets", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        names = _split(value) if isinstance(value, str) else list(value)
+        unknown = sorted({str(name) for name in names} - set(FURTHER_TARGETS))
+        if unknown:
+            raise ValueError(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(FURTHER_TARGETS)}")
+        return tuple(name for name in FURTHER_TARGETS if name in names)  # one order, no duplicates
+
+    def to_document(self) -> dict[str, Any]:
+        """The stored (and JSON) form: camelCase keys, unset fields left out."""
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True, exclude_defaults=True)
+
+    def as_assignments(self) -> dict[str, Any]:
+        """Flat `key: value` pairs, the vocabulary of `orgs set` and ChartHop's config fields."""
+        flat: dict[str, Any] = dict(self.import_options)
+        for key in ("requiredColumns", "furtherTargets", "importOnUpload"):
+            value = self.to_document().get(key)
+            if value is not None:
+                flat[key] = value
+        return flat
+
+    def updated(self, assignments: Mapping[str, Any], unset: Iterable[str] = ()) -> OrgSettings:
+        """These settings with `assignments` applied (flat keys, see SETTING_KEYS) and `unset` keys removed
+        (back to the stack's default); raises InvalidOrgSettings."""
+        flat = {**self.as_assignments(), **assignments}
+        for key in unset:
+            _check_key(key)
+            flat.pop(key, None)
+        return settings_from_assignments(flat)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text.strip() else []
+
+
+def _check_key(key: str) -> None:
+    if key not in SETTING_KEYS:
+        raise InvalidOrgSettings(f"unknown setting {key!r}; known settings: {', '.join(SETTING_KEYS)}")
+
+
+def settings_from_assignments(assignments: Mapping[str, Any]) -> OrgSettings:
+    """OrgSettings from flat `key: value` pairs (strings as typed on a command line, or typed values as
+    ChartHop's config fields hold them); raises InvalidOrgSettings naming every bad key."""
+    for key in assignments:
+        _check_key(key)
+    document: dict[str, Any] = {"importOptions": {k: v for k, v in assignments.items() if k in IMPORT_OPTION_KEYS}}
+    for key in ("requiredColumns", "furtherTargets", "importOnUpload"):
+        if key in assignments:
+            document[key] = assignments[key]
+    return parse_settings(document)
+
+
+def parse_settings(document: Mapping[str, Any] | None) -> OrgSettings:
+    """OrgSettings from their stored form; raises InvalidOrgSettings with a message a person can act on."""
+    try:
+        return OrgSettings.model_validate(dict(document or {}))
+    except ValidationError as exc:
+        raise InvalidOrgSettings(_explain(exc)) from None
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """`key=value` as typed on a command line."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InvalidOrgSettings(f"{text!r} is not key=value")
+    _check_key(key.strip())
+    return key.strip(), value.strip()
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class StackDefaults:
+    """What the stack's parameters and settings parameter give every org that does not override them."""
+
+    org_id: str
+    app_user_id: str
+    token_secret: str
+    import_options: ImportOptions = field(default_factory=ImportOptions)
+    required_columns: tuple[str, ...] = ()
+    #: The further targets this stack configures (their base URLs are set); the default org feeds them all.
+    further_targets: tuple[str, ...] = ()
+    import_on_upload: bool = True
+    #: The settings parameter's other pre-flight limits (`csvRules` without `requiredColumns`).
+    csv_rules: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: AppSettings) -> StackDefaults:
+        """The running function's defaults: environment plus the settings parameter (cached reads)."""
+        from people_sync import config, routing
+
+        rules = config.csv_rules(settings)
+        return cls(
+            org_id=settings.org_id,
+            app_user_id=settings.app_user_id,
+            token_secret=settings.token_secret_name,
+            import_options=config.import_options(settings),
+            required_columns=tuple(rules.required_columns),
+            further_targets=tuple(t for t in routing.enabled_targets(settings) if t in FURTHER_TARGETS),
+            import_on_upload=settings.import_on_upload,
+            csv_rules=rules.model_dump(by_alias=True, exclude={"required_columns"}),
+        )
+
+
+@dataclass(frozen=True)
+class EffectiveSettings:
+    """An org's settings as a sync uses them: its overrides over the stack's defaults."""
+
+    import_options: ImportOptions
+    required_columns: tuple[str, ...]
+    further_targets: tuple[str, ...]
+    import_on_upload: bool
+    csv_rules_base: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def csv_rules(self) -> CsvRules:
+        from people_sync.csv_checks import CsvRules
+
+        return CsvRules.model_validate({**self.csv_rules_base, "requiredColumns": list(self.required_columns)})
+
+
+def merge_settings(defaults: StackDefaults, overrides: OrgSettings, *, default_org: bool) -> EffectiveSettings:
+    """`overrides` over `defaults` (pure). Raises InvalidOrgSettings when the result cannot run here.
+
+    Further targets: the default org feeds the stack's further targets unless it overrides them, as it does
+    today; any other org feeds none unless it names them, since the stack's Orgvue tenant and ELMA365 app
+    (and their tokens) belong to whoever deployed it. An org cannot name a target this stack does not
+    configure.
+    """
+    try:
+        options = ImportOptions.model_validate({**defaults.import_options.to_json_dict(), **overrides.import_options})
+    except ValidationError as exc:
+        raise InvalidOrgSettings(_explain(exc)) from None
+    inherited = defaults.further_targets if default_org else ()
+    targets = overrides.further_targets if overrides.further_targets is not None else inherited
+    missing = [target for target in targets if target not in defaults.further_targets]
+    if missing:
+        raise InvalidOrgSettings(
+            f"furtherTargets: {', '.join(missing)} not configured in this deployment "
+            f"(configured: {', '.join(defaults.further_targets) or 'none'})"
+        )
+    return EffectiveSettings(
+        import_options=options,
+        required_columns=(
+            overrides.required_columns if overrides.required_columns is not None else defaults.required_columns
+        ),
+        further_targets=tuple(targets),
+        import_on_upload=overrides.import_on_upload
+        if overrides.import_on_upload is not None
+        else defaults.import_on_upload,
+        csv_rules_base=defaults.csv_rules,
+    )
+
+
+# --- records ----------------------------------------------------------------------------------------
+
+
+def check_org_id(org_id: str) -> str:
+    if not ORG_ID_PATTERN.match(org_id):
+        raise InvalidOrgSettings(f"{org_id!r} is not an org id (letters, digits, _ and - only)")
+    return org_id
+
+
+@dataclass(frozen=True)
+class OrgRecord:
+    """One org's registry entry. `token_secret` is a Secrets Manager secret's name or ARN, never a token;
+    empty means "no token yet" (the stack's default org then uses the stack's token secret)."""
+
+    org_id: str
+    app_user_id: str
+    state: OrgState = OrgState.ACTIVE
+    token_secret: str = ""
+    settings_source: SettingsSource = SettingsSource.REGISTRY
+    settings: OrgSettings = field(default_factory=OrgSettings)
+    version: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_item(self) -> dict[str, Any]:
+        serializer = TypeSerializer()
+        plain: dict[str, Any] = {
+            "orgId": self.org_id,
+            "appUserId": self.app_user_id,
+            "state": self.state.value,
+            "tokenSecret": self.token_secret,
+            "settingsSource": self.settings_source.value,
+            "settings": self.settings.to_document(),
+            "version": self.version,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        }
+        return {key: serializer.serialize(value) for key, value in plain.items()}
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> OrgRecord:
+        """A stored item; settings that fail validation raise InvalidOrgSettings (see resolve_org)."""
+        deserializer = TypeDeserializer()
+        plain = {key: deserializer.deserialize(value) for key, value in item.items()}
+        return cls(
+            org_id=str(plain["orgId"]),
+            app_user_id=str(plain.get("appUserId", "")),
+            state=OrgState(str(plain.get("state", OrgState.ACTIVE.value))),
+            token_secret=str(plain.get("tokenSecret", "")),
+            settings_source=SettingsSource(str(plain.get("settingsSource", SettingsSource.REGISTRY.value))),
+            settings=parse_settings(plain.get("settings") or {}),
+            version=int(plain.get("version", 0)),
+            created_at=str(plain.get("createdAt", "")),
+            updated_at=str(plain.get("updatedAt", "")),
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "orgId": self.org_id,
+            "state": self.state.value,
+            "appUserId": self.app_user_id,
+            "tokenSecret": self.token_secret,
+            "settingsSource": self.settings_source.value,
+            "settings": self.settings.as_assignments(),
+            "version": self.version,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+        }
+
+
+def _now_iso(clock: Callable[[], float]) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
+
+
+class OrgRegistry:
+    """The registry table. Every write is conditional: `add` only when the org is new, `save` only when the
+    stored version is the one read, so a concurrent edit is never silently overwritten."""
+
+    def __init__(
+        self, table_name: str, client: DynamoDBClient | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.table_name = table_name
+        self._client = client
+        self.clock = clock
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            self._client = aws_clients.dynamodb()
+        return self._client
+
+    def get(self, org_id: str) -> OrgRecord | None:
+        item = self.client.get_item(TableName=self.table_name, Key={"orgId": {"S": org_id}}, ConsistentRead=True).get(
+            "Item"
+        )
+        return None if item is None else OrgRecord.from_item(item)
+
+    def get_item(self, org_id: str) -> dict[str, Any] | None:
+        """The raw item (tests and the tool's JSON output look at exactly what is stored)."""
+        item = self.client.get_item(TableName=self.table_name, Key={"orgId": {"S": org_id}}, ConsistentRead=True)
+        return dict(item["Item"]) if "Item" in item else None
+
+    def items(self) -> Iterator[dict[str, Any]]:
+        """Every stored item, raw, in no particular order (a Scan: for the operator's tool, never on a sync's
+        path)."""
+        paginator = self.client.get_paginator("scan")
+        for page in paginator.paginate(TableName=self.table_name, ConsistentRead=True):
+            yield from (dict(item) for item in page.get("Items", []))
+
+    def all(self) -> Iterator[OrgRecord]:
+        """Every org; raises InvalidOrgSettings at an entry whose stored settings do not validate."""
+        for item in self.items():
+            yield OrgRecord.from_item(item)
+
+    def add(self, record: OrgRecord) -> OrgRecord:
+        """Stores a new org (version 1); raises OrgExists when the org is registered already."""
+        check_org_id(record.org_id)
+        now = _now_iso(self.clock)
+        stored = replace(record, version=1, created_at=now, updated_at=now)
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=stored.to_item(),
+                ConditionExpression="attribute_not_exists(orgId)",
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise OrgExists(f"org {record.org_id} is registered already") from None
+            raise
+        return stored
+
+    def save(self, record: OrgRecord) -> OrgRecord:
+        """Writes `record` over the stored one if that is still at `record.version`; returns the stored
+        record (version + 1). Raises OrgConflict when someone else wrote in between, OrgNotFound when gone."""
+        stored = replace(record, version=record.version + 1, updated_at=_now_iso(self.clock))
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=stored.to_item(),
+                ConditionExpression="attribute_exists(orgId) AND version = :read",
+                ExpressionAttributeValues={":read": {"N": str(record.version)}},
+            )
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+            if self.get_item(record.org_id) is None:
+                raise OrgNotFound(f"org {record.org_id} is not registered") from None
+            raise OrgConflict(f"org {record.org_id} changed since it was read (version {record.version})") from None
+        return stored
+
+    def modify(self, org_id: str, change: Callable[[OrgRecord], OrgRecord], *, attempts: int = 5) -> OrgRecord:
+        """Applies `change` to the latest record and saves it; on a conflict reads again and reapplies, so
+        concurrent edits all land. `change` must be a function of the record it is given."""
+        for _ in range(attempts):
+            current = self.get(org_id)
+            if current is None:
+                raise OrgNotFound(f"org {org_id} is not registered")
+            try:
+                return self.save(change(current))
+            except OrgConflict:
+                continue
+        raise OrgConflict(f"org {org_id} kept changing; try again")
+
+
+# --- resolving an org -------------------------------------------------------------------------------
+
+NotServedReason = Literal["unknown", "paused", "uninstalled", "no-token", "misconfigured"]
+
+
+@dataclass(frozen=True)
+class OrgConfig:
+    """Everything a sync for one org needs: who it is in ChartHop, where its token lives, its settings."""
+
+    org_id: str
+    app_user_id: str
+    token_secret: str
+    settings: EffectiveSettings
+    #: The stack's default org served from the stack's parameters (no registry entry).
+    from_stack_defaults: bool = False
+    settings_source: SettingsSource = SettingsSource.REGISTRY
+
+    @property
+    def served(self) -> Literal[True]:
+        return True
+
+
+@dataclass(frozen=True)
+class NotServed:
+    """This deployment does not sync for the org; `message` says why, for a report or a log line."""
+
+    org_id: str
+    reason: NotServedReason
+    message: str
+
+    @property
+    def served(self) -> Literal[False]:
+        return False
+
+
+OrgResolution = OrgConfig | NotServed
+#: Reads an org's settings where they live in ChartHop (charthop_apps.OptionsSettingsReader).
+SettingsReader = Callable[[OrgRecord, str], OrgSettings]
+
+
+def resolve_org(
+    org_id: str,
+    *,
+    registry: OrgRegistry | None = None,
+    defaults: StackDefaults | None = None,
+    charthop_settings: SettingsReader | None = None,
+) -> OrgResolution:
+    """The org's effective config, or NotServed with the reason (unknown, paused, uninstalled, no-token,
+    misconfigured). Handlers call it with no arguments: the registry and defaults come from the function's
+    environment; a registry entry always wins over the stack's default org.
+
+    `charthop_settings(record, token_secret)` reads the settings of an org whose settings live in ChartHop.
+    """
+    if registry is None or defaults is None:
+        from people_sync.config import AppSettings
+
+        settings = AppSettings.from_env()
+        defaults = defaults or StackDefaults.from_settings(settings)
+        registry = registry or OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""))
+    if not ORG_ID_PATTERN.match(org_id):
+        return NotServed(org_id, "unknown", f"{org_id!r} is not an org id this deployment serves")
+    default_org = org_id == defaults.org_id
+    try:
+        record = registry.get(org_id) if registry.table_name else None
+    except InvalidOrgSettings as exc:
+        return NotServed(org_id, "misconfigured", f"org {org_id}'s stored settings are refused: {exc}")
+    if record is None:
+        if not default_org:
+            return NotServed(org_id, "unknown", f"org {org_id} is not registered with this deployment")
+        return OrgConfig(
+            org_id=org_id,
+            app_user_id=defaults.app_user_id,
+            token_secret=defaults.token_secret,
+            settings=merge_settings(defaults, OrgSettings(), default_org=True),
+            from_stack_defaults=True,
+        )
+    if record.state is OrgState.PAUSED:
+        return NotServed(org_id, "paused", f"org {org_id} is paused (resume it to sync again)")
+    if record.state is OrgState.UNINSTALLED:
+        return NotServed(org_id, "uninstalled", f"org {org_id} uninstalled the app; its staged files are kept")
+    token_secret = record.token_secret or (defaults.token_secret if default_org else "")
+    if not token_secret:
+        return NotServed(org_id, "no-token", f"org {org_id} has no ChartHop token yet (orgs set-token {org_id})")
+    try:
+        overrides = record.settings
+        if record.settings_source is SettingsSource.CHARTHOP:
+            if charthop_settings is None:
+                from people_sync.charthop_apps import settings_reader_for
+
+                charthop_settings = settings_reader_for()
+            overrides = charthop_settings(record, token_secret)
+        effective = merge_settings(defaults, overrides, default_org=default_org)
+    except InvalidOrgSettings as exc:
+        return NotServed(org_id, "misconfigured", f"org {org_id}'s settings are refused: {exc}")
+    return OrgConfig(
+        org_id=org_id,
+        app_user_id=record.app_user_id or (defaults.app_user_id if default_org else ""),
+        token_secret=token_secret,
+        settings=effective,
+        settings_source=record.settings_source,
+    )

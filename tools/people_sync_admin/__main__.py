@@ -1,0 +1,3 @@
+from tools.people_sync_admin.cli import main
+
+main()
