@@ -20,8 +20,16 @@ HttpFaultKind = Literal["429", "500", "502", "503", "504", "reset", "slow"]
 
 #: Every endpoint the app calls, per emulator (the emulators' own operation names).
 ENDPOINTS: dict[Target, tuple[str, ...]] = {
-    "charthop": ("createProcess", "importDataCsv", "getProcess", "updateProcess", "findProcesses"),
-    "orgvue": ("generate", "tempPut", "import", "tempGet"),
+    "charthop": (
+        "createProcess",
+        "importDataCsv",
+        "getProcess",
+        "updateProcess",
+        "findProcesses",
+        "getProcessEvents",
+        "appendToProcessLogFile",
+    ),
+    "orgvue": ("generate", "tempPut", "import", "tempGet", "ticket"),
     "elma365": ("upload", "startImport", "importStatus"),
 }
 #: The AWS calls the functions make whose failure the campaign injects.
