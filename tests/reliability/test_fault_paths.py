@@ -514,7 +514,8 @@ def test_a_sync_now_whose_process_cannot_be_read_is_still_closed() -> None:
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3), import_on_upload=False) as offline:
         offline.stage("roster.csv", ROSTER)
         quiet(offline)
-        offline.emulator.inject("getProcess", *[Fault.http(503)] * (CLIENT_TRIES * 3))
+        # the trigger reads the process once (to tell an echo), the loop's first task on each of its 3 attempts
+        offline.emulator.inject("getProcess", *[Fault.http(503)] * (CLIENT_TRIES * 4))
         process = offline.emulator.press_sync_now()["process"]
         closed = wait_closed(offline, process["id"])
         assert closed["status"] == "ERROR", closed
