@@ -179,16 +179,19 @@ EXPECTED_DATA_ACCESS: dict[str, set[tuple[str, str]]] = {
         ("s3:PutObject", FAILED),
         *{(action, "SyncTable") for action in ITEM_ACTIONS},
         *{(action, "IdempotencyTable") for action in ITEM_ACTIONS},
+        ("dynamodb:UpdateItem", "SyncHistoryTable"),  # the sync's record, import start and progress (issue 14)
     },
     "StatusCheckerFunction": {
         *{(action, STAGED) for action in ("s3:GetObject", "s3:GetObjectVersion")},
         *{(action, "SyncTable") for action in ITEM_ACTIONS},
+        ("dynamodb:UpdateItem", "SyncHistoryTable"),  # checks, faults and progress in the sync's timeline
     },
     "SyncFinalizerFunction": {
         *{(action, STAGED) for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject")},
         ("s3:PutObject", FAILED),
         ("s3:PutObject", "bucket/reports/*"),  # row-error reports beside the file (issue 12)
         *{(action, "SyncTable") for action in ITEM_ACTIONS},
+        ("dynamodb:UpdateItem", "SyncHistoryTable"),  # the sync's end (issue 14)
     },
     "TargetCallbackFunction": {("dynamodb:GetItem", "SyncTable"), ("dynamodb:UpdateItem", "SyncTable")},
 }
