@@ -424,8 +424,12 @@ def sync_closed(ctx: SyncContext, sync_id: str, final: dict[str, Any]) -> None:
             is not False
         )
     if first:
-        name = "DuplicateSyncsClosed" if results.get("duplicateOf") else "SyncsDone" if succeeded else "SyncsFailed"
-        sync_metrics.emit(ctx, name, 1)
+        if results.get("duplicateOf"):
+            sync_metrics.emit(ctx, "DuplicateSyncsClosed", 1)
+        elif succeeded:
+            sync_metrics.emit(ctx, "SyncsDone", 1)
+        else:
+            sync_metrics.emit(ctx, "SyncsFailed", 1)
     _event(ctx, sync_id, "close", "0", message, status=values["status"])
 
 
