@@ -102,11 +102,17 @@ class OfflineStack:
             if kind == "AWS::SecretsManager::Secret":
                 self._deploy_secret(logical_id)
             elif kind == "AWS::DynamoDB::Table":
+                indexes = (
+                    {"GlobalSecondaryIndexes": props["GlobalSecondaryIndexes"]}
+                    if "GlobalSecondaryIndexes" in props
+                    else {}
+                )
                 self._client("dynamodb").create_table(
                     TableName=self.physical[logical_id],
                     AttributeDefinitions=props["AttributeDefinitions"],
                     KeySchema=props["KeySchema"],
                     BillingMode=props.get("BillingMode", "PAY_PER_REQUEST"),
+                    **indexes,
                 )
             elif kind == "AWS::SQS::Queue":
                 self.physical[logical_id] = self._client("sqs").create_queue(QueueName=self.physical[logical_id])[

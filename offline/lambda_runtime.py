@@ -230,7 +230,10 @@ class InProcessLambdaRuntime:
         def invoke(fn: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
             event = json.loads(body) if body else {}
             function = runtime._by_name[fn.function_name]
-            asynchronous = request_headers.get("x-amz-invocation-type") == "Event" or _is_s3_event(event)
+            # S3 notifications reach moto's invoke with no invocation type; a caller that asks for
+            # RequestResponse (an operator's redrive of an S3 event) waits for the answer, as in Lambda.
+            invocation_type = request_headers.get("x-amz-invocation-type")
+            asynchronous = invocation_type == "Event" or (invocation_type is None and _is_s3_event(event))
             invocation = Invocation(function.name, event, asynchronous)
             with runtime._lock:
                 runtime.invocations.append(invocation)

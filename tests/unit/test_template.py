@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -179,16 +180,19 @@ EXPECTED_DATA_ACCESS: dict[str, set[tuple[str, str]]] = {
         ("s3:PutObject", FAILED),
         *{(action, "SyncTable") for action in ITEM_ACTIONS},
         *{(action, "IdempotencyTable") for action in ITEM_ACTIONS},
+        ("dynamodb:UpdateItem", "SyncHistoryTable"),  # the sync's record, import start and progress (issue 14)
     },
     "StatusCheckerFunction": {
         *{(action, STAGED) for action in ("s3:GetObject", "s3:GetObjectVersion")},
         *{(action, "SyncTable") for action in ITEM_ACTIONS},
+        ("dynamodb:UpdateItem", "SyncHistoryTable"),  # checks, faults and progress in the sync's timeline
     },
     "SyncFinalizerFunction": {
         *{(action, STAGED) for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject")},
         ("s3:PutObject", FAILED),
         ("s3:PutObject", "bucket/reports/*"),  # row-error reports beside the file (issue 12)
         *{(action, "SyncTable") for action in ITEM_ACTIONS},
+        ("dynamodb:UpdateItem", "SyncHistoryTable"),  # the sync's end (issue 14)
     },
     "TargetCallbackFunction": {("dynamodb:GetItem", "SyncTable"), ("dynamodb:UpdateItem", "SyncTable")},
 }
@@ -385,3 +389,82 @@ def test_every_scanner_suppression_gives_its_reason() -> None:
             block = text.split(f"\n  {name}:\n", 1)[1].split("\n    Properties:", 1)[0]
             for rule in ignored:
                 assert f"# {rule}: " in block, (name, rule)  # a YAML comment beside the ignore gives the reason
+
+
+# --- the dashboard (issue 14) ------------------------------------------------------------------------
+
+
+def _dashboard_body() -> dict[str, Any]:
+    """DashboardBody with its !Sub variables replaced by placeholders (each must name a resource or pseudo)."""
+    sub = TEMPLATE["Resources"]["SyncDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert isinstance(sub, str)
+    for variable in re.findall(r"\$\{([^}!]+)\}", sub):
+        name = variable.split(".", 1)[0]
+        assert name.startswith("AWS::") or name in TEMPLATE["Resources"], variable
+    body: dict[str, Any] = json.loads(re.sub(r"\$\{([^}!]+)\}", lambda m: f"SUB_{m.group(1)}", sub))
+    return body
+
+
+def emitted_metrics() -> dict[str, str]:
+    """Every metric name the code emits, and how: Powertools' add_metric in the handlers ("service" dimension)
+    and sync_metrics.emit in the layer ("target"/"org" dimensions)."""
+    from people_sync import sync_metrics
+
+    found: dict[str, str] = {}
+    for path in (REPO_ROOT / "functions").rglob("*.py"):
+        for name in re.findall(r'add_metric\(\s*name="(\w+)"', path.read_text()):
+            found[name] = "service"
+    for path in (REPO_ROOT / "layers" / "shared" / "people_sync").rglob("*.py"):
+        for name in re.findall(r'sync_metrics\.emit\(\s*ctx,\s*"(\w+)"', path.read_text()):
+            assert name in sync_metrics.METRICS, f"{name} ({path.name}) is not in sync_metrics.METRICS"
+            found[name] = "target-org"
+    return found
+
+
+def test_the_code_emits_the_metrics_the_dashboard_is_made_of() -> None:
+    found = emitted_metrics()
+    for name in ("SyncsStarted", "SyncsDone", "SyncsFailed", "ImportDurationSeconds", "UploadBytes", "ChecksPerSync"):
+        assert found.get(name) == "target-org", name
+    assert found.get("DuplicateDeliveries") == "service"
+
+
+def test_the_dashboard_shows_every_metric_the_code_emits_and_the_queue_and_alarms() -> None:
+    body = _dashboard_body()
+    widgets = body["widgets"]
+    text = json.dumps(body)
+    for name, how in emitted_metrics().items():
+        if how == "target-org":
+            assert f'{{PeopleSync,org,target}} MetricName=\\"{name}\\"' in text, name
+        else:
+            assert ["PeopleSync", name, "service", "people-sync"] in [
+                metric for widget in widgets for metric in widget["properties"].get("metrics", [])
+            ], name
+    assert ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "SUB_FailedEventsQueue.QueueName"] in [
+        metric for widget in widgets for metric in widget["properties"].get("metrics", [])
+    ]
+    [alarms] = [widget for widget in widgets if widget["type"] == "alarm"]
+    alarm_ids = {logical_id for logical_id, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(alarms["properties"]["alarms"]) == {f"SUB_{logical_id}.Arn" for logical_id in alarm_ids}
+    for widget in widgets:  # the grid is 24 wide
+        assert widget["x"] + widget["width"] <= 24
+
+
+def test_metrics_go_to_the_people_sync_namespace_and_the_dashboard_url_is_an_output() -> None:
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "PeopleSync"
+    url = TEMPLATE["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert "#dashboards/dashboard/${SyncDashboard}" in url
+    assert url.startswith("https://${AWS::Region}.console.aws.amazon.com/cloudwatch/")
+
+
+def test_the_sync_history_expires_with_the_personal_data_and_is_listed_by_query() -> None:
+    table = TEMPLATE["Resources"]["SyncHistoryTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["SYNC_HISTORY_RETENTION_DAYS"] == {"Ref": "PersonalDataRetentionDays"}
+    assert variables["SYNC_HISTORY_TABLE"] == {"Ref": "SyncHistoryTable"}
+    indexes = {index["IndexName"]: index["KeySchema"] for index in table["GlobalSecondaryIndexes"]}
+    assert indexes == {
+        "byDay": [{"AttributeName": "listDay", "KeyType": "HASH"}, {"AttributeName": "startedAt", "KeyType": "RANGE"}],
+        "byOrg": [{"AttributeName": "orgId", "KeyType": "HASH"}, {"AttributeName": "startedAt", "KeyType": "RANGE"}],
+    }

@@ -36,6 +36,7 @@ from people_sync.org_registry import (
     parse_assignment,
 )
 from tools.people_sync_admin.onboarding import Onboarding, OnboardingError, Outcome
+from tools.people_sync_admin.operations import OperationRefused
 from tools.people_sync_admin.stack import Deployment, StackNotReady, from_cloudformation
 
 #: Stands for a token a dry run does not read.
@@ -54,6 +55,7 @@ EXPECTED_ERRORS = (
     ChartHopUnavailable,
     ClientError,
     BotoCoreError,
+    OperationRefused,
 )
 
 
@@ -342,6 +344,10 @@ def sync_installs(
         click.echo("ChartHop lists no active installs of the app")
         return
     _table([(row["orgId"], row["appUserId"], row["action"]) for row in rows], ("ORG", "APP USER", "ACTION"))
+
+
+# The `syncs`, `failed` and `events` groups (issue 14) register themselves on `cli`.
+from tools.people_sync_admin import operator_cli  # noqa: E402, F401
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 #: Stack outputs the tool needs (template.yaml); a stack deployed before the org registry has none of them.
 REQUIRED_OUTPUTS = ("OrgTableName", "OrgTokenSecretPrefix", "ChartHopApiTokenSecretArn", "SettingsParameterName")
+#: Outputs the `syncs`, `failed` and `events` commands use (issue 14); a command needing a missing one says so.
+OPERATING_OUTPUTS = ("SyncHistoryTableName", "StagingBucketName", "FailedEventsQueueUrl", "SyncFinalizerFunctionName")
 #: A further target is configured when its base URL parameter is set (routing.enabled_targets).
 TARGET_URL_PARAMETERS = {"orgvue": "OrgvueBaseUrl", "elma365": "Elma365BaseUrl"}
 
@@ -41,6 +43,12 @@ class StackTarget:
     app_id: str = ""
     further_targets: tuple[str, ...] = ()
     import_on_upload: bool = True
+    history_table: str = ""
+    bucket: str = ""
+    staging_prefix: str = "staging/"
+    failed_events_queue: str = ""
+    finalizer_function: str = ""
+    retention_days: int = 30
 
     def org_secret_name(self, org_id: str) -> str:
         """The secret holding a registered org's ChartHop token (the functions may read <prefix>*)."""
@@ -65,6 +73,12 @@ class StackTarget:
             app_id=parameters.get("ChartHopAppId", ""),
             further_targets=tuple(t for t in FURTHER_TARGETS if parameters.get(TARGET_URL_PARAMETERS[t])),
             import_on_upload=parameters.get("ImportOnUpload", "true").lower() == "true",
+            history_table=outputs.get("SyncHistoryTableName", ""),
+            bucket=outputs.get("StagingBucketName", ""),
+            staging_prefix=parameters.get("StagingPrefix") or "staging/",
+            failed_events_queue=outputs.get("FailedEventsQueueUrl", ""),
+            finalizer_function=outputs.get("SyncFinalizerFunctionName", ""),
+            retention_days=int(parameters.get("PersonalDataRetentionDays") or 30),
         )
 
 
@@ -84,7 +98,7 @@ def from_offline_stack(stack: OfflineStack) -> StackTarget:
     outputs = {
         name: str(stack.resolve(spec["Value"]))
         for name, spec in stack.template.get("Outputs", {}).items()
-        if name in REQUIRED_OUTPUTS
+        if name in REQUIRED_OUTPUTS + OPERATING_OUTPUTS
     }
     return StackTarget.from_parameters(stack.stack_name, outputs, stack.parameters)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
-from people_sync import aws_clients, callbacks, routing
+from people_sync import aws_clients, callbacks, routing, sync_history
 from people_sync.charthop_client import ChartHopClient, default_retry
 from people_sync.config import (
     AppSettings,
@@ -129,6 +129,7 @@ def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext
         queue=DynamoDBTargetQueue(settings.sync_table),
         folder=routing.folder_of_target(target, settings),
         callback_url_for=_signed_callback_urls(settings) if import_target.calls_back else None,
+        history=sync_history.from_env(),
     )
 
 

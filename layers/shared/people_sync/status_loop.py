@@ -16,6 +16,7 @@ import logging
 import uuid
 from typing import Any, Literal
 
+from people_sync import sync_history
 from people_sync.errors import SyncError
 from people_sync.loop_memory import LoopRecord
 from people_sync.models import SyncState
@@ -70,7 +71,9 @@ def _follow(ctx: SyncContext, state: SyncState, task_token: str, owner: str) -> 
             raise
         logger.warning("check failed; retried when the wait runs out", exc_info=True, extra={"failed_checks": failed})
         ctx.loop_memory.set_failed_checks(sync_id, failed)
+        sync_history.fault(ctx, sync_id, "check", failed, "A check failed; retried when the wait runs out")
         return "waiting"
+    sync_history.checked(ctx, checked)
     if memory.failed_checks:
         ctx.loop_memory.set_failed_checks(sync_id, 0)
     if checked.job != current.job:

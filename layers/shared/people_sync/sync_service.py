@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
 from people_sync import row_errors as rows
+from people_sync import sync_history
 from people_sync.charthop_client import ChartHopClient, time_budget
 from people_sync.config import AppSettings
 from people_sync.csv_checks import CheckedUpload, CsvProblem, CsvRejected, CsvRules
@@ -58,6 +59,8 @@ class SyncContext:
     callback_url_for: Callable[[str], str] | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    #: Where each sync's record and timeline go (sync_history.py); best effort. DynamoDB in Lambda; None: nowhere.
+    history: sync_history.HistoryStore | None = field(default_factory=sync_history.InMemoryHistoryStore)
 
     def __post_init__(self) -> None:
         self.folder = self.folder or self.settings.org_id
@@ -89,6 +92,7 @@ def report_progress(ctx: SyncContext, sync_id: str, progress: float, message: st
     except SyncError as error:
         logger.warning("progress update failed; the next one carries on", extra={"reason": error.user_message})
         return False
+    sync_history.progress_shown(ctx, sync_id, progress, message)
     return True
 
 
@@ -157,6 +161,7 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
     shown = [key for key in bar.RESULT_COUNTS if key in found and not (skipped and key == bar.SKIPPED_ROWS_KEY)]
     counts = ", ".join(bar.count_words(key, found[key], dry_run=dry_run) for key in shown)
     elapsed = int(ctx.clock() - state.poll.started_at)
+    sync_history.import_finished(ctx, state, ctx.clock() - state.poll.started_at)
     if dry_run:
         results["dryRun"] = True
     if skipped:
@@ -319,6 +324,7 @@ def close_sync(
     try:
         if before.final_written:
             logger.info("sync already closed", extra={"sync_process_id": sync_id})
+            sync_history.sync_closed(ctx, sync_id, final)  # a repeat changes nothing; a lost first write is made
             return
         ctx.reporter.finish(
             sync_id,
@@ -328,6 +334,7 @@ def close_sync(
             summary=str(final["summary"]),
         )
         ctx.loop_memory.mark_final_written(sync_id)
+        sync_history.sync_closed(ctx, sync_id, final)
     finally:
         # Freed even when the final status could not be written (the caller is retried for that): a sync that
         # is closing imports nothing more, so it must not keep later syncs out.
@@ -461,6 +468,7 @@ def loop_broke(
         return None
     file = (state.file if state else None) or start.file or file
     name = file.name if file else "the staged file"
+    sync_history.fault(ctx, sync_id, "loop", 0, f"The status loop cannot go on: {cause}")
     target = ctx.target.display_name
     job = _known_job(ctx, sync_id, state, start, memory, file)
     results: dict[str, Any] = {"file": name, "importProcessId": job.import_id if job else None}

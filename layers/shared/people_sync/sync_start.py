@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
+from people_sync import sync_history
 from people_sync.charthop_client import created_at
 from people_sync.csv_checks import CsvCheckFailed, CsvProblem, CsvRejected
 from people_sync.errors import (
@@ -160,6 +161,7 @@ def sync_now_requested(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: s
 def start_status_loop(ctx: SyncContext, request: StartRequest) -> None:
     """Starts the one status loop of this sync; a repeated start is refused by the execution name. Any
     other failure is raised: the trigger is retried (and ends in the failed-events queue after that)."""
+    sync_history.sync_opened(ctx, request)
     try:
         ctx.stepfunctions.start_execution(
             stateMachineArn=ctx.settings.state_machine_arn,
@@ -373,6 +375,7 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
     report_progress(ctx, sync_id, bar.UPLOADING_PROGRESS, f"Checking and uploading {staged.name}{size}")
     try:
         callback_url = ctx.callback_url_for(sync_id) if ctx.target.calls_back and ctx.callback_url_for else None
+        upload_began = ctx.clock()
         job = ctx.target.start_import(
             staged, lambda: checked_body(ctx, staged), sync_id=sync_id, callback_url=callback_url
         )
@@ -387,6 +390,7 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
         # Reading the staged file failed (S3, or the checker itself): nothing reached the target whole.
         # Raised, so the state machine tries again; after that the sync is closed saying the file stays staged.
         ctx.journal.not_imported(sync_id)
+        sync_history.fault(ctx, sync_id, "start", before.attempts, "Reading the staged file failed; retried")
         raise
     except ImportMayHaveStarted as error:
         # Not "try again": a second start could apply the file twice. The message says what to check first.
@@ -406,6 +410,7 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
         )
         return None
     ctx.journal.imported(sync_id, job.import_id, job.detail)
+    sync_history.import_started(ctx, sync_id, staged, job, ctx.clock() - upload_began)
     logger.info("import started", extra={"sync_process_id": sync_id, "import_id": job.import_id, "key": staged.key})
     report_progress(
         ctx,
