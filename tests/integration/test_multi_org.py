@@ -192,6 +192,7 @@ def test_an_uninstalled_orgs_staged_files_are_kept_and_nothing_syncs(offline: Of
     assert executions(offline) == []
 
 
-def executions(offline: Offline) -> list[dict[str, object]]:
+def executions(offline: Offline) -> list[str]:
+    """The names of the status loops started so far."""
     sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
-    return list(sfn.list_executions(stateMachineArn=offline.stack.state_machine_arn())["executions"])
+    return [e["name"] for e in sfn.list_executions(stateMachineArn=offline.stack.state_machine_arn())["executions"]]
