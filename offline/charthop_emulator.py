@@ -210,12 +210,9 @@ class ChartHopEmulator(FaultInjectingServer):
         self.updates: list[RecordedUpdate] = []
         self.uploads: list[RecordedUpload] = []
         self.roster: set[str] = set()
-        #: The orgs served, by id; the config's org first. Each org's people (first-column keys) apart.
-        self.orgs: dict[str, OrgAccount] = {
-            self.config.org_id: OrgAccount(
-                self.config.org_id, self.config.token, self.config.app_user_id, self.config.org_slug
-            )
-        }
+        #: The orgs `add_org` added (the config's org is always served, see `orgs`).
+        self._added_orgs: dict[str, OrgAccount] = {}
+        #: Each org's people (first-column keys), apart.
         self.rosters: dict[str, set[str]] = {self.config.org_id: self.roster}
         #: appendToProcessLogFile's entries per process, in the order they arrived.
         self.process_logs: dict[str, list[dict[str, Any]]] = {}
@@ -245,11 +242,19 @@ class ChartHopEmulator(FaultInjectingServer):
 
     # --- test controls ---------------------------------------------------------------------------
 
+    @property
+    def orgs(self) -> dict[str, OrgAccount]:
+        """The orgs served, by id: the config's org (its token as configured now: tests rotate it) first."""
+        config = self.config
+        own = OrgAccount(config.org_id, config.token, config.app_user_id, config.org_slug)
+        with self._lock:
+            return {config.org_id: own, **self._added_orgs}
+
     def add_org(self, org_id: str, *, token: str, app_user_id: str | None = None, slug: str = "") -> OrgAccount:
         """Another org installs the app: it gets its own token and its own app user."""
         account = OrgAccount(org_id, token, app_user_id or secrets.token_hex(12), slug)
         with self._lock:
-            self.orgs[org_id] = account
+            self._added_orgs[org_id] = account
             self.rosters.setdefault(org_id, set())
         return account
 
@@ -404,15 +409,15 @@ class ChartHopEmulator(FaultInjectingServer):
         return response
 
     def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
-        with self._lock:
-            presented = request.headers.get("Authorization")
-            holder = next((a for a in self.orgs.values() if presented == f"Bearer {a.token}"), None)
-            account = next((a for a in self.orgs.values() if args["org"] in (a.org_id, a.slug)), None)
+        orgs = self.orgs.values()
+        presented = request.headers.get("Authorization")
+        holder = next((a for a in orgs if presented == f"Bearer {a.token}"), None)
+        account = next((a for a in orgs if args["org"] in (a.org_id, a.slug)), None)
         if holder is None:
             return _error(401, "not authorized")
         if account is None:
             return _error(403, "permission denied")
-        if holder is not account:  # an app token is valid in the org that installed the app only
+        if holder.org_id != account.org_id:  # an app token is valid in the org that installed the app only
             return _error(401, "not authorized for this org")
         handler = getattr(self, f"_op_{endpoint}")
         try:
