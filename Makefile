@@ -20,7 +20,7 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt layers/shared/cons
 
 ## Run the whole sync offline: ChartHop emulator + template.yaml's resources in moto.
 demo: $(STAMP)
-	PYTHONPATH=layers/shared:. $(BIN)/python -m offline.demo $(if $(TARGET),--target $(TARGET)) $(ARGS)
+	PYTHONPATH=layers/shared:. $(BIN)/python -m offline.demo $(if $(TARGET),--target $(TARGET)) $(if $(ORGS),--orgs $(ORGS)) $(ARGS)
 
 ## The operator tool against a deployed stack: `make admin STACK=people-sync ARGS="orgs list"` (AWS credentials
 ## as for the AWS CLI; see tools/people_sync_admin/cli.py).

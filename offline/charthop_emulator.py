@@ -7,7 +7,9 @@ unknown query parameter, a missing required one, a value outside an enum. Every 
 that leaves the spec is recorded in `contract_violations` (and in the process-wide list the test suite asserts
 empty after each test, see `drain_contract_violations`). It also rejects what the real API would reject (missing
 bearer token), simulates an asynchronous import whose progress advances with its own clock, records every call,
-and can be told to fail. With `echo_process_events` it delivers `process.create.<app>` for the processes the app
+and can be told to fail. It serves several orgs (`add_org`), each with its own token and installed app user: a
+request for one org with another org's token is 401, and each org sees only its own processes. With
+`echo_process_events` it delivers `process.create.<app>` for the processes the app
 creates (createProcess, and the child process of importDataCsv), as ChartHop may.
 
 Run it alone with `python -m offline.charthop_emulator --port 8900`.
@@ -61,6 +63,7 @@ __all__ = [
     "EmulatorConfig",
     "Fault",
     "ImportBehaviour",
+    "OrgAccount",
     "RecordedCall",
     "RecordedUpdate",
     "RecordedUpload",
@@ -106,6 +109,19 @@ class RecordedCall:
     status: int
     at: float
     query: dict[str, str] = field(default_factory=dict)
+    #: The org the path names (`/v1/org/<org>/...`) and the Authorization header the call carried.
+    org: str = ""
+    authorization: str = ""
+
+
+@dataclass(frozen=True)
+class OrgAccount:
+    """An org that installed the app: its id (and slug), the app's token there and the app's user there."""
+
+    org_id: str
+    token: str
+    app_user_id: str
+    slug: str = ""
 
 
 @dataclass
@@ -122,6 +138,7 @@ class RecordedUpload:
     size: int
     rows: int
     query: dict[str, str]
+    org_id: str = ""
 
 
 @dataclass
@@ -193,6 +210,10 @@ class ChartHopEmulator(FaultInjectingServer):
         self.updates: list[RecordedUpdate] = []
         self.uploads: list[RecordedUpload] = []
         self.roster: set[str] = set()
+        #: The orgs `add_org` added (the config's org is always served, see `orgs`).
+        self._added_orgs: dict[str, OrgAccount] = {}
+        #: Each org's people (first-column keys), apart.
+        self.rosters: dict[str, set[str]] = {self.config.org_id: self.roster}
         #: appendToProcessLogFile's entries per process, in the order they arrived.
         self.process_logs: dict[str, list[dict[str, Any]]] = {}
         #: Requests refused because the spec does not define them, and answers that left the spec.
@@ -221,7 +242,31 @@ class ChartHopEmulator(FaultInjectingServer):
 
     # --- test controls ---------------------------------------------------------------------------
 
-    def create_sync_process(self, *, label: str | None = None) -> dict[str, Any]:
+    @property
+    def orgs(self) -> dict[str, OrgAccount]:
+        """The orgs served, by id: the config's org (its token as configured now: tests rotate it) first."""
+        config = self.config
+        own = OrgAccount(config.org_id, config.token, config.app_user_id, config.org_slug)
+        with self._lock:
+            return {config.org_id: own, **self._added_orgs}
+
+    def add_org(self, org_id: str, *, token: str, app_user_id: str | None = None, slug: str = "") -> OrgAccount:
+        """Another org installs the app: it gets its own token and its own app user."""
+        account = OrgAccount(org_id, token, app_user_id or secrets.token_hex(12), slug)
+        with self._lock:
+            self._added_orgs[org_id] = account
+            self.rosters.setdefault(org_id, set())
+        return account
+
+    def processes_of(self, org_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(self._refresh(pid)) for pid, p in list(self.processes.items()) if p["orgId"] == org_id]
+
+    def uploads_of(self, org_id: str) -> list[RecordedUpload]:
+        with self._lock:
+            return [upload for upload in self.uploads if upload.org_id == org_id]
+
+    def create_sync_process(self, *, label: str | None = None, org_id: str | None = None) -> dict[str, Any]:
         """What ChartHop does when a user presses "Sync Now": a PENDING sync process for the app."""
         return self._new_process(
             label=label or f"{self.config.app_name} sync",
@@ -229,13 +274,15 @@ class ChartHopEmulator(FaultInjectingServer):
             run_user_id=self.config.admin_user_id,
             options={},
             app_id=self.config.app_id,
+            org_id=org_id,
         )
 
-    def press_sync_now(self) -> dict[str, Any]:
-        """Creates the sync process and delivers `process.create.{app}` to the app's webhook URL."""
+    def press_sync_now(self, org_id: str | None = None) -> dict[str, Any]:
+        """Creates the sync process (in `org_id`, default the config's org) and delivers
+        `process.create.{app}` to the app's webhook URL."""
         if not self.config.webhook_url:
             raise RuntimeError("no webhook URL configured")
-        process = self.create_sync_process()
+        process = self.create_sync_process(org_id=org_id)
         event = self.sync_now_event(process)
         response = requests.post(self.config.webhook_url, json=event, headers=self.config.webhook_headers, timeout=30)
         return {"process": process, "event": event, "status": response.status_code, "body": response.text}
@@ -283,7 +330,7 @@ class ChartHopEmulator(FaultInjectingServer):
     def sync_now_event(self, process: dict[str, Any]) -> dict[str, Any]:
         return assumed.sync_now_event(
             event_id=secrets.token_hex(12),
-            org_id=self.config.org_id,
+            org_id=process.get("orgId") or self.config.org_id,
             app_id=self.config.app_id,
             app_name=self.config.app_name,
             user_id=self.config.admin_user_id,
@@ -362,26 +409,43 @@ class ChartHopEmulator(FaultInjectingServer):
         return response
 
     def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
-        if request.headers.get("Authorization") != f"Bearer {self.config.token}":
+        orgs = self.orgs.values()
+        presented = request.headers.get("Authorization")
+        holder = next((a for a in orgs if presented == f"Bearer {a.token}"), None)
+        account = next((a for a in orgs if args["org"] in (a.org_id, a.slug)), None)
+        if holder is None:
             return _error(401, "not authorized")
-        if args["org"] not in (self.config.org_id, self.config.org_slug):
+        if account is None:
             return _error(403, "permission denied")
+        if holder.org_id != account.org_id:  # an app token is valid in the org that installed the app only
+            return _error(401, "not authorized for this org")
         handler = getattr(self, f"_op_{endpoint}")
         try:
-            result: Response = handler(request, **{k: v for k, v in args.items() if k != "org"})
+            result: Response = handler(request, account, **{k: v for k, v in args.items() if k != "org"})
         except NotFound:
             return _error(assumed.CHARTHOP_NOT_FOUND_STATUS, "process not found")
         return result
 
     def _record(self, operation: str, request: Request, status: int) -> None:
+        parts = request.path.split("/")
+        org = parts[3] if len(parts) > 3 and parts[1:3] == ["v1", "org"] else ""
         with self._lock:
             self.calls.append(
-                RecordedCall(operation, request.method, request.path, status, self.clock(), dict(request.args))
+                RecordedCall(
+                    operation,
+                    request.method,
+                    request.path,
+                    status,
+                    self.clock(),
+                    dict(request.args),
+                    org=org,
+                    authorization=request.headers.get("Authorization") or "",
+                )
             )
 
     # --- operations ------------------------------------------------------------------------------
 
-    def _op_importDataCsv(self, request: Request) -> Response:  # noqa: N802 - ChartHop's operationId
+    def _op_importDataCsv(self, request: Request, account: OrgAccount) -> Response:  # noqa: N802 - ChartHop's operationId
         for flag in REQUIRED_IMPORT_FLAGS:
             value = request.args.get(flag)
             if value is None:
@@ -395,7 +459,8 @@ class ChartHopEmulator(FaultInjectingServer):
             return _error(400, "missing multipart part 'file'")
         parent_id = request.args.get("parentProcessId")
         with self._lock:
-            if parent_id and parent_id not in self.processes:
+            parent = self.processes.get(parent_id) if parent_id else None
+            if parent_id and (parent is None or parent["orgId"] != account.org_id):
                 return _error(400, f"parentProcessId {parent_id} does not exist")
         after_dry_run = request.args.get("importAfterDryRun")
         if after_dry_run is not None and after_dry_run not in ("true", "false"):
@@ -410,17 +475,19 @@ class ChartHopEmulator(FaultInjectingServer):
         # importAfterDryRun imports only when the dry run succeeds: no bad rows, or bad rows are skipped
         applies = not validates_only and (not dry_run or not read.errors or options["skipErrors"] == "true")
         with self._lock:
-            created = len(keys - self.roster)
-            listed = [(row, key not in self.roster) for row, key in read.good_rows]
+            roster = self.rosters.setdefault(account.org_id, set())
+            created = len(keys - roster)
+            listed = [(row, key not in roster) for row, key in read.good_rows]
             if applies:
-                self.roster |= keys
+                roster |= keys
             process = self._new_process(
                 label=f"Import {upload.filename}",
                 process_type=self.config.import_process_type,
-                run_user_id=self.config.app_user_id,
+                run_user_id=account.app_user_id,
                 options=options,
                 parent_process_id=parent_id,
                 file_path=upload.filename,
+                org_id=account.org_id,
             )
             self._imports[process["id"]] = _ImportRun(
                 behaviour=ImportBehaviour(**vars(self.import_behaviour)),
@@ -433,18 +500,21 @@ class ChartHopEmulator(FaultInjectingServer):
                 good_rows=listed,
                 validates_only=validates_only,
             )
-            self.uploads.append(RecordedUpload(process["id"], upload.filename or "", size, rows, options))
+            self.uploads.append(
+                RecordedUpload(process["id"], upload.filename or "", size, rows, options, org_id=account.org_id)
+            )
         self._echo(process)
         return _json(process)
 
-    def _op_getProcess(self, request: Request, process_id: str) -> Response:  # noqa: N802
+    def _op_getProcess(self, request: Request, account: OrgAccount, process_id: str) -> Response:  # noqa: N802
         with self._lock:
+            self._get(process_id, account.org_id)
             run = self._imports.get(process_id)
             if run is not None:
                 run.polls += 1
             return _json(self._refresh(process_id))
 
-    def _op_updateProcess(self, request: Request, process_id: str) -> Response:  # noqa: N802
+    def _op_updateProcess(self, request: Request, account: OrgAccount, process_id: str) -> Response:  # noqa: N802
         body = _json_body(request)
         if not isinstance(body, dict):
             return _error(400, "body must be an UpdateProcess object")
@@ -459,7 +529,7 @@ class ChartHopEmulator(FaultInjectingServer):
         ):
             return _error(400, f"invalid progress {progress!r}")
         with self._lock:
-            process = self._get(process_id)
+            process = self._get(process_id, account.org_id)
             self.updates.append(RecordedUpdate(process_id, body, self.clock()))
             for key in ("status", "message", "progress", "results", "summary", "state", "logDataList"):
                 if key in body:
@@ -471,10 +541,11 @@ class ChartHopEmulator(FaultInjectingServer):
                 process["endAt"] = _now_iso()
             return _json(process)
 
-    def _op_getProcessEvents(self, request: Request, process_id: str) -> Response:  # noqa: N802
+    def _op_getProcessEvents(self, request: Request, account: OrgAccount, process_id: str) -> Response:  # noqa: N802
         """ProcessEventResponse: a finished import's per-row events (HIRE/UPDATE for the first good rows, ERROR
         for every bad one, in row order; the error shape is api_assumptions.row_error_event)."""
         with self._lock:
+            self._get(process_id, account.org_id)
             process = self._refresh(process_id)
             run = self._imports.get(process_id)
             if run is None or process["status"] not in ("DONE", "ERROR"):
@@ -505,7 +576,7 @@ class ChartHopEmulator(FaultInjectingServer):
         events.sort(key=lambda pair: pair[0])
         return _json({"events": [event for _, event in events]})
 
-    def _op_appendToProcessLogFile(self, request: Request, process_id: str) -> Response:  # noqa: N802
+    def _op_appendToProcessLogFile(self, request: Request, account: OrgAccount, process_id: str) -> Response:  # noqa: N802
         body = _json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("log"), list):
             return _error(400, "body must be an AppendLogRequest object with a log array")
@@ -514,18 +585,18 @@ class ChartHopEmulator(FaultInjectingServer):
             if problem:
                 return _error(400, problem)
         with self._lock:
-            self._get(process_id)
+            self._get(process_id, account.org_id)
             self.process_logs.setdefault(process_id, []).extend(body["log"])
         return Response(status=200)
 
-    def _op_getProcessLogFile(self, request: Request, process_id: str) -> Response:  # noqa: N802
+    def _op_getProcessLogFile(self, request: Request, account: OrgAccount, process_id: str) -> Response:  # noqa: N802
         """The log as newline-delimited JSON."""
         with self._lock:
-            self._get(process_id)
+            self._get(process_id, account.org_id)
             lines = [json.dumps(entry) for entry in self.process_logs.get(process_id, [])]
         return Response("".join(f"{line}\n" for line in lines), mimetype="application/x-ndjson")
 
-    def _op_createProcess(self, request: Request) -> Response:  # noqa: N802
+    def _op_createProcess(self, request: Request, account: OrgAccount) -> Response:  # noqa: N802
         body = _json_body(request)
         if not isinstance(body, dict):
             return _error(400, "body must be a CreateProcess object")
@@ -544,11 +615,12 @@ class ChartHopEmulator(FaultInjectingServer):
                 app_id=body.get("appId") or self.config.app_id,
                 status=body["status"],
                 message=body.get("message"),
+                org_id=account.org_id,
             )
         self._echo(process)
         return _json(process, status=201)
 
-    def _op_findProcesses(self, request: Request) -> Response:  # noqa: N802
+    def _op_findProcesses(self, request: Request, account: OrgAccount) -> Response:  # noqa: N802
         """One page of processes, as the spec pages them: at most `limit`, `next` names where the next page
         starts (assumed: the id of its first process), and `from` asks for the page starting there."""
         parent = request.args.get("parentProcessId")
@@ -562,7 +634,7 @@ class ChartHopEmulator(FaultInjectingServer):
         if limit < 1:
             return _error(400, f"invalid limit {limit}")
         with self._lock:
-            found = [self._refresh(pid) for pid in list(self.processes)]
+            found = [self._refresh(pid) for pid, p in list(self.processes.items()) if p["orgId"] == account.org_id]
         if parent:
             found = [p for p in found if p.get("parentProcessId") == parent]
         if app_id:
@@ -576,7 +648,7 @@ class ChartHopEmulator(FaultInjectingServer):
         if cursor:
             with self._lock:
                 origin = self.processes.get(cursor)
-            if origin is None:
+            if origin is None or origin["orgId"] != account.org_id:
                 return _error(400, f"{assumed.CHARTHOP_PAGE_FROM_PARAM} {cursor!r} is not a process")
             # by position, not membership: the cursor may have left the filter (e.g. changed status) meanwhile
             mark = _listing_key(origin)
@@ -609,10 +681,11 @@ class ChartHopEmulator(FaultInjectingServer):
         status: str = "PENDING",
         message: str | None = None,
         file_path: str | None = None,
+        org_id: str | None = None,
     ) -> dict[str, Any]:
         process: dict[str, Any] = {
-            "id": secrets.token_hex(12),
-            "orgId": self.config.org_id,
+            "id": secrets.token_hex(12),  # unique across orgs, as ChartHop's ids are (an assumption)
+            "orgId": org_id or self.config.org_id,
             "label": label,
             "type": process_type,
             "status": status,
@@ -634,9 +707,10 @@ class ChartHopEmulator(FaultInjectingServer):
             self.processes[process["id"]] = process
         return dict(process)
 
-    def _get(self, process_id: str) -> dict[str, Any]:
+    def _get(self, process_id: str, org_id: str | None = None) -> dict[str, Any]:
+        """The process; NotFound when it does not exist, or (with `org_id`) is another org's."""
         process = self.processes.get(process_id)
-        if process is None:
+        if process is None or (org_id is not None and process["orgId"] != org_id):
             raise NotFound()
         return process
 

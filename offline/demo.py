@@ -1,10 +1,17 @@
 """The whole sync, offline: S3 upload and "Sync Now" against a local ChartHop, through the real template.
 
     python -m offline.demo [--target charthop|orgvue|elma365|all] [--csv events/roster.csv] [--import-seconds 4]
+    python -m offline.demo --orgs 3
 
 Prints each sync's progress as the user would see it (ChartHop's app UI; for Orgvue and ELMA365 the
 functions' progress log lines) and exits non-zero unless every sync ends DONE with progress strictly
 increasing to 1.0.
+
+With `--orgs N` (N >= 2) one stack serves N ChartHop orgs at once (issue 13): each org's file is staged and
+each org presses "Sync Now" at the same time; the last org's token is wrong, so its syncs fail alone (ChartHop
+refuses the token; the file stays staged) while the others end DONE. It prints each org's bar and outcome and
+exits non-zero unless the good orgs end DONE, the bad one imported nothing, and no request carried another
+org's token.
 """
 
 from __future__ import annotations
@@ -206,6 +213,90 @@ def _further(offline: Offline, progress_log: ProgressLog, target: str, csv_path:
     return ok
 
 
+def run_orgs(csv_path: Path, import_seconds: float, orgs: int, *, verbose: bool = False) -> bool:
+    """N orgs in one stack; the last one's token is wrong."""
+    with offline_environment(
+        import_behaviour=ImportBehaviour(duration_s=import_seconds),
+        poll_initial_seconds=1,
+        poll_max_seconds=1,
+        import_timeout_seconds=600,
+        extra_env={} if verbose else {"POWERTOOLS_LOG_LEVEL": "WARNING"},
+    ) as offline:
+        names = [offline.org_id, *(f"org-{number}" for number in range(2, orgs + 1))]
+        bad = names[-1]
+        print(f"people-sync offline demo: one stack, {orgs} ChartHop orgs (the token of {bad} is wrong)")
+        print(f"  ChartHop emulator : {offline.emulator.base_url}")
+        for org in names[1:]:
+            offline.add_org(org, token="mistyped-token" if org == bad else None)
+        for org in names:
+            print(f"  org {org:<26} folder s3://{offline.bucket}/{offline.staged_key('', folder=org)}")
+        body = csv_path.read_bytes()
+        print(f"\n1) every org's HR export drops {csv_path.name} into its own folder at once")
+        for org in names:
+            offline.stage(csv_path.name, body, folder=org)
+        uploads = _follow_orgs(offline, names[:-1], count=1)
+        offline.wait_idle()
+        print('\n2) an admin of every org presses "Sync Now" at once')
+        for org in names:
+            pressed = offline.emulator.press_sync_now(org_id=org)
+            print(f"   {org}: webhook answered HTTP {pressed['status']}")
+        presses = _follow_orgs(offline, names[:-1], count=2)
+        offline.wait_idle()
+        print("\nEach org's syncs:")
+        ok = True
+        for org in names[:-1]:
+            for process in (uploads[org], presses[org]):
+                values = offline.progress_values(process["id"])
+                done = process["status"] == "DONE" and all(b > a for a, b in itertools.pairwise(values))
+                ok = ok and done and values[-1:] == [1.0]
+                print(f"   {org:<26} {_bar(values[-1] if values else 0.0)} {process['status']:<5} {process['message']}")
+        refused = [call for call in offline.emulator.calls if call.org == bad]
+        imported_bad = offline.emulator.uploads_of(bad)
+        staged = offline.staged_key(csv_path.name, folder=bad) in offline.staged_keys()
+        print(
+            f"   {bad:<26} {_bar(0.0)} ERROR ChartHop refused its token ({len(refused)} calls answered "
+            f"{sorted({call.status for call in refused})}): nothing could be shown or imported there; the file stays "
+            f"staged ({staged}) and the upload's failure is in the failed-events queue"
+        )
+        tokens = {f"Bearer {account.token}": org for org, account in offline.emulator.orgs.items()}
+        crossed = [c for c in offline.emulator.calls if c.org != bad and tokens.get(c.authorization) != c.org]
+        crossed += [c for c in refused if tokens.get(c.authorization) not in (None, bad)]
+        print(f"\nRequests to ChartHop: {len(offline.emulator.calls)}, with another org's token: {len(crossed)}")
+        return ok and not imported_bad and staged and bool(refused) and not crossed
+
+
+def _follow_orgs(offline: Offline, orgs: list[str], *, count: int, timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+    """Prints every org's progress updates as they reach ChartHop until each org's `count`-th sync finished;
+    returns that sync per org."""
+    seen, deadline = len(offline.emulator.updates), time.monotonic() + timeout
+    finished: dict[str, dict[str, Any]] = {}
+    while len(finished) < len(orgs):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"syncs of {sorted(set(orgs) - set(finished))} did not finish")
+        updates = offline.emulator.updates
+        for update in updates[seen:]:
+            org = offline.emulator.process(update.process_id)["orgId"]
+            progress = f"{update.body['progress'] * 100:5.1f}%" if "progress" in update.body else "     -"
+            print(
+                f"   [{org[:12]:<12} {update.process_id[:8]}] {progress}  {update.body.get('status', ''):<7} "
+                f"{update.body.get('message', '')}"
+            )
+        seen = len(updates)
+        for org in orgs:
+            syncs = sorted(offline.sync_processes_of(org), key=lambda p: str(p["createAt"]))
+            if len(syncs) >= count and org not in finished:
+                process = offline.emulator.process(syncs[count - 1]["id"])
+                if process["status"] in ("DONE", "ERROR") and not offline.execution_running(process["id"]):
+                    finished[org] = process
+        time.sleep(0.05)
+    return finished
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:3.0f}%"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="CSV to stage (default: events/roster.csv)")
@@ -217,8 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         default="charthop",
         help="which target(s) to sync into (default charthop)",
     )
+    parser.add_argument(
+        "--orgs", type=int, default=1, help="serve this many ChartHop orgs at once, the last with a bad token"
+    )
     args = parser.parse_args(argv)
     targets = TARGETS if args.target == "all" else (args.target,)
+    if args.orgs > 1:
+        ok = run_orgs(args.csv, args.import_seconds, args.orgs, verbose=args.verbose)
+        print(f"\nDEMO OK: {args.orgs} orgs, each in its own org" if ok else "\nDEMO FAILED")
+        return 0 if ok else 1
     ok = run(args.csv, args.import_seconds, targets=targets, verbose=args.verbose)
     print("\nDEMO OK: every sync ended DONE" if ok else "\nDEMO FAILED")
     return 0 if ok else 1

@@ -17,7 +17,7 @@ from moto import mock_aws
 
 from offline.apigw_shim import ApiGatewayShim
 from offline.aws_stack import OfflineStack
-from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig, ImportBehaviour
+from offline.charthop_emulator import ChartHopEmulator, EmulatorConfig, ImportBehaviour, OrgAccount
 from offline.elma365_emulator import Elma365Emulator
 from offline.lambda_runtime import InProcessLambdaRuntime
 from offline.moto_workarounds import moto_workarounds
@@ -55,6 +55,24 @@ class Offline:
     def authorised_webhook_url(self) -> str:
         """The webhook URL as configured in ChartHop, token included."""
         return f"{self.webhook_url}?token={WEBHOOK_TOKEN}"
+
+    def add_org(
+        self, org_id: str, *, token: str | None = None, state: str = "active", charthop_token: str | None = None
+    ) -> OrgAccount:
+        """Another org installs the app: the emulator serves it (its own token and app user) and the operator
+        registers it with the admin tool's onboarding (the org's entry, its token in a secret of its own),
+        then sets its state ("active", "paused", "uninstalled"). `token` is what the org's secret holds (a
+        wrong one to test a bad token); `charthop_token` what ChartHop accepts (default: a fresh one)."""
+        from people_sync.org_registry import OrgState
+        from tools.people_sync_admin.onboarding import Onboarding
+        from tools.people_sync_admin.stack import Deployment, from_offline_stack
+
+        account = self.emulator.add_org(org_id, token=charthop_token or f"token-of-{org_id}-{uuid.uuid4().hex[:8]}")
+        onboarding = Onboarding(Deployment(from_offline_stack(self.stack), boto3.Session()))
+        onboarding.add(org_id, account.app_user_id, token=account.token if token is None else token)
+        if state != "active":
+            onboarding.set_state(org_id, OrgState(state))
+        return account
 
     def staged_key(self, file_name: str, folder: str | None = None) -> str:
         return f"{self.stack.parameters['StagingPrefix']}{folder or self.org_id}/{file_name}"
@@ -119,6 +137,10 @@ class Offline:
 
     def sync_processes(self) -> list[dict[str, Any]]:
         return [p for p in self.emulator.processes.values() if p["type"] != "import"]
+
+    def sync_processes_of(self, org_id: str) -> list[dict[str, Any]]:
+        """One org's sync processes (what that org's admins see in ChartHop)."""
+        return [p for p in self.emulator.processes_of(org_id) if p["type"] != "import"]
 
     def wait_for_new_sync(self, known: set[str], timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

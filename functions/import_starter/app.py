@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from people_sync import aws_clients, routing, sync_start
 from people_sync.charthop_client import time_budget
 from people_sync.config import AppSettings
-from people_sync.errors import TargetNotConfigured
+from people_sync.errors import OrgNotServed, TargetNotConfigured
 from people_sync.models import StartRequest, SyncNowRequest
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
@@ -77,18 +77,32 @@ def _idempotency_store(key_prefix: str) -> DynamoDBPersistenceLayer:
 
 def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
     sync_request = SyncNowRequest.model_validate(request)
+    try:
+        ctx = sync_context(org_id=sync_request.org_id)
+    except OrgNotServed as refused:  # paused or removed since the webhook let it through: nothing starts
+        logger.warning("Sync Now for an org that is not synced now; ignored", extra={"reason": refused.user_message})
+        metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
+        return {"syncProcessId": None}
     sync_id = sync_start.sync_now_requested(
-        sync_context(), sync_request.org_id, sync_request.sync_process_id, app_id=sync_request.app_id
+        ctx, sync_request.org_id, sync_request.sync_process_id, app_id=sync_request.app_id
     )
     return {"syncProcessId": sync_id}
 
 
 def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
+    settings = AppSettings.from_env()
+    target = routing.target_for_key(object_version["key"], settings)
     try:
-        ctx = sync_context(routing.target_for_key(object_version["key"], AppSettings.from_env()))
+        ctx = sync_context(target, routing.org_for_key(object_version["key"], settings))
     except TargetNotConfigured as error:  # e.g. no token for it yet: say so where syncs show, keep the file
         sync_start.reject_object(
             sync_context(), **_without_size(object_version), reason=error.user_message, code="target-not-configured"
+        )
+        return {"key": object_version["key"], "syncProcessId": None}
+    except OrgNotServed as refused:  # staging/<orgId>/ of an org not synced now: kept or set aside, never started
+        metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
+        sync_start.object_of_unserved_org(
+            aws_clients.s3(), sync_context, refused, **object_version_without_time(object_version)
         )
         return {"key": object_version["key"], "syncProcessId": None}
     sync_id = sync_start.object_staged(ctx, **object_version)
@@ -100,7 +114,7 @@ def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
     follow (refused and closed, or not this app's)."""
     request = StartRequest.model_validate(payload)
     logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
-    state = sync_start.begin_sync(sync_context(request.target), request)
+    state = sync_start.begin_sync(sync_context(request.target, request.org_id), request)
     if state is None:
         return {"syncProcessId": request.sync_process_id, "started": False}
     if isinstance(state, sync_start.Queued):
@@ -145,6 +159,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         }
         started.append(_once(start_file_sync, "s3-object", file_idempotency, object_version=version))
     return _triggered(started)
+
+
+def object_version_without_time(object_version: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in object_version.items() if key != "staged_at"}
 
 
 def _without_size(object_version: dict[str, Any]) -> dict[str, Any]:

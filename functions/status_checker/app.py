@@ -26,13 +26,18 @@ tracer = Tracer(patch_modules=TRACE_AWS_AND_TARGETS)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     task = parse(event=event, model=LoopTaskEvent)
     state = task.state
-    logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target)
+    logger.append_keys(
+        sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target, org_id=state.org_id
+    )
     # Every ChartHop/target call ends before the function would be killed (a slow target fails the check
     # in bounded time, and the check lease outlives the check).
     remaining = context.get_remaining_time_in_millis() / 1000
     with time_budget(remaining - CALL_MARGIN_SECONDS):
         outcome = status_loop.follow_import(
-            sync_context(state.target), state, task.task_token, lease_seconds=remaining + 1
+            sync_context(state.target, state.org_id, continuing=True),
+            state,
+            task.task_token,
+            lease_seconds=remaining + 1,
         )
     logger.info("import followed", extra={"outcome": outcome, "attempt": state.poll.attempt})
     return {"outcome": outcome}

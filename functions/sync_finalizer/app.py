@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync import sync_service
+from people_sync.errors import OrgNotServed
 from people_sync.models import StagedFile, StartRequest, SyncState
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
@@ -27,17 +28,29 @@ EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        return _finalize(event)
+    except OrgNotServed as refused:  # uninstalled meanwhile: its token may be revoked; nothing is written there
+        metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
+        logger.warning("the sync's org is not synced any more; left as it is", extra={"reason": refused.user_message})
+        return {"status": "ORG_NOT_SERVED", "message": refused.user_message}
+
+
+def _finalize(event: dict[str, Any]) -> dict[str, Any]:
     if event.get("detail-type") == EXECUTION_STATUS_CHANGE:
         return _close_abandoned_sync(event["detail"])
     error = event.get("error")
     if "importId" not in event:  # the loop's first task failed: no import was followed yet
         request = parse(event=event, model=StartRequest)
-        logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
-        outcome = sync_service.start_failed(sync_context(request.target), request, error or {})
+        logger.append_keys(sync_process_id=request.sync_process_id, target=request.target, org_id=request.org_id)
+        ctx = sync_context(request.target, request.org_id, continuing=True)
+        outcome = sync_service.start_failed(ctx, request, error or {})
     else:
         state = parse(event=event, model=SyncState)
-        ctx = sync_context(state.target)
-        logger.append_keys(sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target)
+        ctx = sync_context(state.target, state.org_id, continuing=True)
+        logger.append_keys(
+            sync_process_id=state.sync_process_id, import_id=state.import_id, target=state.target, org_id=state.org_id
+        )
         outcome = sync_service.workflow_failed(ctx, state, error) if error else sync_service.finish_sync(ctx, state)
     if outcome["status"] == "ALREADY_CLOSED":
         logger.info("the sync was already closed, or is not this app's")
@@ -53,8 +66,10 @@ def _close_abandoned_sync(detail: dict[str, Any]) -> dict[str, Any]:
     sync_id, target = started["syncProcessId"], started.get("target", "charthop")
     file = StagedFile.model_validate(started["file"]) if started.get("file") else None
     request = StartRequest.model_validate(started) if "kind" in started else None
-    logger.append_keys(sync_process_id=sync_id, execution_status=detail["status"])
-    outcome = sync_service.execution_ended(sync_context(target), sync_id, detail["status"], file, request)
+    org_id = started.get("orgId")  # every execution's input is a StartRequest, which names the sync's org
+    logger.append_keys(sync_process_id=sync_id, execution_status=detail["status"], org_id=org_id)
+    ctx = sync_context(target, org_id, continuing=True)
+    outcome = sync_service.execution_ended(ctx, sync_id, detail["status"], file, request)
     if outcome is None:
         logger.info("execution ended; the sync was already closed")
         return {"status": "ALREADY_CLOSED"}

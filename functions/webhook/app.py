@@ -13,7 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import api_assumptions, aws_clients, webhook_rules
+from people_sync import api_assumptions, aws_clients, org_registry, webhook_rules
 from people_sync.config import PARAMETER_MAX_AGE
 from people_sync.models import ChartHopEvent, SyncNowRequest
 from people_sync.tracing import TRACE_AWS
@@ -64,8 +64,32 @@ def receive_event() -> Response[dict[str, Any]]:
             content_type=content_types.APPLICATION_JSON,
             body={"accepted": True, "action": "ignored", "reason": "echo", "syncProcessId": event.entity_id},
         )
+    org_id = event.org_id or os.environ["CHARTHOP_ORG_ID"]
+    logger.append_keys(org_id=org_id)
+    refused = org_registry.refusal(
+        org_id,
+        registry=org_registry.OrgRegistry(os.environ.get(org_registry.ORG_TABLE_ENV, ""), aws_clients.dynamodb()),
+        default_org_id=os.environ["CHARTHOP_ORG_ID"],
+    )
+    if refused is not None:  # acknowledged (ChartHop must not redeliver it), and nothing starts
+        metrics.add_metric(name="SyncNowOrgNotServed", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "Sync Now for an org this deployment does not sync now; ignored", extra={"reason": refused.message}
+        )
+        return Response(
+            status_code=200,
+            content_type=content_types.APPLICATION_JSON,
+            body={
+                "accepted": True,
+                "action": "ignored",
+                "reason": "org-not-served",
+                "orgId": org_id,
+                "orgState": refused.reason,
+                "message": refused.message,
+            },
+        )
     sync_request = SyncNowRequest(
-        org_id=event.org_id or os.environ["CHARTHOP_ORG_ID"],
+        org_id=org_id,
         sync_process_id=event.entity_id,
         app_id=event.app_id,
         requested_by=event.user_id,

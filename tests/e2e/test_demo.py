@@ -48,3 +48,18 @@ def test_offline_demo_syncs_into_every_target() -> None:
     assert "Orgvue called back 1 time(s); the dataset holds 4 items" in result.stdout
     assert "ELMA365 imported 25 rows in 3 chunks [10, 10, 5]" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_offline_demo_serves_three_orgs_at_once_one_with_a_bad_token() -> None:
+    result = run_demo("--orgs", "3", "--import-seconds", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "DEMO OK: 3 orgs, each in its own org" in result.stdout
+    bars = re.findall(r"^   (\S+) +\[[#.]+\] +(\d+)% (\w+) ", result.stdout, flags=re.MULTILINE)
+    good = [(org, percent, status) for org, percent, status in bars if org != "org-3"]
+    assert len(good) == 4  # two orgs, each an upload and a Sync Now
+    assert {(percent, status) for _, percent, status in good} == {("100", "DONE")}
+    assert ("org-3", "0", "ERROR") in bars
+    assert "with another org's token: 0" in result.stdout
+    # the only failure is the bad org's: ChartHop refused its token
+    failures = set(re.findall(r"people_sync\.errors\.(\w+):", result.stdout + result.stderr))
+    assert failures <= {"ChartHopRejected"}

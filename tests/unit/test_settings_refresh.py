@@ -19,6 +19,7 @@ from offline.charthop_emulator import ChartHopEmulator
 from offline.orgvue_emulator import OrgvueEmulator, OrgvueEmulatorConfig
 from people_sync import runtime
 from people_sync.config import PARAMETER_MAX_AGE
+from people_sync.errors import OrgNotServed
 from people_sync.models import StagedFile
 
 TOKEN_SECRET = "charthop-token"
@@ -218,3 +219,41 @@ def start_import(emulator: ChartHopEmulator, sync_id: str) -> None:
 
     staged = StagedFile(bucket="b", key=f"staging/{emulator.config.org_id}/people.csv", org_id=emulator.config.org_id)
     runtime.sync_context().target.start_import(staged, open_body, sync_id=sync_id)
+
+
+def test_each_org_gets_its_own_context_with_its_own_token_and_settings(
+    deployment: None, emulator: ChartHopEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contexts are built per org (issue 13): the registered org's token, app user and settings, never the stack's;
+    the same org asked again gets the same context (its HTTP session stays warm)."""
+    from people_sync.org_registry import OrgRecord, OrgRegistry, parse_settings
+    from tests.unit.test_org_registry import create_org_table
+
+    table = create_org_table()
+    monkeypatch.setenv("ORG_TABLE", table)
+    beta = emulator.add_org("beta", token="beta-token")
+    boto3.client("secretsmanager").create_secret(Name="stack/orgs/beta/charthop-token", SecretString=beta.token)
+    OrgRegistry(table).add(
+        OrgRecord(
+            "beta",
+            beta.app_user_id,
+            token_secret="stack/orgs/beta/charthop-token",
+            settings=parse_settings({"importOptions": {"upsert": False}, "importOnUpload": False}),
+        )
+    )
+    own, theirs = runtime.sync_context(), runtime.sync_context(org_id="beta")
+    assert (own.org_id, theirs.org_id, theirs.folder) == (emulator.config.org_id, "beta", "beta")
+    assert own.charthop is not theirs.charthop
+    assert runtime.sync_context(org_id="beta") is theirs
+    assert (own.settings.import_on_upload, theirs.settings.import_on_upload) == (True, False)
+    assert theirs.settings.app_user_id == beta.app_user_id
+    process = emulator.create_sync_process(org_id="beta")
+    theirs.charthop.get_process("beta", process["id"])
+    list(own.charthop.find_processes(emulator.config.org_id))
+    assert [(c.org, c.authorization) for c in emulator.calls] == [
+        ("beta", "Bearer beta-token"),
+        (emulator.config.org_id, f"Bearer {emulator.config.token}"),
+    ]
+    with pytest.raises(OrgNotServed) as refused:
+        runtime.sync_context(org_id="not-registered")
+    assert refused.value.reason == "unknown"

@@ -50,3 +50,11 @@ def test_the_tool_finds_the_table_and_the_secret_prefix_in_the_outputs() -> None
     assert outputs["OrgTableName"]["Value"] == {"Ref": "OrgTable"}
     # the tool names an org's secret <prefix><orgId>/charthop-token: inside what the functions may read
     assert outputs["OrgTokenSecretPrefix"]["Value"] == {"Fn::Sub": "${AWS::StackName}/orgs/"}
+
+
+def test_the_webhook_may_only_read_one_org_entry_to_route_a_delivery() -> None:
+    policy = RESOURCES["WebhookOrgLookupPolicy"]["Properties"]
+    assert [role["Ref"] for role in policy["Roles"]] == ["WebhookFunctionRole"]
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Allow", "dynamodb:GetItem")
+    assert statement["Resource"] == {"Fn::GetAtt": ["OrgTable", "Arn"]}

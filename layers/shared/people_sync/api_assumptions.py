@@ -24,6 +24,16 @@ CHARTHOP_PROGRESS_MAX = 1.0
 CHARTHOP_IMPORT_PROCESS_TYPE = "import"
 CHARTHOP_SYNC_PROCESS_TYPE = "sync"
 
+#: (assumption) Process ids are unique across orgs (the spec shows 24-hex ObjectId-like ids and says nothing on
+#: their scope). One deployment serving several orgs keys a sync by its process id alone: the status loop's
+#: execution name (sync-<id>), the start journal's `start#<id>` and the loop memory. What carries the org where
+#: it could collide without this: the Sync Now slot (`sync-now#<orgId>`), the ChartHop import queue
+#: (`queue#charthop#<orgId>`), the upload journal (a digest of bucket/key/version, the key holds the org's folder)
+#: and the import starter's idempotency keys (the Sync Now key hashes orgId; the file key hashes the S3 key).
+#: An app token is valid in the org that installed the app only (another org's path with it: 401 or 403); the
+#: emulator answers 401 and the app never sends one org's token to another org's path either way.
+CHARTHOP_PROCESS_IDS_UNIQUE_ACROSS_ORGS = True
+
 #: findProcesses pages (found, and settled by the vendored spec contracts/charthop/charthop-process-api-openapi.yml
 #: that the contract tests check every client call against: query parameters `limit` (int32) and `from`
 #: "from id", answer ResultsProcess `{data, next}`; there is no `pageSize` or `cursor` parameter).

@@ -47,3 +47,13 @@ class InvalidStagedFile(SyncError):
 
 class TargetNotConfigured(SyncError):
     """A file was routed to a target this deployment has no settings or token for."""
+
+
+class OrgNotServed(SyncError):
+    """The org is not one this deployment syncs for now (unknown, paused, uninstalled, without a token, or
+    with refused settings); `reason` is org_registry.NotServed's reason, the message says why."""
+
+    def __init__(self, org_id: str, reason: str, user_message: str) -> None:
+        super().__init__(user_message)
+        self.org_id = org_id
+        self.reason = reason

@@ -496,12 +496,15 @@ def resolve_org(
     registry: OrgRegistry | None = None,
     defaults: StackDefaults | None = None,
     charthop_settings: SettingsReader | None = None,
+    continuing: bool = False,
 ) -> OrgResolution:
     """The org's effective config, or NotServed with the reason (unknown, paused, uninstalled, no-token,
     misconfigured). Handlers call it with no arguments: the registry and defaults come from the function's
     environment; a registry entry always wins over the stack's default org.
 
     `charthop_settings(record, token_secret)` reads the settings of an org whose settings live in ChartHop.
+    `continuing`: for a sync that already started (its checks, its close): a paused org's running syncs are
+    followed to their end; pausing only stops new ones. An uninstalled org is never served.
     """
     if registry is None or defaults is None:
         from people_sync.config import AppSettings
@@ -526,7 +529,7 @@ def resolve_org(
             settings=merge_settings(defaults, OrgSettings(), default_org=True),
             from_stack_defaults=True,
         )
-    if record.state is OrgState.PAUSED:
+    if record.state is OrgState.PAUSED and not continuing:
         return NotServed(org_id, "paused", f"org {org_id} is paused (resume it to sync again)")
     if record.state is OrgState.UNINSTALLED:
         return NotServed(org_id, "uninstalled", f"org {org_id} uninstalled the app; its staged files are kept")
@@ -551,3 +554,28 @@ def resolve_org(
         settings=effective,
         settings_source=record.settings_source,
     )
+
+
+def refusal(org_id: str, *, registry: OrgRegistry, default_org_id: str) -> NotServed | None:
+    """Why the deployment would not sync for `org_id` (None: it would), from the org's entry alone: one
+    GetItem, no secret and no settings read (the webhook answers fast; the import starter resolves in full).
+    Paused, uninstalled, unknown and token-less orgs are refused; an entry whose settings do not validate is
+    misconfigured."""
+    if not ORG_ID_PATTERN.match(org_id):
+        return NotServed(org_id, "unknown", f"{org_id!r} is not an org id this deployment serves")
+    try:
+        record = registry.get(org_id) if registry.table_name else None
+    except InvalidOrgSettings as exc:
+        return NotServed(org_id, "misconfigured", f"org {org_id}'s stored settings are refused: {exc}")
+    default_org = org_id == default_org_id
+    if record is None:
+        if default_org:
+            return None
+        return NotServed(org_id, "unknown", f"org {org_id} is not registered with this deployment")
+    if record.state is OrgState.PAUSED:
+        return NotServed(org_id, "paused", f"org {org_id} is paused (resume it to sync again)")
+    if record.state is OrgState.UNINSTALLED:
+        return NotServed(org_id, "uninstalled", f"org {org_id} uninstalled the app; its staged files are kept")
+    if not record.token_secret and not default_org:
+        return NotServed(org_id, "no-token", f"org {org_id} has no ChartHop token yet (orgs set-token {org_id})")
+    return None

@@ -1,6 +1,7 @@
-"""Which import target a staged file goes to: the folder under the staging prefix names it.
+"""Which import target (and which org) a staged file goes to: the folder under the staging prefix names it.
 
-<StagingPrefix><ChartHopOrgId>/roster.csv  -> ChartHop (the org this deployment syncs)
+<StagingPrefix><ChartHopOrgId>/roster.csv  -> ChartHop (the stack's own org)
+<StagingPrefix><orgId>/roster.csv          -> ChartHop, that org (when the org registry serves it)
 <StagingPrefix>orgvue/roster.csv           -> Orgvue   (when OrgvueBaseUrl is set)
 <StagingPrefix>elma365/roster.csv          -> ELMA365  (when Elma365BaseUrl is set)
 """
@@ -47,3 +48,13 @@ def target_for_key(key: str, settings: AppSettings) -> str:
 def staging_folders(settings: AppSettings) -> list[str]:
     """Where files may be staged, in words for messages."""
     return [f"{settings.staging_prefix}{folder_of_target(t, settings)}/" for t in enabled_targets(settings)]
+
+
+def org_for_key(key: str, settings: AppSettings) -> str | None:
+    """The ChartHop org whose folder a key is staged in (`<prefix><orgId>/<file>`), or None when the key is
+    not staged like that (the stack's own org's flow refuses it) or is in a further target's folder."""
+    relative = key[len(settings.staging_prefix) :] if key.startswith(settings.staging_prefix) else ""
+    parts = relative.split("/")
+    if len(parts) != 2 or not parts[0] or not parts[1] or parts[0] in TARGET_FOLDERS.values():
+        return None
+    return parts[0]

@@ -1,17 +1,23 @@
-"""Builds a SyncContext per import target once per Lambda container, so warm invocations reuse clients
-and connections. A target's modules are imported only when a sync goes to it.
+"""Builds a SyncContext per import target and org once per Lambda container, so warm invocations reuse
+clients and connections. A target's modules are imported only when a sync goes to it.
+
+Each ChartHop org gets its own context: `resolve_org` gives its token secret, its app user and its settings
+(its overrides over the stack's defaults), so one org's token is never sent with another org's requests.
+The further targets (Orgvue, ELMA365) are fed by the stack's own org.
 
 Tokens and settings are read again on each use through Powertools' cache (config.PARAMETER_MAX_AGE), so a
-rotated token or changed settings reach a warm container within that age. The context is rebuilt only when
-a value changed, and keeps every HTTP client whose own inputs stayed the same (its connections stay warm).
+rotated token or changed settings reach a warm container within that age; the org's registry entry is read
+on each use (one GetItem), so a pause stops new syncs at once. The context is rebuilt only when a value
+changed, and keeps every HTTP client whose own inputs stayed the same (its connections stay warm).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
@@ -19,16 +25,15 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from people_sync import aws_clients, callbacks, routing, sync_history
 from people_sync.charthop_client import ChartHopClient, default_retry
 from people_sync.config import (
+    PARAMETER_MAX_AGE,
     AppSettings,
     callback_signing_key,
-    charthop_token,
-    csv_rules,
-    import_options,
     target_token,
 )
-from people_sync.errors import TargetNotConfigured
+from people_sync.errors import OrgNotServed, TargetNotConfigured
 from people_sync.loop_memory import DynamoDBLoopMemory
 from people_sync.models import ImportOptions
+from people_sync.org_registry import ORG_TABLE_ENV, OrgConfig, OrgRegistry, StackDefaults, resolve_org
 from people_sync.slots import DynamoDBSlots
 from people_sync.start_journal import DynamoDBStartJournal
 from people_sync.sync_service import SyncContext
@@ -46,7 +51,9 @@ logger = logging.getLogger(__name__)
 class _Inputs:
     """What a context is built from; a context is rebuilt when any of it changed."""
 
+    #: The stack's settings with the org's own values (app user, token secret, ImportOnUpload) in place.
     settings: AppSettings
+    org: OrgConfig
     charthop_token: str
     csv_rules: CsvRules
     #: ChartHop's import options (read for ChartHop contexts only).
@@ -61,17 +68,22 @@ class _Built:
     context: SyncContext
 
 
-_built: dict[str, _Built] = {}
+_built: dict[tuple[str, str], _Built] = {}
 #: The offline stack runs every function in one process, on threads: one build per target at a time.
 _building = threading.Lock()
 
 
-def sync_context(target: str = routing.CHARTHOP) -> SyncContext:
-    """The context of syncs into `target` ("charthop", "orgvue", "elma365"; see routing.py)."""
+def sync_context(target: str = routing.CHARTHOP, org_id: str | None = None, *, continuing: bool = False) -> SyncContext:
+    """The context of syncs into `target` ("charthop", "orgvue", "elma365"; see routing.py) for `org_id`
+    (ChartHop's org; None: the stack's own org, which also feeds the further targets). Raises OrgNotServed
+    when the deployment does not sync for the org; `continuing` (a sync already started: its checks, its
+    close) still serves a paused org, see org_registry.resolve_org."""
+    settings = AppSettings.from_env()
+    org = org_id if org_id and target == routing.CHARTHOP else settings.org_id
     with _building:
-        previous = _built.get(target)
+        previous = _built.get((target, org))
         try:
-            inputs = _read_inputs(target)
+            inputs = _read_inputs(target, settings, org, continuing=continuing)
         except GetParameterError:
             if previous is None:
                 raise
@@ -81,18 +93,33 @@ def sync_context(target: str = routing.CHARTHOP) -> SyncContext:
         if previous is not None and previous.inputs == inputs:
             return previous.context
         context = _build(target, inputs, previous)
-        _built[target] = _Built(inputs, context)
+        _built[(target, org)] = _Built(inputs, context)
         return context
 
 
-def _read_inputs(target: str) -> _Inputs:
+def _read_inputs(target: str, stack: AppSettings, org_id: str, *, continuing: bool) -> _Inputs:
     """Reads through Powertools' cache: AWS is asked only when a value is older than PARAMETER_MAX_AGE."""
-    settings = AppSettings.from_env()
-    if target not in routing.enabled_targets(settings):
+    if target not in routing.enabled_targets(stack):
         raise TargetNotConfigured(f"{target} is not configured in this deployment")
+    resolved = resolve_org(
+        org_id,
+        registry=OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""), aws_clients.dynamodb()),
+        defaults=StackDefaults.from_settings(stack),
+        continuing=continuing,
+    )
+    if not isinstance(resolved, OrgConfig):
+        raise OrgNotServed(resolved.org_id, resolved.reason, resolved.message)
+    settings = replace(
+        stack,
+        app_user_id=resolved.app_user_id,
+        token_secret_name=resolved.token_secret,
+        import_on_upload=resolved.settings.import_on_upload,
+    )
+    token = str(aws_clients.secrets().get(resolved.token_secret, max_age=PARAMETER_MAX_AGE)).strip()
+    rules = resolved.settings.csv_rules()
     if target == routing.CHARTHOP:
-        return _Inputs(settings, charthop_token(settings), csv_rules(settings), import_options=import_options(settings))
-    return _Inputs(settings, charthop_token(settings), csv_rules(settings), target_token=target_token(settings, target))
+        return _Inputs(settings, resolved, token, rules, import_options=resolved.settings.import_options)
+    return _Inputs(settings, resolved, token, rules, target_token=target_token(settings, target))
 
 
 def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext:
@@ -102,13 +129,14 @@ def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext
     charthop = kept.charthop if kept is not None and same_token else _charthop(inputs)
     import_target: ImportTarget
     reporter: ProgressReporter
+    org_id = inputs.org.org_id
     if target == routing.CHARTHOP:
-        import_target = ChartHopTarget(charthop, settings.org_id, inputs.import_options)
+        import_target = ChartHopTarget(charthop, org_id, inputs.import_options)
         reporter = ChartHopProgressReporter(
             charthop,
-            settings.org_id,
+            org_id,
             app_name=settings.app_name,
-            app_user_id=settings.app_user_id,
+            app_user_id=inputs.org.app_user_id,
             app_id=settings.app_id,
         )
     else:
@@ -127,7 +155,8 @@ def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext
         slots=DynamoDBSlots(settings.sync_table, aws_clients.dynamodb()),
         journal=DynamoDBStartJournal(settings.sync_table),
         queue=DynamoDBTargetQueue(settings.sync_table),
-        folder=routing.folder_of_target(target, settings),
+        org_id=org_id,
+        folder=org_id if target == routing.CHARTHOP else routing.folder_of_target(target, settings),
         callback_url_for=_signed_callback_urls(settings) if import_target.calls_back else None,
         history=sync_history.from_env(),
     )

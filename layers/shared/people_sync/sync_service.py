@@ -53,6 +53,8 @@ class SyncContext:
     journal: StartJournal = field(default_factory=InMemoryStartJournal)
     #: One import at a time per target, in staging order (see target_queue.py); DynamoDB in Lambda.
     queue: TargetQueue = field(default_factory=InMemoryTargetQueue)
+    #: The ChartHop org this context syncs for (its token, its settings); contexts are built per org.
+    org_id: str = ""
     #: The staging folder this context's target reads (ChartHop: the org id; see routing.py).
     folder: str = ""
     #: Gives a target that calls back (Orgvue) the signed URL to call for a sync (see callbacks.py).
@@ -63,7 +65,8 @@ class SyncContext:
     history: sync_history.HistoryStore | None = field(default_factory=sync_history.InMemoryHistoryStore)
 
     def __post_init__(self) -> None:
-        self.folder = self.folder or self.settings.org_id
+        self.org_id = self.org_id or self.settings.org_id
+        self.folder = self.folder or self.org_id
 
 
 #: A Sync Now slot outlives the longest import by this much, then expires even if nobody frees it.
@@ -351,9 +354,7 @@ RELEASE_PAUSE_SECONDS = 0.2
 
 def _free_sync_now_slot(ctx: SyncContext, sync_id: str) -> None:
     """Only the sync that holds the org's Sync Now slot frees it (release is owner-conditional)."""
-    _release(
-        ctx, "could not free the Sync Now slot", lambda: ctx.slots.release(sync_now_slot(ctx.settings.org_id), sync_id)
-    )
+    _release(ctx, "could not free the Sync Now slot", lambda: ctx.slots.release(sync_now_slot(ctx.org_id), sync_id))
 
 
 def _release(ctx: SyncContext, failure: str, release: Callable[[], None]) -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,12 +31,13 @@ from people_sync.errors import (
     ChartHopUnavailable,
     ImportMayHaveStarted,
     InvalidStagedFile,
+    OrgNotServed,
     SyncError,
     TargetRejected,
 )
 from people_sync.models import ImportJob, Process, ProcessStatus, StagedFile, StartRequest, SyncState
 from people_sync.routing import staging_folders
-from people_sync.staging import latest_staged_file, staged_file_from_s3_record
+from people_sync.staging import latest_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.start_journal import upload_trigger
 from people_sync.sync_service import (
     SLOT_GRACE_SECONDS,
@@ -51,6 +54,9 @@ from people_sync.sync_service import (
     target_queue_key,
 )
 from people_sync.target_queue import Turn
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +150,7 @@ def sync_now_requested(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: s
 
     A `process.create` for a process this app created itself (an upload's sync, an import under a sync) is an
     echo, not a press: nothing starts (the upload's own loop runs under the same execution name)."""
-    if org_id != ctx.settings.org_id:
+    if org_id != ctx.org_id:
         logger.warning("Sync Now for an org this deployment does not sync; ignored", extra={"org_id": org_id})
         return None
     echo = echo_of_own_process(ctx, org_id, sync_id)
@@ -170,6 +176,39 @@ def start_status_loop(ctx: SyncContext, request: StartRequest) -> None:
         )
     except ctx.stepfunctions.exceptions.ExecutionAlreadyExists:
         logger.info("status loop already started for this sync", extra={"sync_process_id": request.sync_process_id})
+
+
+def object_of_unserved_org(
+    s3: S3Client,
+    own_org: Callable[[], SyncContext],
+    refused: OrgNotServed,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    size: int | None,
+) -> None:
+    """An object staged in the folder of an org this deployment does not sync for now; nothing starts.
+
+    A paused org's file stays staged (resumed, a Sync Now imports it) and an uninstalled org's is kept; a
+    folder of an org the registry does not know is refused as a wrong place by the stack's own org's flow
+    (moved to failed/_rejected/ and reported there, as always); a registered org that cannot be served (no
+    token yet, refused settings) has it moved to failed/_rejected/ with a report, and shown in no org's
+    ChartHop (another org must not see its files)."""
+    where = {"key": key, "org_id": refused.org_id, "org_reason": refused.reason, "reason": refused.user_message}
+    if refused.reason in ("paused", "uninstalled"):
+        logger.warning("file staged for an org that is not synced now; it stays staged", extra=where)
+        return
+    if refused.reason == "unknown":
+        try:
+            ctx = own_org()
+        except OrgNotServed:
+            pass  # the stack's own org is not served either: set it aside below, reported in no org
+        else:
+            object_staged(ctx, bucket, key, version_id, size)
+            return
+    report = {"code": "org-not-served", "message": refused.user_message, "orgReason": refused.reason, "lines": []}
+    moved = quarantine(s3, bucket=bucket, key=key, version_id=version_id, folder="_rejected", report=report)
+    logger.error("file staged for an org that is not synced; moved aside", extra={**where, "moved_to": moved})
 
 
 def reject_object(
@@ -251,7 +290,7 @@ def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | 
     The process must exist in ChartHop, still be open and be this app's (a replayed or forged delivery
     starts nothing and touches nothing); while another sync of the app runs, this one is refused.
     """
-    if org_id != ctx.settings.org_id:
+    if org_id != ctx.org_id:
         logger.warning("Sync Now for an org this deployment does not sync; ignored", extra={"org_id": org_id})
         return None
     try:

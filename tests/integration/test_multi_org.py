@@ -1,0 +1,198 @@
+"""One stack, several orgs (issue 13): each org's syncs run with its own token, in its own ChartHop org, from its own
+staging folder; an org the deployment does not sync for (unknown, paused, uninstalled) starts nothing.
+
+The real state machine in moto, the real handlers, and a ChartHop emulator serving several orgs: each has its own
+app token (a request for one org with another's token is 401) and sees only its own processes. Extra orgs are
+registered the way an operator does it, with the admin tool's onboarding (the org's entry in the OrgTable, its
+token in a secret of its own).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from urllib.parse import unquote_plus
+
+import boto3
+import pytest
+
+from offline.charthop_emulator import ImportBehaviour
+from offline.harness import Offline, offline_environment
+from tests.conftest import EVENTS
+
+pytestmark = pytest.mark.integration
+ROSTER = (EVENTS / "roster.csv").read_bytes()
+ORG_B = "org-beta"
+ORG_C = "org-gamma"
+
+
+@pytest.fixture
+def offline() -> Iterator[Offline]:
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3)) as running:
+        yield running
+
+
+def wait_for_syncs(offline: Offline, org_id: str, count: int, timeout: float = 60.0) -> list[dict[str, object]]:
+    """The org's first `count` sync processes, each once it is DONE or ERROR and its loop has ended."""
+    deadline = time.monotonic() + timeout
+    while len(offline.sync_processes_of(org_id)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{org_id} has {len(offline.sync_processes_of(org_id))} sync processes, not {count}")
+        time.sleep(0.05)
+    return [offline.wait_for_process(str(p["id"]), timeout) for p in offline.sync_processes_of(org_id)]
+
+
+def assert_no_cross_org_call(offline: Offline) -> None:
+    """Every request ChartHop got carried the token of the org its path names (or was refused for one)."""
+    tokens = {f"Bearer {account.token}": org for org, account in offline.emulator.orgs.items()}
+    for call in offline.emulator.calls:
+        assert tokens.get(call.authorization, "?") == call.org, (call.operation, call.path, call.org)
+
+
+def test_three_orgs_each_sync_by_upload_and_by_sync_now_in_their_own_org(offline: Offline) -> None:
+    orgs = [offline.org_id, ORG_B, ORG_C]
+    offline.add_org(ORG_B)
+    offline.add_org(ORG_C)
+    for org in orgs:
+        offline.stage(f"roster-{org}.csv", ROSTER, folder=org)
+    for org in orgs:
+        [upload_sync] = wait_for_syncs(offline, org, 1)
+        assert upload_sync["status"] == "DONE", (org, upload_sync)
+        assert upload_sync["orgId"] == org
+    pressed = {org: offline.emulator.press_sync_now(org_id=org) for org in orgs}
+    for org in orgs:
+        assert pressed[org]["status"] == 202, pressed[org]["body"]
+        process = offline.wait_for_process(pressed[org]["process"]["id"])
+        assert process["status"] == "DONE", (org, process)
+        assert f"Imported roster-{org}.csv" in process["message"]
+    offline.wait_idle()
+    for org in orgs:
+        uploads = offline.emulator.uploads_of(org)
+        assert [upload.file_name for upload in uploads] == [f"roster-{org}.csv"] * 2  # upload, then Sync Now
+        syncs = {str(p["id"]) for p in offline.sync_processes_of(org)}
+        assert {upload.query["parentProcessId"] for upload in uploads} <= syncs  # imported under its own syncs
+        # the sync processes are shown as the org's own app user
+        assert {p["runUserId"] for p in offline.sync_processes_of(org) if p["id"] != pressed[org]["process"]["id"]} == {
+            offline.emulator.orgs[org].app_user_id
+        }
+    assert_no_cross_org_call(offline)
+    assert {call.org for call in offline.emulator.calls} == set(orgs)
+    assert not [call for call in offline.emulator.calls if call.status == 401]
+
+
+def test_a_file_under_bs_folder_never_reaches_a(offline: Offline) -> None:
+    offline.add_org(ORG_B)
+    offline.stage("only-for-beta.csv", ROSTER, folder=ORG_B)
+    [sync] = wait_for_syncs(offline, ORG_B, 1)
+    assert sync["status"] == "DONE"
+    offline.wait_idle()
+    assert [upload.file_name for upload in offline.emulator.uploads_of(ORG_B)] == ["only-for-beta.csv"]
+    assert offline.emulator.uploads_of(offline.org_id) == []
+    assert offline.sync_processes_of(offline.org_id) == []
+    a_token = f"Bearer {offline.emulator.config.token}"
+    assert [call.path for call in offline.emulator.calls if call.authorization == a_token] == []
+    assert_no_cross_org_call(offline)
+    # the sync's keys carry the org where they could collide: its turn in the import queue is B's
+    queues = [item["id"]["S"] for item in offline.sync_table_items() if item["id"]["S"].startswith("queue#")]
+    assert queues == [f"queue#charthop#{ORG_B}"]
+
+
+def test_an_org_with_a_bad_token_fails_alone_while_the_others_sync() -> None:
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3)) as offline:
+        bad = "org-alpha"
+        offline.add_org(bad, token="revoked-or-mistyped-token")
+        offline.add_org(ORG_B)
+        offline.add_org(ORG_C)
+        for org in (bad, ORG_B, ORG_C):
+            offline.stage("roster.csv", ROSTER, folder=org)
+        for org in (ORG_B, ORG_C):
+            [sync] = wait_for_syncs(offline, org, 1)
+            assert sync["status"] == "DONE", (org, sync)
+        offline.wait_idle()
+        # ChartHop refused the bad org's token: nothing could be shown there, nothing was imported
+        assert offline.sync_processes_of(bad) == []
+        assert offline.emulator.uploads_of(bad) == []
+        refused = [call for call in offline.emulator.calls if call.org == bad]
+        assert refused
+        assert {call.status for call in refused} == {401}
+        assert_no_cross_org_call_except_the_bad_token(offline, bad)
+        # the failure is kept where an operator finds it: the failed-events queue, with the file still staged
+        sqs = boto3.client("sqs", region_name=offline.stack.region)
+        messages = sqs.receive_message(QueueUrl=offline.stack.physical["FailedEventsQueue"], MaxNumberOfMessages=10)
+        [record] = [json.loads(message["Body"]) for message in messages["Messages"]]
+        key = unquote_plus(record["requestPayload"]["Records"][0]["s3"]["object"]["key"])
+        assert key == offline.staged_key("roster.csv", folder=bad)
+        assert record["responsePayload"]["errorType"] == "ChartHopRejected"
+        assert offline.staged_key("roster.csv", folder=bad) in offline.staged_keys()
+
+
+def assert_no_cross_org_call_except_the_bad_token(offline: Offline, bad: str) -> None:
+    """Every call carried the token of its org; the bad org's calls carried its own (wrong) token, no other org's."""
+    good = {f"Bearer {account.token}": org for org, account in offline.emulator.orgs.items() if org != bad}
+    for call in offline.emulator.calls:
+        if call.org == bad:
+            assert call.authorization not in good, (call.path, good.get(call.authorization))
+        else:
+            assert good.get(call.authorization) == call.org, (call.operation, call.path)
+
+
+def test_a_paused_org_starts_nothing_and_its_file_stays_staged(offline: Offline) -> None:
+    paused = "org-paused"
+    offline.add_org(paused, state="paused")
+    key = offline.stage("roster.csv", ROSTER, folder=paused)
+    pressed = offline.emulator.press_sync_now(org_id=paused)
+    offline.wait_idle()
+    assert pressed["status"] == 200
+    body = json.loads(pressed["body"])
+    assert (body["action"], body["reason"], body["orgState"]) == ("ignored", "org-not-served", "paused")
+    assert offline.staged_keys() == [key]  # kept where it was: a resume and a Sync Now import it
+    assert offline.failed_reports() == []
+    assert offline.emulator.uploads == []
+    assert [p["status"] for p in offline.sync_processes_of(paused)] == ["PENDING"]  # only ChartHop's own process
+    assert [call for call in offline.emulator.calls if call.org == paused] == []
+    assert offline.runtime.invocations_of("ImportStarterFunction") != []  # the upload was seen ...
+    assert executions(offline) == []  # ... and started nothing
+
+
+def test_an_unknown_orgs_delivery_and_folder_start_nothing(offline: Offline) -> None:
+    stranger = "org-not-registered"
+    offline.emulator.add_org(stranger, token="a-token-this-deployment-never-got")
+    pressed = offline.emulator.press_sync_now(org_id=stranger)
+    assert pressed["status"] == 200
+    body = json.loads(pressed["body"])
+    assert (body["action"], body["orgId"], body["orgState"]) == ("ignored", stranger, "unknown")
+    offline.wait_idle()
+    assert offline.runtime.invocations_of("ImportStarterFunction") == []  # the webhook handed nothing on
+
+    key = offline.stage("roster.csv", ROSTER, folder=stranger)
+    offline.wait_idle()
+    assert offline.emulator.uploads == []
+    assert key not in offline.staged_keys()  # refused as a wrong place, as a folder no target reads always was
+    [report] = offline.failed_reports()
+    assert report["code"] == "wrong-place"
+    assert report["movedTo"].startswith(f"s3://{offline.bucket}/failed/_rejected/")
+    assert offline.read(report["movedTo"].split(f"s3://{offline.bucket}/", 1)[1]) == ROSTER
+    assert [call for call in offline.emulator.calls if call.org == stranger] == []
+    assert executions(offline) == []
+
+
+def test_an_uninstalled_orgs_staged_files_are_kept_and_nothing_syncs(offline: Offline) -> None:
+    gone = "org-uninstalled"
+    offline.add_org(gone, state="uninstalled")
+    key = offline.stage("roster.csv", ROSTER, folder=gone)
+    pressed = offline.emulator.press_sync_now(org_id=gone)
+    offline.wait_idle()
+    assert json.loads(pressed["body"])["orgState"] == "uninstalled"
+    assert offline.staged_keys() == [key]
+    assert offline.read(key) == ROSTER
+    assert offline.failed_reports() == []
+    assert offline.emulator.uploads == []
+    assert [call for call in offline.emulator.calls if call.org == gone] == []
+    assert executions(offline) == []
+
+
+def executions(offline: Offline) -> list[str]:
+    """The names of the status loops started so far."""
+    sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
+    return [e["name"] for e in sfn.list_executions(stateMachineArn=offline.stack.state_machine_arn())["executions"]]
