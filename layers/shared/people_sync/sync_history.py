@@ -261,7 +261,7 @@ def execution_arn(state_machine_arn: str, sync_id: str) -> str | None:
 def _identity(ctx: SyncContext, at: float) -> dict[str, Any]:
     """What a record is listed by, set once (whoever writes the record first)."""
     return {
-        "orgId": ctx.settings.org_id,
+        "orgId": ctx.org_id,
         "target": ctx.target.name,
         "startedAt": at,
         "listDay": _day(at),

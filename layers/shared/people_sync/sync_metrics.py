@@ -74,7 +74,7 @@ def emit(ctx: SyncContext, name: str, value: float, *, unit: str | None = None) 
     try:
         if disabled():
             return
-        dims = dimensions(ctx.target.name, ctx.settings.org_id)
+        dims = dimensions(ctx.target.name, ctx.org_id)
         namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE_DEFAULT
         line = document(name, value, unit or METRICS.get(name, "Count"), dims, namespace, time.time())
         print(json.dumps(line, separators=(",", ":")), flush=True)  # EMF: CloudWatch reads it from stdout
