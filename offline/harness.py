@@ -243,6 +243,24 @@ class Offline:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def redrive_failed_events(self) -> dict[str, Any]:
+        """Runs the failed-events redriver once, as its 5-minute schedule does in AWS (moto runs no schedules)."""
+        answer = boto3.client("lambda", region_name=self.stack.region).invoke(
+            FunctionName=self.stack.function("EventRedriverFunction").name,
+            InvocationType="RequestResponse",
+            Payload=b"{}",
+        )
+        result: dict[str, Any] = json.loads(answer["Payload"].read() or b"{}")
+        return result
+
+    def failed_events(self) -> int:
+        """Messages in the failed-events queue (visible or being redriven)."""
+        url = self.stack.queue_url_for_arn(str(self.stack.resolve({"Fn::GetAtt": ["FailedEventsQueue", "Arn"]})))
+        attributes = boto3.client("sqs", region_name=self.stack.region).get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
     def deliver_execution_end(self, execution_arn: str) -> None:
         """Hands an execution that ended FAILED, TIMED_OUT or ABORTED to the finalizer, as the template's
         EventBridge rule does in AWS (moto emits no such events); asynchronously, as EventBridge invokes."""

@@ -3,8 +3,9 @@
 The stack runs with test-sized waits (1 s polls, 1 s imports, a 30 s import timeout, 1 s read timeouts), so
 a schedule takes seconds. After the last action the faults still pinned keep firing until the stack is
 quiet (no invocation pending, no execution running); executions that ended FAILED, TIMED_OUT or ABORTED are
-handed to the finalizer as the template's EventBridge rule would. Then the faults stop, the records are
-checked, and a probe (a fresh upload per target used, then a "Sync Now") shows whether an earlier failure
+handed to the finalizer as the template's EventBridge rule would. Then the faults stop, the failed-events
+queue is redriven once (as the scheduled redriver does every 5 minutes) and the stack settles again, the
+records are checked, and a probe (a fresh upload per target used, then a "Sync Now") shows whether an earlier failure
 left something that refuses later syncs.
 """
 
@@ -421,6 +422,10 @@ def run_schedule(schedule: Schedule, *, probe_after: bool = True) -> Result:
                 result.faults[f"http {_describe(fault)}"] += 1
         result.faults.update(plan.injected)
         result.crashes.update(plan.crashed)
+        if settled and offline.failed_events():
+            # The faults stopped: the scheduled redriver sends what failed meanwhile to its function again.
+            offline.redrive_failed_events()
+            settled = settle(offline, time.monotonic() + IMPORT_TIMEOUT_SECONDS + GRACE_SECONDS)
         result.violations = check_all(observe(offline, runner, lines, settled))
         if probe_after and settled:
             result.violations += probe(offline, runner, schedule.targets(), lines)

@@ -538,3 +538,31 @@ def test_17_folder_markers_start_no_sync_and_move_nothing() -> None:
         assert offline.sync_processes() == []
         assert offline.emulator.updates == []
         assert failed_objects(offline) == []
+
+
+def test_an_upload_staged_while_charthop_is_down_is_imported_once_by_the_redriver() -> None:
+    """Campaign seeds 373 and 431: createProcess failed through every try of the trigger and Lambda's retries,
+    so the upload's event ended in the failed-events queue with its file still staged and no sync saying why
+    (ChartHop was down: there was nowhere to say it). The scheduled redriver sends it again once ChartHop
+    answers: one sync, one import; a second run finds nothing to do."""
+    with offline_environment(
+        import_behaviour=ImportBehaviour(duration_s=0.3), extra_env={"AUTO_REDRIVE_RETRY_SECONDS": "0"}
+    ) as offline:
+        offline.emulator.inject("createProcess", *[Fault.http(502)] * 200)
+        offline.stage("roster.csv", ROSTER)
+        quiet(offline)
+        assert offline.failed_events() == 1
+        assert offline.sync_processes() == []
+        assert offline.emulator.uploads == []
+        assert offline.redrive_failed_events() == {"outcomes": {"failed": 1}}  # still down: kept for later
+        assert offline.failed_events() == 1
+
+        offline.emulator.clear_faults()  # ChartHop answers again; the next scheduled run:
+        assert offline.redrive_failed_events() == {"outcomes": {"redriven": 1}}
+        [sync] = offline.sync_processes()
+        assert wait_closed(offline, sync["id"])["status"] == "DONE"
+        assert len(offline.emulator.uploads) == 1
+        assert offline.failed_events() == 0
+        assert offline.redrive_failed_events() == {"outcomes": {}}
+        assert len(offline.sync_processes()) == 1
+        assert len(offline.emulator.uploads) == 1

@@ -195,6 +195,7 @@ EXPECTED_DATA_ACCESS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:UpdateItem", "SyncHistoryTable"),  # the sync's end (issue 14)
     },
     "TargetCallbackFunction": {("dynamodb:GetItem", "SyncTable"), ("dynamodb:UpdateItem", "SyncTable")},
+    "EventRedriverFunction": set(),  # SQS and Lambda only (test_the_redriver_drains_only_the_failed_events_queue)
 }
 #: SAM policy templates that grant exactly one narrow thing; DynamoDBCrudPolicy, S3ReadPolicy etc. grant more.
 NARROW_POLICY_TEMPLATES = {
@@ -467,4 +468,20 @@ def test_the_sync_history_expires_with_the_personal_data_and_is_listed_by_query(
     assert indexes == {
         "byDay": [{"AttributeName": "listDay", "KeyType": "HASH"}, {"AttributeName": "startedAt", "KeyType": "RANGE"}],
         "byOrg": [{"AttributeName": "orgId", "KeyType": "HASH"}, {"AttributeName": "startedAt", "KeyType": "RANGE"}],
+    }
+
+
+def test_the_redriver_drains_only_the_failed_events_queue_and_invokes_only_the_functions_that_fed_it() -> None:
+    function = FUNCTIONS["EventRedriverFunction"]["Properties"]
+    [drain] = [st for st in statements(function["Policies"]) if st.get("Sid") == "DrainFailedEvents"]
+    assert set(drain["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+    assert drain["Resource"] == {"Fn::GetAtt": ["FailedEventsQueue", "Arn"]}
+    invoked = {
+        p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in function["Policies"] if "LambdaInvokePolicy" in p
+    }
+    assert invoked == {"ImportStarterFunction", "SyncFinalizerFunction"}
+    [schedule] = function["Events"].values()
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
+    assert function["Environment"]["Variables"]["AUTO_REDRIVE_MAX_AGE_HOURS"] == {
+        "Fn::Sub": "${AutoRedriveMaxAgeHours}"
     }
