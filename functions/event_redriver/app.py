@@ -8,13 +8,14 @@ import time
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from people_sync.event_redrive import redrive_failed_events
 
 logger = Logger()
+tracer = Tracer()
 metrics = Metrics()
 
 #: Seconds kept back from the Lambda's remaining time: the run stops redriving before it is killed.
@@ -22,6 +23,7 @@ MARGIN_SECONDS = 15.0
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - MARGIN_SECONDS

@@ -100,9 +100,13 @@ def test_secrets_never_reach_the_logs(capfd: pytest.CaptureFixture[str], caplog:
         offline.wait_for_process(pressed["process"]["id"])
         api_token = offline.emulator.config.token
     out, err = capfd.readouterr()
-    # The main thread plays ChartHop (it posts the webhook, token in its URL); the functions run on
-    # the API shim's, the async-invocation and the state machine's threads.
-    from_functions = [record for record in caplog.records if record.threadName != "MainThread"]
+    # The main thread and the emulator's echo threads play ChartHop (they post the webhook, token in its URL);
+    # the functions run on the API shim's, the async-invocation and the state machine's threads.
+    from_functions = [
+        record
+        for record in caplog.records
+        if record.threadName != "MainThread" and not record.threadName.startswith("charthop-echo-")
+    ]
     logged = out + err + "\n".join(f"{record.name} {record.getMessage()}" for record in from_functions)
     assert "import followed" in logged  # the functions' logs were captured
     assert api_token not in logged

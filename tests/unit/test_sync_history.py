@@ -46,7 +46,9 @@ class Emitted:
 
 def make_ctx(store: sync_history.HistoryStore | None, *, org: str = "acme", target: str = "charthop") -> SyncContext:
     ctx = SimpleNamespace(
-        settings=SimpleNamespace(org_id=org, state_machine_arn=MACHINE),
+        # the stack's own org differs: the record and the metrics name the sync's org (ctx.org_id)
+        org_id=org,
+        settings=SimpleNamespace(org_id="stack-org", state_machine_arn=MACHINE),
         target=SimpleNamespace(name=target, display_name=target.capitalize()),
         clock=Clock(),
         history=store,
