@@ -81,10 +81,12 @@ $(SCAN_STAMP): requirements-scan.txt
 	$(SCAN_BIN)/pip install --quiet -r requirements-scan.txt
 	touch $(SCAN_STAMP)
 
-## Benchmarks, measured side by side in one run (see bench/run.py).
+## Benchmarks, measured side by side in one run (see bench/run.py); the multi-org run (bench/multi_org.py)
+## takes 200 orgs by default, `make bench ORGS=50` fewer.
 bench: $(STAMP)
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.multi_org $(if $(ORGS),--orgs $(ORGS))
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

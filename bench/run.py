@@ -9,7 +9,8 @@
     the pre-flight check against a clean file of the same size (bench/adversarial.py; BENCH_I6_MB or
     --i6-size-mb for a smaller quick run, 1024 by default).
 
-(a), the 1 GB streaming upload against a raw loopback upload, is `python -m bench.upload` (make bench runs both).
+(a), the 1 GB streaming upload against a raw loopback upload, is `python -m bench.upload`, and (f), 200 orgs
+syncing through one offline stack, is `python -m bench.multi_org` (make bench runs all three).
 Every line prints the measured values and the ratio or target it is held to.
 """
 
