@@ -12,7 +12,7 @@ CHECK_PYTHON = @test -n "$(PYTHON)" || { echo "No working Python 3.13 found (pyt
 	"$(PYTHON)" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' \
 	|| { echo "PYTHON=$(PYTHON) is not a working Python 3.13" >&2; exit 1; }
 # Lambda architecture of the functions and the layer (template.yaml parameter Architecture): arm64 or x86_64.
-ARCH ?= x86_64
+ARCH ?= arm64
 LAYER_PLATFORM = $(if $(filter arm64,$(ARCH)),manylinux2014_aarch64,manylinux2014_x86_64)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -72,7 +72,7 @@ chaos: $(STAMP)
 	CHAOS=1 $(BIN)/python -m pytest tests/chaos/test_campaign.py -p no:cacheprovider -q -n $(if $(SEED),0,$(CHAOS_WORKERS)) $(if $(SEED),--seed $(SEED)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(FIRST_SEED),--first-seed $(FIRST_SEED)) $(PYTEST_ARGS)
 
 ## `sam validate --lint`, the template scanners (cfn-lint with the serverless rules, checkov), `sam build`
-## for ARCH (x86_64 by default, `ARCH=arm64`; no Docker needed: the functions' python3.13 builder runs the
+## for ARCH (arm64 by default, `ARCH=x86_64`; no Docker needed: the functions' python3.13 builder runs the
 ## `python3.13` of PYTHON's directory, put first on PATH) and a check that the build is what Lambda should
 ## load (tools/check_build.py: cp313 bytecode, the pins, wheels and .so files for ARCH, handlers import).
 ## Any new finding fails; an accepted one is suppressed in its resource's Metadata (checkov: skip, cfn-lint:

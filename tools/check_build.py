@@ -134,7 +134,7 @@ def handler_imports(build_dir: Path, layers: list[Path]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("build_dir", nargs="?", type=Path, default=Path(".aws-sam/build"))
-    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="x86_64")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="arm64")
     arguments = parser.parse_args()
     build_dir, architecture = arguments.build_dir.resolve(), arguments.architecture
     layer = build_dir / "SharedLayer" / "python"
