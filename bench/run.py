@@ -73,7 +73,7 @@ def cold_imports(runs: int) -> None:
 
     Floor and handlers import from the same built layer (boto3 included) and are measured interleaved,
     round after round, so machine load hits both alike. Each handler is also imported from the same layer
-    without bytecode, as SAM's python3.11 builder ships a layer (Lambda cannot write .pyc files itself).
+    without bytecode, as SAM's python3.13 builder ships a layer (Lambda cannot write .pyc files itself).
     """
     print(
         "(b) cold import of each handler as deployed (built layer, stdlib-only interpreter, tracing on)\n"

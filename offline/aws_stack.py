@@ -186,7 +186,7 @@ class OfflineStack:
         )
         self._client("lambda").create_function(
             FunctionName=function.name,
-            Runtime=props.get("Runtime", globals_.get("Runtime", "python3.11")),
+            Runtime=props.get("Runtime", globals_.get("Runtime", "python3.13")),
             Role=self.role_arn,
             Handler=function.handler,
             Code={"ZipFile": _zip_dir(function.code_dir)},

@@ -9,6 +9,7 @@ shared layer built by the recipe `sam build` runs (layers/shared/Makefile), an i
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -19,21 +20,26 @@ from offline.aws_stack import load_template
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAYER_SOURCE = REPO_ROOT / "layers" / "shared"
+#: Lambda's wheel platform for this machine's architecture: a layer built for it imports here.
+HOST_PLATFORM = f"manylinux2014_{platform.machine()}"
 
 
 def build_layer(artifacts_dir: Path) -> Path:
-    """Builds the shared layer into `artifacts_dir` as `sam build` does; returns its `python/` directory."""
+    """Builds the shared layer into `artifacts_dir` as `sam build` does; returns its `python/` directory.
+
+    Its binary wheels are for this machine's architecture (Lambda's platform), so its handlers import here.
+    """
     make = shutil.which("make") or "make"
     subprocess.run(  # noqa: S603 - our own Makefile, fixed arguments
         [make, "-s", "-C", str(LAYER_SOURCE), "build-SharedLayer", f"ARTIFACTS_DIR={artifacts_dir}"],
-        env={**os.environ, "PYTHON": sys.executable},
+        env={**os.environ, "PYTHON": sys.executable, "PLATFORM": HOST_PLATFORM},
         check=True,
     )
     return artifacts_dir / "python"
 
 
 def without_bytecode(layer: Path, destination: Path) -> Path:
-    """A copy of a built layer as SAM's python3.11 builder ships one: sources only, no .pyc files."""
+    """A copy of a built layer as SAM's python3.13 builder ships one: sources only, no .pyc files."""
     shutil.copytree(layer, destination, ignore=shutil.ignore_patterns("__pycache__"))
     return destination
 

@@ -15,7 +15,6 @@ import itertools
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,12 +23,11 @@ from hypothesis import strategies as st
 from people_sync import csv_checks
 from people_sync.csv_checks import CsvRejected, CsvRules, CsvSummary, check_csv
 
-T = TypeVar("T")
 HEADER = b"Employee ID,Name\n"
 GUARD_SECONDS = 20.0
 
 
-def within(seconds: float, run: Callable[[], T]) -> T:
+def within[T](seconds: float, run: Callable[[], T]) -> T:
     """Runs `run` on a thread; a hang (or a quadratic blow-up) fails the test instead of stalling CI."""
     outcome: dict[str, object] = {}
 

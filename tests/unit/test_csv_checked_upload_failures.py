@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
-from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -20,12 +19,11 @@ from hypothesis import strategies as st
 from people_sync import csv_checks
 from people_sync.csv_checks import CheckedUpload, CsvRejected, CsvRules, CsvSummary
 
-T = TypeVar("T")
 SMALL_CHUNK = 512
 READ_AHEAD = 8 * SMALL_CHUNK
 
 
-def within(seconds: float, run: Callable[[], T]) -> T:
+def within[T](seconds: float, run: Callable[[], T]) -> T:
     """Runs `run` on a thread; a hang fails the test instead of stalling CI."""
     outcome: dict[str, object] = {}
 

@@ -19,7 +19,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import boto3
 import click
@@ -41,8 +41,6 @@ from tools.people_sync_admin.stack import Deployment, StackNotReady, from_cloudf
 
 #: Stands for a token a dry run does not read.
 NOT_READ = "(not read in a dry run)"
-P = ParamSpec("P")
-R = TypeVar("R")
 
 #: Errors a person can act on: printed as one line, exit status 1 (no traceback).
 EXPECTED_ERRORS = (
@@ -89,7 +87,7 @@ class AdminContext:
         return Onboarding(self.deployment, dry_run=dry_run)
 
 
-def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+def friendly_errors[**P, R](command: Callable[P, R]) -> Callable[P, R]:
     @wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import cache, wraps
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
@@ -20,13 +20,12 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
     from mypy_boto3_stepfunctions import SFNClient
 
-Client = TypeVar("Client")
 #: boto3's default session is not thread-safe while it creates clients. Lambda runs one invocation per
 #: container at a time, but the offline stack runs every function in one process, on threads.
 _creating = threading.Lock()
 
 
-def _one_at_a_time(factory: Callable[[], Client]) -> Callable[[], Client]:
+def _one_at_a_time[Client](factory: Callable[[], Client]) -> Callable[[], Client]:
     @wraps(factory)
     def create() -> Client:
         with _creating:

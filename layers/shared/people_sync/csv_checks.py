@@ -582,6 +582,9 @@ class CheckedUpload(io.RawIOBase):
 
     def close(self) -> None:
         """Stops the checking thread if the upload is abandoned (a retry re-reads from the start)."""
+        if not hasattr(self, "_thread"):  # refused before reading (__init__ raised): nothing started or owned
+            super().close()
+            return
         if not self._checked.is_set():
             self._stop_checker()
         close = getattr(self._raw, "close", None)

@@ -402,7 +402,7 @@ class _Readable(io.RawIOBase):
         return len(data)
 
 
-def _records(stream: IO[bytes]) -> Generator[str, None, None]:
+def _records(stream: IO[bytes]) -> Generator[str]:
     """Each CSV record's original text, header first, blank lines skipped.
 
     The csv module decides where a record ends, so a quoted field holding newlines stays in its record;
