@@ -485,3 +485,27 @@ def test_the_redriver_drains_only_the_failed_events_queue_and_invokes_only_the_f
     assert function["Environment"]["Variables"]["AUTO_REDRIVE_MAX_AGE_HOURS"] == {
         "Fn::Sub": "${AutoRedriveMaxAgeHours}"
     }
+
+
+def test_the_operator_policy_grants_the_tools_calls_and_no_wildcard_actions() -> None:
+    document = TEMPLATE["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"]
+    actions = {
+        action
+        for statement in document["Statement"]
+        for action in ([statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"])
+    }
+    assert not [action for action in actions if "*" in action]
+    # what tools/people_sync_admin calls (orgs, syncs, failed, events redrive)
+    assert {
+        "cloudformation:DescribeStacks",
+        "dynamodb:Scan",
+        "dynamodb:Query",
+        "secretsmanager:PutSecretValue",
+        "s3:ListBucket",
+        "s3:PutObject",
+        "sqs:DeleteMessage",
+        "lambda:InvokeFunction",
+    } <= actions
+    [put] = [statement for statement in document["Statement"] if statement["Sid"] == "StageRetriedFiles"]
+    assert put["Resource"]["Fn::Sub"].endswith("/${StagingPrefix}*")  # a retry stages under the prefix only
+    assert TEMPLATE["Outputs"]["OperatorPolicyArn"]["Value"] == {"Ref": "OperatorPolicy"}
