@@ -105,7 +105,7 @@ def test_secrets_never_reach_the_logs(capfd: pytest.CaptureFixture[str], caplog:
     from_functions = [
         record
         for record in caplog.records
-        if record.threadName != "MainThread" and not record.threadName.startswith("charthop-echo-")
+        if record.threadName != "MainThread" and not (record.threadName or "").startswith("charthop-echo-")
     ]
     logged = out + err + "\n".join(f"{record.name} {record.getMessage()}" for record in from_functions)
     assert "import followed" in logged  # the functions' logs were captured
