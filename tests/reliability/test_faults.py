@@ -27,8 +27,10 @@ def test_outage_beyond_the_loops_tolerance_marks_the_sync_error() -> None:
     with offline_environment(
         import_behaviour=ImportBehaviour(duration_s=0.3), extra_env={"MAX_UNAVAILABLE_CHECKS": "1"}
     ) as offline:
-        # client: 6 tries per check; loop: tolerates 1 failed check; state machine: 2 retries
-        offline.emulator.inject("getProcess", *[Fault.http(503)] * (6 * 4))
+        # ChartHop stays down for the rest of the sync: a fixed number of faults (6 tries x 4 checks) ran out
+        # before the third failing check in a loaded CI run, and the sync ended DONE. The loop tolerates 1
+        # failed check, then the state machine retries the failing check twice.
+        offline.emulator.inject("getProcess", *[Fault.http(503)] * 1000)
         sync_id = drop_roster(offline)
         process = offline.wait_for_process(sync_id, timeout=60)
         assert process["status"] == "ERROR"
