@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -192,3 +193,34 @@ def test_reading_nothing_does_not_end_the_check() -> None:
     received, errors = within(10, lambda: drain(upload, 1000, retry_after_errors=False))
     assert (received, errors) == (body, [])
     assert upload.summary is not None
+
+
+def test_a_report_that_cannot_be_written_leaves_no_unexplained_copy_in_failed() -> None:
+    """Campaign seed 181: the report's PutObject failed after the file was copied to failed/, leaving a copy that
+    nothing explained. The report is written first: a failure leaves the file staged and nothing in failed/."""
+    import boto3
+    import pytest
+    from botocore.exceptions import ClientError
+    from moto import mock_aws
+
+    from people_sync.staging import quarantine
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="staging-bucket")
+        s3.put_bucket_versioning(Bucket="staging-bucket", VersioningConfiguration={"Status": "Enabled"})
+        version = s3.put_object(Bucket="staging-bucket", Key="staging/org/roster.csv", Body=b"a,b\n1,2\n")["VersionId"]
+        real_put = s3.put_object
+
+        def failing_put(**kwargs: Any) -> Any:
+            if str(kwargs.get("Key", "")).startswith("failed/"):
+                raise ClientError({"Error": {"Code": "InternalError", "Message": "x"}}, "PutObject")
+            return real_put(**kwargs)
+
+        s3.put_object = failing_put  # type: ignore[method-assign,assignment]
+        with pytest.raises(ClientError):
+            quarantine(
+                s3, bucket="staging-bucket", key="staging/org/roster.csv", version_id=version, folder="org", report={}
+            )
+        listed = s3.list_objects_v2(Bucket="staging-bucket").get("Contents", [])
+        assert [item["Key"] for item in listed] == ["staging/org/roster.csv"]

@@ -85,7 +85,6 @@ def quarantine(
     source: dict[str, str] = {"Bucket": bucket, "Key": key}
     if version_id and version_id != "null":
         source["VersionId"] = version_id
-    s3.copy_object(Bucket=bucket, Key=target, CopySource=source)  # type: ignore[arg-type]
     full_report = {
         "file": f"s3://{bucket}/{key}",
         "versionId": version_id,
@@ -93,12 +92,15 @@ def quarantine(
         "failedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **report,
     }
+    # The report first: a failure between the two leaves a report and the file still staged, never a copy in
+    # failed/ that nothing explains (campaign seed 181: the report's PutObject failed after the copy).
     s3.put_object(
         Bucket=bucket,
         Key=f"{target}.report.json",
         Body=json.dumps(full_report, indent=2).encode(),
         ContentType="application/json",
     )
+    s3.copy_object(Bucket=bucket, Key=target, CopySource=source)  # type: ignore[arg-type]
     if _is_current_version(s3, bucket, key, version_id):
         s3.delete_object(Bucket=bucket, Key=key)
     return target
