@@ -13,8 +13,9 @@ import pytest
 from moto import mock_aws
 
 from people_sync import runtime
+from people_sync.loop_memory import CheckInProgress
 from people_sync.targets.base import ProgressReporter
-from people_sync.targets.log_reporter import CLOSED_TTL_SECONDS, LogProgressReporter
+from people_sync.targets.log_reporter import CLOSED_TTL_SECONDS, FINAL_LINE_LEASE_SECONDS, LogProgressReporter
 from tests.fakes import FakeClock
 
 if TYPE_CHECKING:
@@ -116,3 +117,55 @@ def test_the_runtime_gives_further_targets_a_reporter_on_the_sync_table(
         assert runtime.sync_context("orgvue").reporter.is_closed("orgvue-1")
     finally:
         runtime.reset()
+
+
+class Killed(BaseException):
+    """A Lambda kill (timeout, out of memory): no error handling runs."""
+
+
+def test_a_close_killed_between_its_mark_and_its_line_is_finished_by_a_later_close(
+    table: DynamoDBClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Campaign seed 225 (I2): the first close marked the sync closed and died before "sync finished"; the
+    retry found the mark and wrote nothing, so the sync was never shown closed."""
+    caplog.set_level(logging.INFO, logger="people_sync.progress")
+    clock = FakeClock(1_700_000_000.0)
+    dying = LogProgressReporter("orgvue", table=TABLE, client=table, clock=clock)
+    real_error = logging.Logger.error
+
+    def killed_at_the_line(self: logging.Logger, msg: object, *args: object, **kwargs: object) -> None:
+        if msg == "sync finished":
+            raise Killed
+        real_error(self, msg, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logging.Logger, "error", killed_at_the_line)
+    with pytest.raises(Killed):
+        fail(dying, "orgvue-1")
+    monkeypatch.undo()
+    assert finished_lines(caplog, "orgvue-1") == []
+    assert not dying.is_closed("orgvue-1")
+
+    retry = LogProgressReporter("orgvue", table=TABLE, client=table, clock=clock)
+    with pytest.raises(CheckInProgress):  # the claim may still be a live writer's: come back later
+        retry.finish("orgvue-1", succeeded=True, message="a later decision", results={}, summary="")
+    clock.advance(FINAL_LINE_LEASE_SECONDS + 1)
+    retry.finish("orgvue-1", succeeded=True, message="a later decision", results={}, summary="")
+    retry.finish("orgvue-1", succeeded=True, message="a later decision", results={}, summary="")
+
+    lines = finished_lines(caplog, "orgvue-1")
+    assert len(lines) == 1
+    assert lines[0].levelno == logging.ERROR  # the first close's decision is the one written
+    assert vars(lines[0])["progress_message"] == "its status loop was stopped"
+    assert retry.is_closed("orgvue-1")
+    assert LogProgressReporter("orgvue", table=TABLE, client=table).is_closed("orgvue-1")
+
+
+def test_a_mark_from_before_the_two_steps_counts_as_written(
+    table: DynamoDBClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="people_sync.progress")
+    table.put_item(TableName=TABLE, Item={"id": {"S": "closed#orgvue-old"}, "status": {"S": "DONE"}})
+    reporter = LogProgressReporter("orgvue", table=TABLE, client=table)
+    assert reporter.is_closed("orgvue-old")
+    fail(reporter, "orgvue-old")
+    assert finished_lines(caplog, "orgvue-old") == []

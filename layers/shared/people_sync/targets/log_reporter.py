@@ -3,14 +3,19 @@
 Orgvue and ELMA365 have no "Sync Now" progress bar of ours to drive, so a sync into them is reported
 where an operator looks: one JSON log line per step, with the sync id, target, progress and message.
 
-A sync is closed once: the status loop and the watchdog (sync finalizer) may run in different containers,
-so "closed" is an item `closed#<sync id>` in the sync table, written with a condition that only the first
-close passes. Without a table (unit tests, single-process runs) it is remembered in memory.
+A sync's final line ("sync finished") is written once, whichever container closes it and wherever one dies.
+Its record is the sync table's item `closed#<sync id>`, in two steps a retry can finish: a close first
+claims the line (state `writing`, the first close's status and message, a short lease), then logs it, then
+marks it `written`. A close that finds the line `written` writes nothing; one that finds a live claim is
+told to come back (CheckInProgress, which every closer's caller retries); one that finds a claim whose
+lease ran out (its writer died between the claim and the line) writes the claimed line itself. Without a
+table (unit tests, single-process runs) "closed" is remembered in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -19,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from people_sync import aws_clients
+from people_sync.loop_memory import CheckInProgress
+from people_sync.sync_table import SyncTableStore, condition_failed
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -28,6 +34,10 @@ logger = logging.getLogger("people_sync.progress")
 
 #: A closed item outlives the state machine's 2 h limit (the watchdog comes after it) and then expires.
 CLOSED_TTL_SECONDS = 2 * 24 * 3600
+#: How long a claimed final line is left to its writer: logging it takes milliseconds, so a claim older than
+#: this belongs to a close that died (a Lambda timeout or kill) between the claim and the line.
+FINAL_LINE_LEASE_SECONDS = 60
+WRITING, WRITTEN = "writing", "written"
 
 
 class LogProgressReporter:
@@ -40,18 +50,11 @@ class LogProgressReporter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = target
-        self.table = table or None
-        self._client = client
+        self.store = SyncTableStore(table, client) if table else None
         self.clock = clock
-        #: Syncs this container saw closed (with a table, a shortcut before asking it).
+        #: Syncs whose final line this container wrote (with a table, a shortcut before asking it).
         self.closed: set[str] = set()
         self._lock = threading.Lock()
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = aws_clients.dynamodb()
-        return self._client
 
     def start_sync(self, name: str, source: str, version_id: str | None) -> str:
         """A deterministic id (the same object version is the same sync), short enough for an execution name."""
@@ -61,10 +64,11 @@ class LogProgressReporter:
         return sync_id
 
     def is_closed(self, sync_id: str) -> bool:
-        if sync_id in self.closed or self.table is None:
+        """The sync's final line is written (a claimed, unwritten line is not closed yet)."""
+        if sync_id in self.closed or self.store is None:
             return sync_id in self.closed
-        item = self.client.get_item(TableName=self.table, Key=_key(sync_id), ConsistentRead=True).get("Item")
-        return item is not None
+        item = self.store.get(_key(sync_id))
+        return bool(item) and _state(item) == WRITTEN
 
     def report_progress(self, sync_id: str, progress: float, message: str) -> None:
         logger.info(
@@ -78,50 +82,96 @@ class LogProgressReporter:
         )
 
     def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None:
-        status = "DONE" if succeeded else "ERROR"
-        if not self._close(sync_id, status):
-            logger.info("sync already closed", extra={"sync_id": sync_id, "target": self.target, "status": status})
+        decided = {"status": "DONE" if succeeded else "ERROR", "message": message, "results": results}
+        final = self._claim(sync_id, decided)
+        if final is None:
+            logger.info(
+                "sync already closed", extra={"sync_id": sync_id, "target": self.target, "status": decided["status"]}
+            )
             return
-        log = logger.info if succeeded else logger.error
+        log = logger.info if final["status"] == "DONE" else logger.error
         log(
             "sync finished",
             extra={
                 "sync_id": sync_id,
                 "target": self.target,
-                "status": status,
-                "progress_message": message,
-                "results": results,
+                "status": final["status"],
+                "progress_message": final["message"],
+                "results": final["results"],
             },
         )
+        self._mark_written(sync_id)
 
-    def _close(self, sync_id: str, status: str) -> bool:
-        """Marks the sync closed; False when it already was (here or in another container)."""
+    def _claim(self, sync_id: str, decided: dict[str, Any]) -> dict[str, Any] | None:
+        """The final line this close must write (the first close's decision), or None when it is written.
+        Raises CheckInProgress while another close holds a live claim on it."""
         with self._lock:
             if sync_id in self.closed:
-                return False
-            self.closed.add(sync_id)
-        if self.table is None:
-            return True
-        now = self.clock()
+                return None
+            if self.store is None:
+                self.closed.add(sync_id)
+                return decided
+        now = int(self.clock())
         try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    **_key(sync_id),
-                    "status": {"S": status},
-                    "closedAt": {"N": str(int(now))},
-                    "expiration": {"N": str(int(now) + CLOSED_TTL_SECONDS)},
+            item = self.store.client.update_item(
+                TableName=self.store.table_name,
+                Key={"id": {"S": _key(sync_id)}},
+                UpdateExpression=(
+                    "SET #state = :writing, leaseUntil = :until, closedAt = if_not_exists(closedAt, :now), "
+                    "expiration = if_not_exists(expiration, :expires), #status = if_not_exists(#status, :status), "
+                    "message = if_not_exists(message, :message), results = if_not_exists(results, :results)"
+                ),
+                ConditionExpression="attribute_not_exists(#id) OR (#state = :writing AND leaseUntil < :now)",
+                ExpressionAttributeNames={"#id": "id", "#state": "state", "#status": "status"},
+                ExpressionAttributeValues={
+                    ":writing": {"S": WRITING},
+                    ":until": {"N": str(now + FINAL_LINE_LEASE_SECONDS)},
+                    ":now": {"N": str(now)},
+                    ":expires": {"N": str(now + CLOSED_TTL_SECONDS)},
+                    ":status": {"S": decided["status"]},
+                    ":message": {"S": decided["message"]},
+                    ":results": {"S": json.dumps(decided["results"], sort_keys=True, default=str)},
                 },
-                ConditionExpression="attribute_not_exists(#id)",
-                ExpressionAttributeNames={"#id": "id"},
-            )
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            # The close is what an operator must see: log it even if a second line may follow elsewhere.
-            logger.warning("could not record the sync as closed", extra={"sync_id": sync_id}, exc_info=True)
-        return True
+            if not condition_failed(error):
+                # The close is what an operator must see: log it even if a second line may follow elsewhere.
+                logger.warning("could not record the sync as closed", extra={"sync_id": sync_id}, exc_info=True)
+                return decided
+            if _state(self.store.get(_key(sync_id))) == WRITING:
+                raise CheckInProgress(f"the final line of {sync_id} is being written by another close") from error
+            with self._lock:
+                self.closed.add(sync_id)
+            return None
+        return {
+            "status": item["status"]["S"],
+            "message": item["message"]["S"],
+            "results": json.loads(item["results"]["S"]),
+        }
+
+    def _mark_written(self, sync_id: str) -> None:
+        with self._lock:
+            self.closed.add(sync_id)
+        if self.store is None:
+            return
+        try:
+            self.store.client.update_item(
+                TableName=self.store.table_name,
+                Key={"id": {"S": _key(sync_id)}},
+                UpdateExpression="SET #state = :written REMOVE leaseUntil",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":written": {"S": WRITTEN}},
+            )
+        except ClientError:
+            # Left `writing`: a close after the lease writes the line again (better twice than never).
+            logger.warning("could not mark the final line written", extra={"sync_id": sync_id}, exc_info=True)
 
 
-def _key(sync_id: str) -> dict[str, Any]:
-    return {"id": {"S": f"closed#{sync_id}"}}
+def _key(sync_id: str) -> str:
+    return f"closed#{sync_id}"
+
+
+def _state(item: dict[str, Any]) -> str:
+    """An item from before the two steps (no state) was written with its line."""
+    return str(item.get("state", {}).get("S", WRITTEN))
