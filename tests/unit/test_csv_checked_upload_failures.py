@@ -12,6 +12,7 @@ import io
 import threading
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -224,3 +225,39 @@ def test_a_report_that_cannot_be_written_leaves_no_unexplained_copy_in_failed() 
             )
         listed = s3.list_objects_v2(Bucket="staging-bucket").get("Contents", [])
         assert [item["Key"] for item in listed] == ["staging/org/roster.csv"]
+
+
+def test_a_retried_move_to_failed_leaves_one_copy_and_report_per_staged_version() -> None:
+    """A refused file whose close kept failing was copied to failed/ again on each retry (the key carried the
+    time of the move). The key names the staged version now: a retry rewrites the same copy; another upload
+    of the same name gets its own."""
+    import time as time_module
+
+    import boto3
+    from moto import mock_aws
+
+    from people_sync.staging import quarantine
+
+    real_gmtime = time_module.gmtime
+    moves = iter(range(1_800_000_000, 1_800_009_999, 7))  # each move (and retry) a few seconds after the last
+
+    def later_each_move(seconds: float | None = None) -> time_module.struct_time:
+        return real_gmtime(next(moves) if seconds is None else seconds)
+
+    with mock_aws(), patch("people_sync.staging.time.gmtime", later_each_move):
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="staging-bucket")
+        s3.put_bucket_versioning(Bucket="staging-bucket", VersioningConfiguration={"Status": "Enabled"})
+        first = s3.put_object(Bucket="staging-bucket", Key="staging/org/roster.csv", Body=b"a,b\n")["VersionId"]
+        second = s3.put_object(Bucket="staging-bucket", Key="staging/org/roster.csv", Body=b"a,b\n")["VersionId"]
+        moved = {
+            quarantine(
+                s3, bucket="staging-bucket", key="staging/org/roster.csv", version_id=version, folder="org", report={}
+            )
+            for version in (first, first, second, first, second)
+        }
+        listed = sorted(
+            item["Key"] for item in s3.list_objects_v2(Bucket="staging-bucket", Prefix="failed/")["Contents"]
+        )
+    assert len(moved) == 2
+    assert listed == sorted([*moved, *(f"{key}.report.json" for key in moved)])

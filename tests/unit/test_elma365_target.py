@@ -628,3 +628,46 @@ def test_a_blocked_status_answer_with_a_non_2xx_status_keeps_polling(
     assert [status.state for status in statuses] == ["running", "running", "running", "done"]
     assert [call.status for call in elma.calls_of(IMPORT_STATUS)] == [http_status, http_status, 200, 200]
     assert elma.imported_rows() == 3
+
+
+def test_a_chunk_start_whose_check_died_is_closed_not_repeated(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
+) -> None:
+    """The ELMA365 chunk-start crash window (issue 11): the check that finished chunk 1 started chunk 2 and died
+    before the loop memory recorded it. The next check, carrying chunk 1's job, found chunk 1 done again,
+    uploaded chunk 2 under a new hash and started it a second time: 25 rows in chunks of 10 imported 35."""
+    source = Source(roster(25))
+    job = make_target(elma, slots, clock, chunk_rows=10).start_import(STAGED, source, sync_id="sync-1")
+    while True:  # follow chunk 1 until the check that starts chunk 2
+        status, after = check(elma, slots, clock, job, source, chunk_rows=10)
+        if after.detail["chunk"] == 1:
+            break
+        job = after
+    assert len(elma.own_imports()) == 2  # chunk 2 started; this check "dies" before `after` is recorded
+
+    status, job = check(elma, slots, clock, job, source, chunk_rows=10)
+    assert status.state == "failed"
+    assert "cannot tell whether the import began" in (status.message or "")
+    assert (status.message or "").startswith("ELMA365 could not import chunk 2 of 3:")
+    assert (status.message or "").endswith("The 10 rows of chunk 1 stay imported.")
+    assert len(elma.own_imports()) == 2
+    assert [start.outcome for start in elma.starts] == ["started", "started"]
+    assert slots.holder(SLOT) is None
+
+
+def test_a_first_chunk_start_repeated_by_a_retried_start_is_closed_not_repeated(
+    elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
+) -> None:
+    """A waiting (blocked) first chunk: the check that started it died before recording it; the next check,
+    carrying the waiting job, must not start the chunk again (its temporary file may even be re-uploaded)."""
+    elma.block_next_starts(1)
+    source = Source(roster(5))
+    job = make_target(elma, slots, clock).start_import(STAGED, source, sync_id="sync-1")
+    assert job.detail["waitingFor"] == "blocked"
+    status, _lost = check(elma, slots, clock, job, source)
+    assert status.state == "running"
+    clock.advance(3600)  # long enough that the waiting chunk's upload is renewed under a new hash
+    status, _ = check(elma, slots, clock, job, source)
+    assert status.state == "failed"
+    assert [start.outcome for start in elma.starts] == ["blocked", "started"]
+    assert elma.imported_rows() <= 5

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from datetime import UTC
 from typing import IO, TYPE_CHECKING, Any
 
 from people_sync.errors import InvalidStagedFile, NoStagedFile
@@ -78,13 +80,19 @@ def quarantine(
 
     The bucket is versioned: the original stays as a noncurrent version of its key. If a newer
     upload replaced the object meanwhile, that newer version is left staged.
+
+    The new key names the staged version, not the moment of the move (`<uploaded>-<version tag>-<name>`): a
+    move that is retried (a close that failed after it, a redelivered event) writes the same copy and report
+    again instead of a second copy, and two uploads of one name never share a copy.
     """
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name = key.rsplit("/", 1)[-1] or "unnamed"
-    target = f"{FAILED_PREFIX}{folder}/{stamp}-{name}"
     source: dict[str, str] = {"Bucket": bucket, "Key": key}
     if version_id and version_id != "null":
         source["VersionId"] = version_id
+    uploaded = s3.head_object(**source)["LastModified"]  # type: ignore[arg-type]
+    stamp = uploaded.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    tag = hashlib.sha256(f"{key}#{version_id}".encode()).hexdigest()[:8]
+    name = key.rsplit("/", 1)[-1] or "unnamed"
+    target = f"{FAILED_PREFIX}{folder}/{stamp}-{tag}-{name}"
     full_report = {
         "file": f"s3://{bucket}/{key}",
         "versionId": version_id,

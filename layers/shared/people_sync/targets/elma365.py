@@ -57,8 +57,8 @@ SLOT_REFRESH_SECONDS = 60
 SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
 #: Uploads are attempted this often; a retry uses a new hash, so a half-done upload is only an orphan.
 UPLOAD_ATTEMPTS = 3
-#: A directory import's start attempt is claimed (in the slots store) before its request is sent, for this
-#: long: a check that finds its attempt already claimed knows an earlier check may have started the import.
+#: Each start attempt (a directory file's, a chunk's) is claimed (in the slots store) before its request is
+#: sent, for this long: a check that finds its attempt already claimed knows an earlier one may have started it.
 START_CLAIM_TTL_SECONDS = 8 * 24 * 3600
 _READ_BLOCK = 1024 * 1024
 _IMPORT_STATUSES = frozenset(
@@ -471,11 +471,13 @@ class Elma365Target:
     `import_id` is the current chunk's ELMA365 import id, or "" while it waits to start.
 
     With `directory_id`, the file is one "chunk": detail adds directory (its id), and hash is the directory
-    file's, uploaded once by `start_import` and kept until the import ends (never uploaded again);
-    startAttempts counts the start requests whose answer was recorded. Each start request is first claimed
-    in the slots store under its hash and attempt number: a check that finds the attempt it is about to make
-    already claimed was preceded by one that sent it and died before its answer was recorded, so the sync
-    is closed (ELMA365 cannot tell whether that import began) rather than risking a second import.
+    file's, uploaded once by `start_import` and kept until the import ends (never uploaded again).
+
+    startAttempts counts the current file's (or chunk's) start requests whose answer was recorded. Each start
+    request is first claimed in the slots store under the directory file's hash (or the sync and the chunk's
+    index) and the attempt number: a check that finds the attempt it is about to make already claimed was
+    preceded by one that sent it and died before its answer was recorded, so the sync is closed (ELMA365
+    cannot tell whether that import began) rather than risking a second import.
     """
 
     name = "elma365"
@@ -619,9 +621,11 @@ class Elma365Target:
         detail["importedBefore"] = int(detail["importedBefore"]) + chunk_imported
         detail["chunkImported"] = 0
         if int(detail["chunk"]) + 1 < int(detail["chunks"]):
-            detail.update(chunk=int(detail["chunk"]) + 1, chunkSize=None, hash=None, uploadedAt=None)
+            detail.update(chunk=int(detail["chunk"]) + 1, chunkSize=None, hash=None, uploadedAt=None, startAttempts=0)
             detail.update(waiting=True, waitingFor=None)
             job = self._try_start(ImportJob(import_id="", detail=detail), open_body)
+            if job.detail.get("startInterrupted"):
+                return self._failed(job.import_id, dict(job.detail), str(job.detail["startError"]))
             return self._status(job), job
         self.slots.release(self.slot_key, detail["owner"])
         detail["progress"] = 1.0
@@ -648,14 +652,20 @@ class Elma365Target:
                     chunk.body.close()
             detail["uploadedAt"] = self.clock()
             detail["chunkSize"] = chunk.rows
-        answer = self.client.start_import(str(detail["hash"]), file_format=self.file_format)
-        return self._started(detail, answer)
+        # A chunk's temporary file gets a new hash on each upload, so its starts are claimed by the sync and
+        # the chunk's index (the same after a check died and the next one uploads the chunk again).
+        return self._start_claimed(detail, f"elma365-start#{detail['owner']}#chunk{int(detail['chunk'])}")
 
     def _start_directory_file(self, detail: dict[str, Any]) -> ImportJob:
-        """Starts the import of the directory file, at most once per recorded attempt (see the class)."""
-        file_hash = str(detail["hash"])
+        return self._start_claimed(detail, f"elma365-start#{detail['hash']}")
+
+    def _start_claimed(self, detail: dict[str, Any], claim_prefix: str) -> ImportJob:
+        """Starts the current file's (or chunk's) import at most once per recorded attempt. Each attempt is
+        claimed (in the slots store) before its request is sent: a check that finds its attempt claimed knows
+        an earlier check may have started the import and died before the loop memory recorded it (a kill, a
+        lost answer). ELMA365 cannot be asked, so the sync is closed saying so instead of importing twice."""
         attempt = int(detail.get("startAttempts") or 0)
-        claim = f"elma365-start#{file_hash}#{attempt}"
+        claim = f"{claim_prefix}#{attempt}"
         if not self.slots.acquire(claim, f"{detail['owner']}#{uuid.uuid4()}", START_CLAIM_TTL_SECONDS):
             logger.warning("an earlier start of this ELMA365 import was interrupted", extra={"claim": claim})
             error = (
@@ -664,7 +674,7 @@ class Elma365Target:
             )
             detail.update(waiting=False, waitingFor=None, startError=error, startInterrupted=True)
             return ImportJob(import_id="", detail=detail)
-        answer = self.client.start_import(file_hash, file_format=self.file_format)
+        answer = self.client.start_import(str(detail["hash"]), file_format=self.file_format)
         detail["startAttempts"] = attempt + 1
         return self._started(detail, answer)
 
