@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, tzinfo
 from typing import IO, Any
@@ -257,3 +258,44 @@ def test_each_org_gets_its_own_context_with_its_own_token_and_settings(
     with pytest.raises(OrgNotServed) as refused:
         runtime.sync_context(org_id="not-registered")
     assert refused.value.reason == "unknown"
+
+
+def test_one_orgs_slow_read_does_not_hold_up_another_orgs_context(
+    deployment: None, emulator: ChartHopEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offline stack runs every function on threads of one process: while one org's inputs are read
+    (its registry entry, its token), another org's invocation gets its context. One lock around every read
+    made all orgs' invocations queue behind each other's AWS calls (issue 13's 200-org bench stalled on it)."""
+    from people_sync.org_registry import OrgRecord, OrgRegistry
+    from tests.unit.test_org_registry import create_org_table
+
+    table = create_org_table()
+    monkeypatch.setenv("ORG_TABLE", table)
+    beta = emulator.add_org("beta", token="beta-token")
+    boto3.client("secretsmanager").create_secret(Name="stack/orgs/beta/charthop-token", SecretString=beta.token)
+    OrgRegistry(table).add(OrgRecord("beta", beta.app_user_id, token_secret="stack/orgs/beta/charthop-token"))
+    reading, release = threading.Event(), threading.Event()
+    read_inputs = runtime._read_inputs
+
+    def slow_for_beta(target: str, stack: Any, org_id: str, *, continuing: bool) -> Any:
+        if org_id == "beta":
+            reading.set()
+            assert release.wait(10)
+        return read_inputs(target, stack, org_id, continuing=continuing)
+
+    monkeypatch.setattr(runtime, "_read_inputs", slow_for_beta)
+    contexts: dict[str, Any] = {}
+    slow = threading.Thread(target=lambda: contexts.update(beta=runtime.sync_context(org_id="beta")))
+    slow.start()
+    try:
+        assert reading.wait(10)
+        other = threading.Thread(target=lambda: contexts.update(own=runtime.sync_context()))
+        other.start()
+        other.join(5)
+        assert not other.is_alive(), "the stack's own org waited for beta's read"
+        assert contexts["own"].org_id == emulator.config.org_id
+    finally:
+        release.set()
+        slow.join(10)
+    assert contexts["beta"].org_id == "beta"
+    assert runtime.sync_context(org_id="beta") is contexts["beta"]

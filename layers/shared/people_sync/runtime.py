@@ -69,8 +69,17 @@ class _Built:
 
 
 _built: dict[tuple[str, str], _Built] = {}
-#: The offline stack runs every function in one process, on threads: one build per target at a time.
-_building = threading.Lock()
+#: Lambda runs one invocation per container at a time; the offline stack runs every function in one process,
+#: on threads. There a context is built (compared, made, stored) by one thread at a time per target and org,
+#: and no lock is held while its inputs are read (a GetItem, maybe a secret): one lock around the reads made
+#: every invocation of every org wait in one line for the others' AWS calls (issue 13's 200-org bench).
+_guard = threading.Lock()
+_building: dict[tuple[str, str], threading.Lock] = {}
+
+
+def _build_lock(key: tuple[str, str]) -> threading.Lock:
+    with _guard:
+        return _building.setdefault(key, threading.Lock())
 
 
 def sync_context(target: str = routing.CHARTHOP, org_id: str | None = None, *, continuing: bool = False) -> SyncContext:
@@ -80,20 +89,22 @@ def sync_context(target: str = routing.CHARTHOP, org_id: str | None = None, *, c
     close) still serves a paused org, see org_registry.resolve_org."""
     settings = AppSettings.from_env()
     org = org_id if org_id and target == routing.CHARTHOP else settings.org_id
-    with _building:
-        previous = _built.get((target, org))
-        try:
-            inputs = _read_inputs(target, settings, org, continuing=continuing)
-        except GetParameterError:
-            if previous is None:
-                raise
-            # A Secrets Manager or SSM outage must not fail syncs that the last values can run.
-            logger.warning("could not read tokens or settings again; keeping the last ones", exc_info=True)
-            return previous.context
+    key = (target, org)
+    try:
+        inputs = _read_inputs(target, settings, org, continuing=continuing)
+    except GetParameterError:
+        previous = _built.get(key)
+        if previous is None:
+            raise
+        # A Secrets Manager or SSM outage must not fail syncs that the last values can run.
+        logger.warning("could not read tokens or settings again; keeping the last ones", exc_info=True)
+        return previous.context
+    with _build_lock(key):
+        previous = _built.get(key)
         if previous is not None and previous.inputs == inputs:
             return previous.context
         context = _build(target, inputs, previous)
-        _built[(target, org)] = _Built(inputs, context)
+        _built[key] = _Built(inputs, context)
         return context
 
 
@@ -230,6 +241,7 @@ def _further_target(target: str, inputs: _Inputs) -> ImportTarget:
 
 def reset() -> None:
     """Forget the built contexts (tests and the offline stack switch settings between runs)."""
-    with _building:
+    with _guard:
         _built.clear()
+        _building.clear()
     aws_clients.reset()
