@@ -7,7 +7,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -301,16 +301,25 @@ def offline_environment(
     extra_env: dict[str, str] | None = None,
     further_targets: bool = False,
     echo_process_events: bool = True,
+    execute_state_machine: bool = True,
+    emulator_clock: Callable[[], float] | None = None,
 ) -> Iterator[Offline]:
     """Everything the app talks to, on loopback and in moto; nothing leaves the machine.
 
     With `further_targets`, Orgvue and ELMA365 emulators run too and the stack routes staging/orgvue/
     and staging/elma365/ to them. With `echo_process_events` (the default) the ChartHop emulator delivers
-    `process.create.<app>` for every process the app creates, as ChartHop may: the app must ignore those."""
+    `process.create.<app>` for every process the app creates, as ChartHop may: the app must ignore those.
+    Without `execute_state_machine`, moto only records the status loops started (a driver of its own steps
+    them: bench/simulated_clock.py); `emulator_clock` is the clock ChartHop's emulator runs its imports and
+    records its calls on (default: time.monotonic)."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines from the local servers
     with ExitStack() as servers:
-        emulator = servers.enter_context(ChartHopEmulator(EmulatorConfig(echo_process_events=echo_process_events)))
+        emulator = servers.enter_context(
+            ChartHopEmulator(
+                EmulatorConfig(echo_process_events=echo_process_events), clock=emulator_clock or time.monotonic
+            )
+        )
         if import_behaviour is not None:
             emulator.import_behaviour = import_behaviour
         orgvue = servers.enter_context(OrgvueEmulator()) if further_targets else None
@@ -328,7 +337,7 @@ def offline_environment(
                 "Elma365Code": code,
             }
             target_tokens = {"orgvue": orgvue.config.token, "elma365": elma365.config.token}
-        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}), moto_workarounds():
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": execute_state_machine}}), moto_workarounds():
             stack = OfflineStack(
                 # a fresh name each time: a status loop left over from an earlier run cannot reach these functions
                 stack_name=f"people-sync-{uuid.uuid4().hex[:6]}",

@@ -131,6 +131,9 @@ class InProcessLambdaRuntime:
         self._patches: list[Any] = []
         #: See the module docstring; None (the default) leaves every call alone.
         self.external_call_hook: ExternalCallHook | None = None
+        #: Where asynchronous invocations go instead of the worker threads: a driver that runs them itself
+        #: (`run_invocation`) when its own clock says so (bench/simulated_clock.py). None: the worker threads.
+        self.async_dispatch: Callable[[DeployedFunction, Invocation], None] | None = None
         self._attempts: dict[str, int] = {}
 
     def __enter__(self) -> InProcessLambdaRuntime:
@@ -237,6 +240,9 @@ class InProcessLambdaRuntime:
             invocation = Invocation(function.name, event, asynchronous)
             with runtime._lock:
                 runtime.invocations.append(invocation)
+            if asynchronous and runtime.async_dispatch is not None:
+                runtime.async_dispatch(function, invocation)
+                return b""
             if asynchronous:
                 future = runtime._executor.submit(runtime._run, function, invocation)
                 with runtime._lock:
@@ -249,6 +255,10 @@ class InProcessLambdaRuntime:
             return json.dumps(invocation.result)
 
         return invoke
+
+    def run_invocation(self, function: DeployedFunction, invocation: Invocation) -> None:
+        """Runs an invocation `async_dispatch` was handed, on the caller's thread (with Lambda's retries)."""
+        self._run(function, invocation)
 
     def _run(self, function: DeployedFunction, invocation: Invocation) -> None:
         """Runs the handler; asynchronous events get Lambda's retries, then the on-failure destination
