@@ -10,7 +10,8 @@
     --i6-size-mb for a smaller quick run, 1024 by default).
 
 (a), the 1 GB streaming upload against a raw loopback upload, is `python -m bench.upload`, and (f), 200 orgs
-syncing through one offline stack, is `python -m bench.multi_org` (make bench runs all three).
+staging a file each within a minute (the real handlers on a simulated clock; fewer orgs through the offline
+stack on the wall clock), is `python -m bench.multi_org` (make bench runs them all).
 Every line prints the measured values and the ratio or target it is held to.
 """
 
