@@ -37,7 +37,7 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -135,6 +135,7 @@ class SimulatedClock:
         self._events: list[_Event] = []
         self._sequence = itertools.count()
         self._running: _Running | None = None
+        self._lock = threading.Lock()  # an action may be scheduled from the emulator's echo threads too
 
     def now(self) -> float:
         running = self._running
@@ -152,7 +153,8 @@ class SimulatedClock:
             time.sleep(seconds)
 
     def at(self, when: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._events, _Event(when, next(self._sequence), action))
+        with self._lock:
+            heapq.heappush(self._events, _Event(when, next(self._sequence), action))
 
     def timed[T](self, action: Callable[[], T]) -> tuple[T, float, float]:
         """Runs `action` as an invocation starting now; its result, and its start and end on the clock."""
@@ -169,8 +171,11 @@ class SimulatedClock:
 
     def run(self) -> None:
         """Runs every action, and those they schedule, in the order of their time."""
-        while self._events:
-            event = heapq.heappop(self._events)
+        while True:
+            with self._lock:
+                if not self._events:
+                    return
+                event = heapq.heappop(self._events)
             self._now = max(self._now, event.at)
             event.action()
 
@@ -601,8 +606,3 @@ def run_simulated(orgs: int, *, window: float = 60.0, import_seconds: float = 1.
             clock="simulated",
             peak_concurrency=driver.peak_concurrency(),
         )
-
-
-def loop_counts(driver: AslDriver) -> Counter[str]:
-    """How the status loops ended (SUCCEEDED, FAILED)."""
-    return Counter(execution.status for execution in driver.executions.values())
