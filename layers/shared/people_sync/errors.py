@@ -37,6 +37,16 @@ class ChartHopRejected(TargetRejected):
     """ChartHop refused the request (4xx other than 429): retrying will not help."""
 
 
+class ChartHopTokenRefused(ChartHopRejected):
+    """ChartHop refused the org's token (401) and no fresh one could be had (see org_tokens.py): nothing can be
+    written to that org's ChartHop until an operator stores a working token (`orgs set-token`). `operation`
+    says what was being done; the token itself is never in the error."""
+
+    def __init__(self, user_message: str, *, operation: str, detail: str | None = None) -> None:
+        super().__init__(user_message, status=401, detail=detail)
+        self.operation = operation
+
+
 class NoStagedFile(SyncError):
     """ "Sync Now" was pressed but nothing is staged for the org."""
 
