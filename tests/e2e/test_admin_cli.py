@@ -449,3 +449,41 @@ def test_an_entry_edited_by_hand_into_bad_settings_is_listed_as_misconfigured(en
     beta = env.listed()["beta"]
     assert (beta["served"], beta["reason"]) == (False, "misconfigured")
     assert "importOnUpload" in json.loads(env.ok("show", "beta"))["message"]
+
+
+# --- a token ChartHop refused (issue 13: org_tokens.py marks the entry; the tool shows it, set-token clears it) ----
+
+
+def test_a_refused_token_is_shown_by_list_and_show_and_cleared_by_set_token(env: Env) -> None:
+    from people_sync.org_registry import OrgRegistry, TokenRefusal
+
+    env.ok("add", "beta", "--app-user-id", "user-beta", "--token-stdin", input=f"{BETA_TOKEN}\n")
+    registry = OrgRegistry(env.target.org_table, env.deployment.client("dynamodb"))
+    refusal = TokenRefusal("2026-11-26T10:00:00Z", "read the process", "64b0c0ffee64b0c0ffee0a01", "HTTP 401")
+    registry.mark_token_refused("beta", refusal)
+    registry.mark_token_refused(
+        STACK_ORG, TokenRefusal("2026-11-26T11:00:00Z", "create a sync process"), default_app_user_id="user-acme"
+    )
+
+    table = env.ok("list")
+    assert (
+        "! beta: token refused at 2026-11-26T10:00:00Z (read the process); sync process 64b0c0ffee64b0c0ffee0a01 "
+        "was left open; run `orgs set-token beta`"
+    ) in table
+    assert "! acme: token refused at 2026-11-26T11:00:00Z (create a sync process); run `orgs set-token acme`" in table
+    listed = env.listed()
+    assert listed["beta"]["tokenRefused"]["operation"] == "read the process"
+    assert listed[STACK_ORG]["appUserId"] == "user-acme"
+    shown = json.loads(env.ok("show", "beta"))
+    assert shown["attention"] == refusal.describe("beta")
+    assert shown["tokenRefused"]["syncProcessId"] == "64b0c0ffee64b0c0ffee0a01"
+
+    output = env.ok("set-token", "beta", input="beta-token-new\n")
+    assert "clear the mark: token refused at 2026-11-26T10:00:00Z" in output
+    assert "beta-token-new" not in output
+    cleared = env.ok("set-token", STACK_ORG, input="stack-token-new\n")
+    assert "clear the mark" in cleared
+    assert "token refused" not in env.ok("list")
+    assert "tokenRefused" not in json.loads(env.ok("show", "beta"))
+    assert env.secrets()[env.target.default_token_secret] == "stack-token-new"
+    assert "beta-token-new" not in json.dumps(env.items())

@@ -415,3 +415,75 @@ def test_resolve_org_reads_its_registry_and_defaults_from_the_functions_environm
     assert own.settings.required_columns == ("Id",)
     assert isinstance(paused, NotServed)
     assert paused.reason == "paused"
+
+
+# --- an org's token metadata (issue 13: org_tokens.py writes it; never the token) -------------------------------
+
+
+def test_a_refused_token_is_marked_on_the_entry_and_a_fresh_one_clears_it(registry: OrgRegistry) -> None:
+    from people_sync.org_registry import TokenRefusal
+
+    registry.add(OrgRecord("beta", "app-user-beta", token_secret="stack/orgs/beta/charthop-token"))
+    refusal = TokenRefusal("2026-11-26T10:00:00Z", "read the process", "sync-1", "ChartHop refused (HTTP 401)")
+    registry.mark_token_refused("beta", refusal)
+    record = registry.get("beta")
+    assert record is not None
+    assert (record.token_refused, record.version) == (refusal, 2)
+    assert record.to_json_dict()["tokenRefused"]["syncProcessId"] == "sync-1"
+    assert refusal.describe("beta") == (
+        "token refused at 2026-11-26T10:00:00Z (read the process); sync process sync-1 was left open; "
+        "run `orgs set-token beta`"
+    )
+    registry.note_token("beta", issued_at=1_000, expires_at=4_600)
+    record = registry.get("beta")
+    assert record is not None
+    assert (record.token_refused, record.token_issued_at, record.token_expires_at) == (None, 1_000, 4_600)
+    assert record.version == 3
+    resolved = resolve_org("beta", registry=registry, defaults=DEFAULTS)
+    assert isinstance(resolved, OrgConfig)
+    assert (resolved.token_issued_at, resolved.token_expires_at) == (1_000, 4_600)
+
+
+def test_a_token_mark_is_never_lost_to_an_operators_concurrent_edit(registry: OrgRegistry) -> None:
+    """The mark bumps the version: an edit from a read before it is refused, and modify() keeps the mark."""
+    from people_sync.org_registry import TokenRefusal
+
+    registry.add(OrgRecord("beta", "app-user-beta", token_secret="secret"))
+    read_before = registry.get("beta")
+    assert read_before is not None
+    registry.mark_token_refused("beta", TokenRefusal("2026-11-26T10:00:00Z", "create a sync process"))
+    with pytest.raises(OrgConflict):
+        registry.save(replace(read_before, state=OrgState.PAUSED))
+    registry.modify("beta", lambda record: replace(record, state=OrgState.PAUSED))
+    record = registry.get("beta")
+    assert record is not None
+    assert record.state is OrgState.PAUSED
+    assert record.token_refused is not None
+
+
+def test_the_stacks_own_org_gets_an_entry_for_its_mark_and_still_resolves_as_before(registry: OrgRegistry) -> None:
+    from people_sync.org_registry import TokenRefusal
+
+    with pytest.raises(OrgNotFound):
+        registry.mark_token_refused("stranger", TokenRefusal("2026-11-26T10:00:00Z", "read the process"))
+    assert registry.get("stranger") is None
+    before = resolve_org(DEFAULT_ORG, registry=registry, defaults=DEFAULTS)
+    registry.mark_token_refused(
+        DEFAULT_ORG, TokenRefusal("2026-11-26T10:00:00Z", "read the process"), default_app_user_id="app-user-acme"
+    )
+    record = registry.get(DEFAULT_ORG)
+    assert record is not None
+    assert (record.app_user_id, record.state, record.token_secret, record.version) == (
+        "app-user-acme",
+        OrgState.ACTIVE,
+        "",
+        1,
+    )
+    after = resolve_org(DEFAULT_ORG, registry=registry, defaults=DEFAULTS)
+    assert isinstance(before, OrgConfig)
+    assert isinstance(after, OrgConfig)
+    assert (after.token_secret, after.app_user_id, after.settings) == (
+        before.token_secret,
+        before.app_user_id,
+        before.settings,
+    )

@@ -5,6 +5,7 @@
     orgs add ORG_ID --app-user-id ID [--token-stdin]     register an org (or reinstall a removed one)
     orgs pause|resume|remove ORG_ID                      stop / restart its syncs; remove keeps its files
     orgs set-token ORG_ID                                its ChartHop token, from stdin or a hidden prompt
+                                                         (clears a "token refused" mark)
     orgs set ORG_ID key=value ... [--unset key]          its settings over the stack's defaults
     orgs sync-installs [--fetch-tokens]                  register the orgs ChartHop lists as installs
 
@@ -178,7 +179,7 @@ def list_orgs(ctx: click.Context, as_json: bool) -> None:
         (
             view.org_id + (" *" if view.default_org else ""),
             view.state,
-            "yes" if view.served else f"no ({view.reason})",
+            ("yes" if view.served else f"no ({view.reason})") + (" !" if view.token_note else ""),
             view.app_user_id or "-",
             view.token,
             view.settings_source,
@@ -188,6 +189,9 @@ def list_orgs(ctx: click.Context, as_json: bool) -> None:
     ]
     _table(rows, ("ORG", "STATE", "SERVED", "APP USER", "TOKEN SECRET", "SETTINGS FROM", "OVERRIDES"))
     click.echo("* the stack's own org (ChartHopOrgId)")
+    for view in views:  # what an operator must act on: ChartHop refused the org's token
+        if view.token_note:
+            click.echo(f"! {view.org_id}: {view.token_note}")
 
 
 def _value(value: Any) -> str:

@@ -60,6 +60,9 @@ class OrgView:
     reason: str
     default_org: bool
     version: int
+    #: What to tell the operator about the org's token: "token refused at ...; run `orgs set-token ...`", or "".
+    token_note: str = ""
+    token_refused: dict[str, str] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,7 @@ class OrgView:
             "reason": self.reason,
             "defaultOrg": self.default_org,
             "version": self.version,
+            **({"tokenRefused": self.token_refused, "tokenNote": self.token_note} if self.token_refused else {}),
         }
 
 
@@ -139,11 +143,12 @@ class Onboarding:
                 )
                 continue
             token = record.token_secret or ("(stack secret)" if org_id == defaults.org_id else "(none)")
+            refused = record.token_refused
             views.append(
                 OrgView(
                     org_id,
                     record.state.value,
-                    record.app_user_id,
+                    record.app_user_id or (defaults.app_user_id if org_id == defaults.org_id else ""),
                     token,
                     record.settings_source.value,
                     record.settings.as_assignments(),
@@ -151,6 +156,8 @@ class Onboarding:
                     reason,
                     org_id == defaults.org_id,
                     record.version,
+                    token_note=refused.describe(org_id) if refused is not None else "",
+                    token_refused=refused.to_document() if refused is not None else None,
                 )
             )
         return views
@@ -171,6 +178,8 @@ class Onboarding:
         shown: dict[str, Any] = {"orgId": org_id, "registered": self.registry.get_item(org_id) is not None}
         if record is not None:
             shown.update(record.to_json_dict())
+            if record.token_refused is not None:
+                shown["attention"] = record.token_refused.describe(org_id)
         if isinstance(resolved, NotServed):
             shown.update(served=False, reason=resolved.reason, message=resolved.message)
             return shown
@@ -310,14 +319,27 @@ class Onboarding:
         if current.state is OrgState.UNINSTALLED:
             raise OnboardingError(f"org {org_id} was removed; register it again with `orgs add {org_id} ...`")
         if org_id == self.target.default_org_id and not current.token_secret:
-            return Outcome([self._store_token(self.target.default_token_secret, token)], current, changed=True)
+            lines = [self._store_token(self.target.default_token_secret, token)]
+            return Outcome(lines, self._clear_token_marks(current, lines), changed=True)
         secret = self.target.org_secret_name(org_id)
         lines = [self._store_token(secret, token)]
         record = current
         if current.token_secret != secret:
             record = self._write(current, lambda r: replace(r, token_secret=secret))
             lines.append(self._would(f"point org {org_id} at secret {secret}"))
-        return Outcome(lines, record, changed=True)
+        return Outcome(lines, self._clear_token_marks(record, lines), changed=True)
+
+    def _clear_token_marks(self, record: OrgRecord, lines: list[str]) -> OrgRecord:
+        """An operator's token replaces a fetched one (it is not known to expire) and ends a refusal mark."""
+        if record.token_refused is None and not record.token_expires_at:
+            return record
+        if record.token_refused is not None:
+            lines.append(self._would(f"clear the mark: {record.token_refused.describe(record.org_id)}"))
+
+        def cleared(r: OrgRecord) -> OrgRecord:
+            return replace(r, token_refused=None, token_issued_at=0, token_expires_at=0)
+
+        return self._write(record, cleared)
 
     def _token_secret_of(self, org_id: str, record: OrgRecord | None) -> str:
         """The secret set-token would write for the org."""

@@ -296,9 +296,46 @@ def check_org_id(org_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class TokenRefusal:
+    """ChartHop refused an org's token and no fresh one could be had (org_tokens.py): when, doing what, and the
+    sync process it left open (a "Sync Now" stays PENDING in ChartHop). Never the token itself."""
+
+    at: str
+    operation: str
+    sync_process_id: str = ""
+    message: str = ""
+
+    def to_document(self) -> dict[str, str]:
+        return {
+            "at": self.at,
+            "operation": self.operation,
+            "syncProcessId": self.sync_process_id,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> TokenRefusal:
+        return cls(
+            at=str(document.get("at", "")),
+            operation=str(document.get("operation", "")),
+            sync_process_id=str(document.get("syncProcessId", "")),
+            message=str(document.get("message", "")),
+        )
+
+    def describe(self, org_id: str) -> str:
+        """One line for the operator: what was refused and what to do."""
+        left = f"; sync process {self.sync_process_id} was left open" if self.sync_process_id else ""
+        return f"token refused at {self.at} ({self.operation}){left}; run `orgs set-token {org_id}`"
+
+
+@dataclass(frozen=True)
 class OrgRecord:
     """One org's registry entry. `token_secret` is a Secrets Manager secret's name or ARN, never a token;
-    empty means "no token yet" (the stack's default org then uses the stack's token secret)."""
+    empty means "no token yet" (the stack's default org then uses the stack's token secret).
+
+    The token's metadata, never the token: `token_issued_at`/`token_expires_at` (epoch seconds; 0: not known
+    to expire) for a token the app fetched with getAccessToken, and `token_refused`, set when ChartHop refused
+    the org's token and no fresh one could be had (cleared by a fresh token or `orgs set-token`)."""
 
     org_id: str
     app_user_id: str
@@ -309,6 +346,9 @@ class OrgRecord:
     version: int = 0
     created_at: str = ""
     updated_at: str = ""
+    token_issued_at: int = 0
+    token_expires_at: int = 0
+    token_refused: TokenRefusal | None = None
 
     def to_item(self) -> dict[str, Any]:
         serializer = TypeSerializer()
@@ -323,6 +363,10 @@ class OrgRecord:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         }
+        if self.token_expires_at:
+            plain.update(tokenIssuedAt=self.token_issued_at, tokenExpiresAt=self.token_expires_at)
+        if self.token_refused is not None:
+            plain["tokenRefused"] = self.token_refused.to_document()
         return {key: serializer.serialize(value) for key, value in plain.items()}
 
     @classmethod
@@ -340,6 +384,13 @@ class OrgRecord:
             version=int(plain.get("version", 0)),
             created_at=str(plain.get("createdAt", "")),
             updated_at=str(plain.get("updatedAt", "")),
+            token_issued_at=int(plain.get("tokenIssuedAt") or 0),
+            token_expires_at=int(plain.get("tokenExpiresAt") or 0),
+            token_refused=(
+                TokenRefusal.from_document(plain["tokenRefused"])
+                if isinstance(plain.get("tokenRefused"), Mapping)
+                else None
+            ),
         )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -353,7 +404,13 @@ class OrgRecord:
             "version": self.version,
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
+            **({"tokenExpiresAt": _iso(self.token_expires_at)} if self.token_expires_at else {}),
+            **({"tokenRefused": self.token_refused.to_document()} if self.token_refused is not None else {}),
         }
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _now_iso(clock: Callable[[], float]) -> str:
@@ -436,6 +493,56 @@ class OrgRegistry:
             raise OrgConflict(f"org {record.org_id} changed since it was read (version {record.version})") from None
         return stored
 
+    # The syncs' own writes: the token's metadata only (one UpdateItem each, never the token). Each bumps
+    # `version`, so an operator's concurrent edit (conditioned on the version it read) re-reads and keeps it.
+
+    def note_token(self, org_id: str, *, issued_at: int, expires_at: int) -> None:
+        """A fresh token (getAccessToken) is in the org's secret: its lifetime, and any refusal mark cleared."""
+        self._update_token_fields(
+            org_id,
+            "SET tokenIssuedAt = :issued, tokenExpiresAt = :expires",
+            {":issued": {"N": str(int(issued_at))}, ":expires": {"N": str(int(expires_at))}},
+            remove="tokenRefused",
+        )
+
+    def mark_token_refused(self, org_id: str, refusal: TokenRefusal, *, default_app_user_id: str | None = None) -> None:
+        """ChartHop refused the org's token (see TokenRefusal). `default_app_user_id`: the org is the stack's own
+        org, which may have no entry yet: one is made (with the stack's defaults, which it resolves to anyway)."""
+        values: dict[str, Any] = {":refused": TypeSerializer().serialize(refusal.to_document())}
+        expression = "SET tokenRefused = :refused"
+        if default_app_user_id is not None:
+            expression += (
+                ", appUserId = if_not_exists(appUserId, :app_user), createdAt = if_not_exists(createdAt, :now)"
+            )
+            values[":app_user"] = {"S": default_app_user_id}
+        self._update_token_fields(org_id, expression, values, create=default_app_user_id is not None)
+
+    def _update_token_fields(
+        self, org_id: str, expression: str, values: dict[str, Any], *, remove: str = "", create: bool = False
+    ) -> None:
+        update = f"{expression}, version = if_not_exists(version, :zero) + :one, updatedAt = :now"
+        if remove:
+            update += f" REMOVE {remove}"
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"orgId": {"S": org_id}},
+            "UpdateExpression": update,
+            "ExpressionAttributeValues": {
+                **values,
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+                ":now": {"S": _now_iso(self.clock)},
+            },
+        }
+        if not create:
+            kwargs["ConditionExpression"] = "attribute_exists(orgId)"
+        try:
+            self.client.update_item(**kwargs)
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise OrgNotFound(f"org {org_id} is not registered") from None
+            raise
+
     def modify(self, org_id: str, change: Callable[[OrgRecord], OrgRecord], *, attempts: int = 5) -> OrgRecord:
         """Applies `change` to the latest record and saves it; on a conflict reads again and reapplies, so
         concurrent edits all land. `change` must be a function of the record it is given."""
@@ -466,6 +573,10 @@ class OrgConfig:
     #: The stack's default org served from the stack's parameters (no registry entry).
     from_stack_defaults: bool = False
     settings_source: SettingsSource = SettingsSource.REGISTRY
+    #: The token's lifetime (epoch seconds; 0: not known to expire), when the app fetched it (getAccessToken).
+    #: Not compared: a refreshed token does not make a new context (the client asks org_tokens for the token).
+    token_issued_at: int = field(default=0, compare=False)
+    token_expires_at: int = field(default=0, compare=False)
 
     @property
     def served(self) -> Literal[True]:
@@ -553,6 +664,8 @@ def resolve_org(
         token_secret=token_secret,
         settings=effective,
         settings_source=record.settings_source,
+        token_issued_at=record.token_issued_at,
+        token_expires_at=record.token_expires_at,
     )
 
 
