@@ -99,11 +99,9 @@ def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
             sync_context(), **_without_size(object_version), reason=error.user_message, code="target-not-configured"
         )
         return {"key": object_version["key"], "syncProcessId": None}
-    except OrgNotServed as refused:  # staging/<orgId>/ of an org not synced now: kept or set aside, never started
+    except OrgNotServed as refused:  # staging/<orgId>/ of an org not synced now: kept or set aside, shown nowhere
         metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
-        sync_start.object_of_unserved_org(
-            aws_clients.s3(), sync_context, refused, **object_version_without_time(object_version)
-        )
+        sync_start.object_of_unserved_org(aws_clients.s3(), refused, **object_version_without_time(object_version))
         return {"key": object_version["key"], "syncProcessId": None}
     sync_id = sync_start.object_staged(ctx, **object_version)
     return {"key": object_version["key"], "syncProcessId": sync_id}

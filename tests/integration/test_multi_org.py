@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote_plus
 
 import boto3
@@ -123,7 +124,7 @@ def test_an_org_with_a_bad_token_fails_alone_while_the_others_sync() -> None:
         [record] = [json.loads(message["Body"]) for message in messages["Messages"]]
         key = unquote_plus(record["requestPayload"]["Records"][0]["s3"]["object"]["key"])
         assert key == offline.staged_key("roster.csv", folder=bad)
-        assert record["responsePayload"]["errorType"] == "ChartHopRejected"
+        assert record["responsePayload"]["errorType"] == "ChartHopTokenRefused"  # a ChartHopRejected
         assert offline.staged_key("roster.csv", folder=bad) in offline.staged_keys()
 
 
@@ -168,12 +169,12 @@ def test_an_unknown_orgs_delivery_and_folder_start_nothing(offline: Offline) -> 
     key = offline.stage("roster.csv", ROSTER, folder=stranger)
     offline.wait_idle()
     assert offline.emulator.uploads == []
-    assert key not in offline.staged_keys()  # refused as a wrong place, as a folder no target reads always was
+    assert key not in offline.staged_keys()  # set aside in its own folder of failed/, with its report
     [report] = offline.failed_reports()
-    assert report["code"] == "wrong-place"
-    assert report["movedTo"].startswith(f"s3://{offline.bucket}/failed/_rejected/")
+    assert (report["code"], report["orgReason"]) == ("org-not-served", "unknown")
+    assert report["movedTo"].startswith(f"s3://{offline.bucket}/failed/{stranger}/")
     assert offline.read(report["movedTo"].split(f"s3://{offline.bucket}/", 1)[1]) == ROSTER
-    assert [call for call in offline.emulator.calls if call.org == stranger] == []
+    assert offline.emulator.calls == []  # shown in no org's ChartHop: not the stranger's, not the stack's own
     assert executions(offline) == []
 
 
@@ -196,3 +197,67 @@ def executions(offline: Offline) -> list[str]:
     """The names of the status loops started so far."""
     sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
     return [e["name"] for e in sfn.list_executions(stateMachineArn=offline.stack.state_machine_arn())["executions"]]
+
+
+# --- issue 13's last gaps: nothing about an org not served reaches another org; a refused token ------------------
+
+
+class Metrics:
+    """The per-org metrics the functions emit (sync_metrics.emit_for), recorded instead of printed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.emitted: list[tuple[str, str, str]] = []
+        from people_sync import sync_metrics
+
+        def record(target: str, org: str, name: str, value: float, *, unit: str | None = None) -> None:
+            self.emitted.append((name, target, org))
+
+        monkeypatch.setattr(sync_metrics, "emit_for", record, raising=False)
+
+    def of(self, name: str) -> list[tuple[str, str]]:
+        return [(target, org) for metric, target, org in self.emitted if metric == name]
+
+
+def history_items(offline: Offline) -> list[dict[str, Any]]:
+    ddb = boto3.client("dynamodb", region_name=offline.stack.region)
+    return list(ddb.scan(TableName=offline.stack.physical["SyncHistoryTable"])["Items"])
+
+
+def log_records(caplog: pytest.LogCaptureFixture, message: str) -> list[object]:
+    return [record for record in caplog.records if record.getMessage().startswith(message)]
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["in-its-folder", "in-a-subfolder"])
+@pytest.mark.parametrize("state", ["unknown", "paused", "uninstalled"])
+def test_a_file_for_an_org_not_served_reaches_no_charthop_and_no_other_orgs_records(
+    offline: Offline, state: str, nested: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing is sent to any ChartHop org (the stack's own included, which is where the report of an unknown
+    org's file used to land, naming the file), nothing is written to another org's sync history; an unknown
+    org's file is moved to failed/<its folder>/ with its report, a paused or uninstalled org's stays staged (as
+    the README promises). A log line names the folder and the reason, and UnservedOrgFiles counts it."""
+    metrics = Metrics(monkeypatch)
+    org = f"org-{state}"
+    if state != "unknown":
+        offline.add_org(org, state=state)
+    name = "2026-11/roster.csv" if nested else "roster.csv"
+    key = offline.stage(name, ROSTER, folder=org)
+    offline.wait_idle()
+
+    assert offline.emulator.calls == []  # no request to any org's ChartHop
+    assert offline.sync_processes_of(offline.org_id) == []
+    assert history_items(offline) == []
+    assert executions(offline) == []
+    [line] = [r for r in caplog.records if getattr(r, "folder", None) == org and getattr(r, "key", None) == key]
+    assert getattr(line, "org_reason", None) == state
+    assert metrics.of("UnservedOrgFiles") == [("charthop", "other" if state == "unknown" else org)]
+    if state == "unknown":
+        assert key not in offline.staged_keys()
+        [report] = offline.failed_reports()
+        assert (report["code"], report["orgReason"]) == ("org-not-served", "unknown")
+        assert report["movedTo"].startswith(f"s3://{offline.bucket}/failed/{org}/")
+        assert offline.read(report["movedTo"].split(f"s3://{offline.bucket}/", 1)[1]) == ROSTER
+        assert line.levelname == "ERROR"  # type: ignore[attr-defined]
+    else:
+        assert offline.staged_keys() == [key]
+        assert offline.failed_reports() == []

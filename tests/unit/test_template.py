@@ -419,12 +419,18 @@ def emitted_metrics() -> dict[str, str]:
         for name in re.findall(r'sync_metrics\.emit\(\s*ctx,\s*"(\w+)"', path.read_text()):
             assert name in sync_metrics.METRICS, f"{name} ({path.name}) is not in sync_metrics.METRICS"
             found[name] = "target-org"
+        # emit_for(target, org, name, ...): where there is no sync context (an org's token, an unserved org's file)
+        for name in re.findall(r'sync_metrics\.emit_for\(\s*[^,()]+,\s*[^,()]+,\s*"(\w+)"', path.read_text()):
+            assert name in sync_metrics.METRICS, f"{name} ({path.name}) is not in sync_metrics.METRICS"
+            found[name] = "target-org"
     return found
 
 
 def test_the_code_emits_the_metrics_the_dashboard_is_made_of() -> None:
     found = emitted_metrics()
     for name in ("SyncsStarted", "SyncsDone", "SyncsFailed", "ImportDurationSeconds", "UploadBytes", "ChecksPerSync"):
+        assert found.get(name) == "target-org", name
+    for name in ("UnservedOrgFiles",):  # issue 13: per org too
         assert found.get(name) == "target-org", name
     assert found.get("DuplicateDeliveries") == "service"
 

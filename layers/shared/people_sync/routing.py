@@ -51,10 +51,12 @@ def staging_folders(settings: AppSettings) -> list[str]:
 
 
 def org_for_key(key: str, settings: AppSettings) -> str | None:
-    """The ChartHop org whose folder a key is staged in (`<prefix><orgId>/<file>`), or None when the key is
-    not staged like that (the stack's own org's flow refuses it) or is in a further target's folder."""
+    """The ChartHop org whose folder a key is staged in (`<prefix><orgId>/...`, the first folder), or None when
+    the key is in no folder (the stack's own org's flow refuses it) or in a further target's folder. A key in a
+    subfolder of an org's folder (`<prefix><orgId>/sub/file.csv`) is that org's too: it is refused (or set aside,
+    for an org not served) there, never reported in another org's ChartHop."""
     relative = key[len(settings.staging_prefix) :] if key.startswith(settings.staging_prefix) else ""
     parts = relative.split("/")
-    if len(parts) != 2 or not parts[0] or not parts[1] or parts[0] in TARGET_FOLDERS.values():
+    if len(parts) < 2 or not parts[0] or parts[0] in TARGET_FOLDERS.values():
         return None
     return parts[0]

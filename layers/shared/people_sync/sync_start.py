@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from people_sync import api_assumptions as assumed
 from people_sync import progress as bar
-from people_sync import sync_history
+from people_sync import routing, sync_history, sync_metrics
 from people_sync.charthop_client import created_at
 from people_sync.csv_checks import CsvCheckFailed, CsvProblem, CsvRejected
 from people_sync.errors import (
@@ -36,6 +35,7 @@ from people_sync.errors import (
     TargetRejected,
 )
 from people_sync.models import ImportJob, Process, ProcessStatus, StagedFile, StartRequest, SyncState
+from people_sync.org_registry import ORG_ID_PATTERN
 from people_sync.routing import staging_folders
 from people_sync.staging import latest_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.start_journal import upload_trigger
@@ -180,35 +180,44 @@ def start_status_loop(ctx: SyncContext, request: StartRequest) -> None:
 
 def object_of_unserved_org(
     s3: S3Client,
-    own_org: Callable[[], SyncContext],
     refused: OrgNotServed,
     bucket: str,
     key: str,
     version_id: str | None,
-    size: int | None,
-) -> None:
-    """An object staged in the folder of an org this deployment does not sync for now; nothing starts.
+    size: int | None = None,
+) -> str | None:
+    """An object staged in the folder of an org this deployment does not sync for now. Nothing starts, and
+    nothing about it is sent to any org's ChartHop or written to another org's records: another customer must
+    never see its file names. Returns where it was moved, None when it stays staged.
 
-    A paused org's file stays staged (resumed, a Sync Now imports it) and an uninstalled org's is kept; a
-    folder of an org the registry does not know is refused as a wrong place by the stack's own org's flow
-    (moved to failed/_rejected/ and reported there, as always); a registered org that cannot be served (no
-    token yet, refused settings) has it moved to failed/_rejected/ with a report, and shown in no org's
-    ChartHop (another org must not see its files)."""
-    where = {"key": key, "org_id": refused.org_id, "org_reason": refused.reason, "reason": refused.user_message}
+    A paused org's file stays staged (resumed, a Sync Now imports it), and so does an uninstalled org's (kept,
+    as `orgs remove` promises). A folder of an org the registry does not know, or of a registered org that
+    cannot be served (no token yet, refused settings), has it moved to failed/<that folder>/ with a report
+    (failed/_rejected/ when the folder cannot be an org id). Either way an ERROR or WARNING line names the folder,
+    the org state and the reason, and `UnservedOrgFiles` counts it (org dimension "other" for an unknown org)."""
+    if key.endswith("/"):
+        logger.info("a folder marker, not a file; nothing to import", extra={"key": key})
+        return None
+    folder = refused.org_id
+    where = {
+        "key": key,
+        "folder": folder,
+        "org_id": folder,
+        "org_reason": refused.reason,
+        "reason": refused.user_message,
+    }
+    sync_metrics.emit_for(routing.CHARTHOP, folder if refused.reason != "unknown" else "other", "UnservedOrgFiles", 1)
     if refused.reason in ("paused", "uninstalled"):
         logger.warning("file staged for an org that is not synced now; it stays staged", extra=where)
-        return
-    if refused.reason == "unknown":
-        try:
-            ctx = own_org()
-        except OrgNotServed:
-            pass  # the stack's own org is not served either: set it aside below, reported in no org
-        else:
-            object_staged(ctx, bucket, key, version_id, size)
-            return
+        return None
     report = {"code": "org-not-served", "message": refused.user_message, "orgReason": refused.reason, "lines": []}
-    moved = quarantine(s3, bucket=bucket, key=key, version_id=version_id, folder="_rejected", report=report)
-    logger.error("file staged for an org that is not synced; moved aside", extra={**where, "moved_to": moved})
+    place = folder if ORG_ID_PATTERN.match(folder) else "_rejected"
+    moved = quarantine(s3, bucket=bucket, key=key, version_id=version_id, folder=place, report=report)
+    logger.error(
+        "file staged for an org that is not synced; moved aside and shown in no org's ChartHop",
+        extra={**where, "moved_to": moved},
+    )
+    return moved
 
 
 def reject_object(
