@@ -25,10 +25,10 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import aws_clients, routing, sync_start
+from people_sync import aws_clients, org_tokens, routing, sync_start
 from people_sync.charthop_client import time_budget
 from people_sync.config import AppSettings
-from people_sync.errors import OrgNotServed, TargetNotConfigured
+from people_sync.errors import ChartHopTokenRefused, OrgNotServed, TargetNotConfigured
 from people_sync.models import StartRequest, SyncNowRequest
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
@@ -103,7 +103,11 @@ def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
         metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
         sync_start.object_of_unserved_org(aws_clients.s3(), refused, **object_version_without_time(object_version))
         return {"key": object_version["key"], "syncProcessId": None}
-    sync_id = sync_start.object_staged(ctx, **object_version)
+    try:
+        sync_id = sync_start.object_staged(ctx, **object_version)
+    except ChartHopTokenRefused as refused:  # recorded on the org's entry; retried, then kept as a failed event
+        org_tokens.note_refusal(ctx.settings, ctx.org_id, refused)
+        raise
     return {"key": object_version["key"], "syncProcessId": sync_id}
 
 
@@ -112,7 +116,12 @@ def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
     follow (refused and closed, or not this app's)."""
     request = StartRequest.model_validate(payload)
     logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
-    state = sync_start.begin_sync(sync_context(request.target, request.org_id), request)
+    ctx = sync_context(request.target, request.org_id)
+    try:
+        state = sync_start.begin_sync(ctx, request)
+    except ChartHopTokenRefused as refused:  # recorded; the state machine retries, then the finalizer closes it
+        org_tokens.note_refusal(ctx.settings, ctx.org_id, refused, sync_process_id=request.sync_process_id)
+        raise
     if state is None:
         return {"syncProcessId": request.sync_process_id, "started": False}
     if isinstance(state, sync_start.Queued):

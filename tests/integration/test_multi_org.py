@@ -103,6 +103,7 @@ def test_an_org_with_a_bad_token_fails_alone_while_the_others_sync() -> None:
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3)) as offline:
         bad = "org-alpha"
         offline.add_org(bad, token="revoked-or-mistyped-token")
+        offline.emulator.revoke_token(bad, mintable=False)  # and ChartHop cannot hand the app a fresh one
         offline.add_org(ORG_B)
         offline.add_org(ORG_C)
         for org in (bad, ORG_B, ORG_C):
@@ -114,9 +115,10 @@ def test_an_org_with_a_bad_token_fails_alone_while_the_others_sync() -> None:
         # ChartHop refused the bad org's token: nothing could be shown there, nothing was imported
         assert offline.sync_processes_of(bad) == []
         assert offline.emulator.uploads_of(bad) == []
-        refused = [call for call in offline.emulator.calls if call.org == bad]
+        refused = [call for call in offline.emulator.calls if call.org == bad and call.operation != "getAccessToken"]
         assert refused
         assert {call.status for call in refused} == {401}
+        assert {call.status for call in offline.emulator.calls_of("getAccessToken")} == {404}
         assert_no_cross_org_call_except_the_bad_token(offline, bad)
         # the failure is kept where an operator finds it: the failed-events queue, with the file still staged
         sqs = boto3.client("sqs", region_name=offline.stack.region)
@@ -124,15 +126,21 @@ def test_an_org_with_a_bad_token_fails_alone_while_the_others_sync() -> None:
         [record] = [json.loads(message["Body"]) for message in messages["Messages"]]
         key = unquote_plus(record["requestPayload"]["Records"][0]["s3"]["object"]["key"])
         assert key == offline.staged_key("roster.csv", folder=bad)
-        assert record["responsePayload"]["errorType"] == "ChartHopTokenRefused"  # a ChartHopRejected
+        assert record["responsePayload"]["errorType"] == "ChartHopTokenRefused"
         assert offline.staged_key("roster.csv", folder=bad) in offline.staged_keys()
+        # and the org's entry says so, for the operator tool (never the token)
+        refusal = registry_entry(offline, bad)["tokenRefused"]["M"]
+        # the last refused call: opening the sync, or (a retry) looking for the one an earlier attempt opened
+        assert refusal["operation"]["S"] in ("create a sync process", "list processes")
 
 
 def assert_no_cross_org_call_except_the_bad_token(offline: Offline, bad: str) -> None:
     """Every call carried the token of its org; the bad org's calls carried its own (wrong) token, no other org's."""
     good = {f"Bearer {account.token}": org for org, account in offline.emulator.orgs.items() if org != bad}
     for call in offline.emulator.calls:
-        if call.org == bad:
+        if call.operation == "getAccessToken":  # the stack's own org asking for the bad org's token: by design
+            assert good.get(call.authorization) == offline.org_id
+        elif call.org == bad:
             assert call.authorization not in good, (call.path, good.get(call.authorization))
         else:
             assert good.get(call.authorization) == call.org, (call.operation, call.path)
@@ -261,3 +269,117 @@ def test_a_file_for_an_org_not_served_reaches_no_charthop_and_no_other_orgs_reco
     else:
         assert offline.staged_keys() == [key]
         assert offline.failed_reports() == []
+
+
+def test_a_sync_now_whose_token_charthop_refuses_gets_a_fresh_token_and_syncs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The org's token was revoked: the app asks ChartHop for the installed app's current token (getAccessToken,
+    with the stack's own org's token), stores it in the org's secret and syncs as usual."""
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3), import_on_upload=False) as offline:
+        metrics = Metrics(monkeypatch)
+        offline.add_org(ORG_B)
+        offline.stage("roster.csv", ROSTER, folder=ORG_B)
+        offline.emulator.revoke_token(ORG_B)
+        pressed = offline.emulator.press_sync_now(org_id=ORG_B)
+        process = offline.wait_for_process(pressed["process"]["id"])
+        offline.wait_idle()
+
+        assert process["status"] == "DONE", process
+        assert [upload.file_name for upload in offline.emulator.uploads_of(ORG_B)] == ["roster.csv"]
+        issued = offline.emulator.issued_tokens(ORG_B)
+        assert len(issued) == 1  # once, however many calls were refused
+        secret = boto3.client("secretsmanager", region_name=offline.stack.region).get_secret_value(
+            SecretId=f"{offline.stack.stack_name}/orgs/{ORG_B}/charthop-token"
+        )
+        assert secret["SecretString"] == issued[0]
+        [asked] = offline.emulator.calls_of("getAccessToken")
+        assert asked.authorization == f"Bearer {offline.emulator.config.token}"  # the stack's own org asked
+        entry = registry_entry(offline, ORG_B)
+        assert "tokenRefused" not in entry
+        assert int(entry["tokenExpiresAt"]["N"]) > int(entry["tokenIssuedAt"]["N"])
+        b_calls = [call for call in offline.emulator.calls if call.org == ORG_B and call.operation != "getAccessToken"]
+        assert {call.authorization for call in b_calls if call.status != 401} == {f"Bearer {issued[0]}"}
+        assert metrics.of("OrgTokenRefreshed") == [("charthop", ORG_B)]
+        assert metrics.of("OrgTokenRefused") == []
+
+
+def test_a_sync_now_whose_token_is_refused_for_good_is_marked_holds_nothing_and_other_orgs_sync(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No fresh token can be had: the press stays PENDING (nothing can be written there), the org's entry says
+    when, doing what and which process was left open, an ERROR line and OrgTokenRefused say so, no Sync Now slot
+    or queue turn is held, the operator tool shows what to do, and another org's Sync Now runs as usual."""
+    from tools.people_sync_admin.onboarding import Onboarding
+    from tools.people_sync_admin.stack import Deployment, from_offline_stack
+
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3), import_on_upload=False) as offline:
+        metrics = Metrics(monkeypatch)
+        offline.add_org(ORG_B)
+        offline.add_org(ORG_C)
+        for org in (ORG_B, ORG_C):
+            offline.stage("roster.csv", ROSTER, folder=org)
+        offline.emulator.revoke_token(ORG_B, mintable=False)
+        pressed = offline.emulator.press_sync_now(org_id=ORG_B)
+        offline.wait_idle()
+
+        sync_id = pressed["process"]["id"]
+        assert offline.emulator.process(sync_id)["status"] == "PENDING"
+        refusal = registry_entry(offline, ORG_B)["tokenRefused"]["M"]
+        assert refusal["syncProcessId"] == {"S": sync_id}
+        assert refusal["operation"] == {"S": "read the process"}
+        assert offline.emulator.config.token not in json.dumps(registry_entry(offline, ORG_B))
+        [error] = [r for r in log_records(caplog, "ChartHop refused the org's token") if r.org_id == ORG_B]  # type: ignore[attr-defined]
+        assert (error.levelname, error.sync_process_id) == ("ERROR", sync_id)  # type: ignore[attr-defined]
+        assert ("charthop", ORG_B) in metrics.of("OrgTokenRefused")
+        held = [item["id"]["S"] for item in offline.sync_table_items()]
+        assert not [key for key in held if key.startswith(("sync-now#", "queue#")) and ORG_B in key]
+        assert [call.status for call in offline.emulator.calls_of("getAccessToken")] == [404]
+        [view] = [
+            v
+            for v in Onboarding(Deployment(from_offline_stack(offline.stack), boto3.Session())).views()
+            if v.org_id == ORG_B
+        ]
+        assert f"run `orgs set-token {ORG_B}`" in view.token_note
+
+        other = offline.emulator.press_sync_now(org_id=ORG_C)
+        assert offline.wait_for_process(other["process"]["id"])["status"] == "DONE"
+        assert offline.emulator.uploads_of(ORG_B) == []
+
+
+def test_fetched_tokens_are_refreshed_before_they_expire_in_a_warm_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens from getAccessToken live 6 s here. After the first Sync Now the warm container holds one; the second
+    Sync Now comes once it has expired: the container fetches a fresh token before sending anything, so no call
+    ever carries an expired token (ChartHop would refuse it), and each token is used only within its life."""
+    life = 6
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3), import_on_upload=False) as offline:
+        offline.emulator.config.minted_token_seconds = life
+        offline.add_org(ORG_B)
+        offline.stage("roster.csv", ROSTER, folder=ORG_B)
+        offline.emulator.revoke_token(ORG_B)
+        first = offline.emulator.press_sync_now(org_id=ORG_B)
+        assert offline.wait_for_process(first["process"]["id"])["status"] == "DONE"
+        offline.wait_idle()
+        last_issued = offline.emulator.calls_of("getAccessToken")[-1].at
+        time.sleep(max(0.0, last_issued + life + 0.5 - time.monotonic()))  # the container's token has expired
+        second = offline.emulator.press_sync_now(org_id=ORG_B)
+        assert offline.wait_for_process(second["process"]["id"])["status"] == "DONE"
+        offline.wait_idle()
+
+        issued = offline.emulator.issued_tokens(ORG_B)
+        asked = offline.emulator.calls_of("getAccessToken")
+        assert len(issued) == len(asked) >= 2
+        expiry = {f"Bearer {token}": call.at + life for token, call in zip(issued, asked, strict=True)}
+        b_calls = [call for call in offline.emulator.calls if call.org == ORG_B and call.operation != "getAccessToken"]
+        with_fetched = [call for call in b_calls if call.authorization in expiry]
+        assert [call for call in with_fetched if call.status == 401] == []
+        assert all(call.at < expiry[call.authorization] for call in with_fetched)
+        second_calls = [call for call in with_fetched if call.at > last_issued + life]
+        assert second_calls
+        assert {call.authorization for call in second_calls} <= set(list(expiry)[1:])
+
+
+def registry_entry(offline: Offline, org_id: str) -> dict[str, Any]:
+    ddb = boto3.client("dynamodb", region_name=offline.stack.region)
+    item: dict[str, Any] = ddb.get_item(TableName=offline.stack.physical["OrgTable"], Key={"orgId": {"S": org_id}})[
+        "Item"
+    ]  # type: ignore[assignment]
+    return item

@@ -430,7 +430,7 @@ def test_the_code_emits_the_metrics_the_dashboard_is_made_of() -> None:
     found = emitted_metrics()
     for name in ("SyncsStarted", "SyncsDone", "SyncsFailed", "ImportDurationSeconds", "UploadBytes", "ChecksPerSync"):
         assert found.get(name) == "target-org", name
-    for name in ("UnservedOrgFiles",):  # issue 13: per org too
+    for name in ("OrgTokenRefused", "OrgTokenRefreshed", "UnservedOrgFiles"):  # issue 13: per org too
         assert found.get(name) == "target-org", name
     assert found.get("DuplicateDeliveries") == "service"
 

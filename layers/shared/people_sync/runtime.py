@@ -9,6 +9,11 @@ Tokens and settings are read again on each use through Powertools' cache (config
 rotated token or changed settings reach a warm container within that age; the org's registry entry is read
 on each use (one GetItem), so a pause stops new syncs at once. The context is rebuilt only when a value
 changed, and keeps every HTTP client whose own inputs stayed the same (its connections stay warm).
+
+An org's ChartHop client asks the org's OrgToken (org_tokens.py) for the token of each request: one per org
+and token secret in the container, told what the secret holds on each use, refreshed before a token fetched
+with getAccessToken expires and once when ChartHop refuses it (another org than the stack's own: fetched with
+the stack's own org's token). A new token therefore never rebuilds a context.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from people_sync import aws_clients, callbacks, routing, sync_history
+from people_sync.charthop_apps import AccessToken, ChartHopApps
 from people_sync.charthop_client import ChartHopClient, default_retry
 from people_sync.config import (
     PARAMETER_MAX_AGE,
@@ -30,10 +36,11 @@ from people_sync.config import (
     callback_signing_key,
     target_token,
 )
-from people_sync.errors import OrgNotServed, TargetNotConfigured
+from people_sync.errors import ChartHopRejected, OrgNotServed, TargetNotConfigured
 from people_sync.loop_memory import DynamoDBLoopMemory
 from people_sync.models import ImportOptions
 from people_sync.org_registry import ORG_TABLE_ENV, OrgConfig, OrgRegistry, StackDefaults, resolve_org
+from people_sync.org_tokens import OrgToken
 from people_sync.slots import DynamoDBSlots
 from people_sync.start_journal import DynamoDBStartJournal
 from people_sync.sync_service import SyncContext
@@ -54,7 +61,8 @@ class _Inputs:
     #: The stack's settings with the org's own values (app user, token secret, ImportOnUpload) in place.
     settings: AppSettings
     org: OrgConfig
-    charthop_token: str
+    #: The org's token (one object per org and secret in the container; it follows the secret itself).
+    charthop_token: OrgToken
     csv_rules: CsvRules
     #: ChartHop's import options (read for ChartHop contexts only).
     import_options: ImportOptions = field(default_factory=ImportOptions)
@@ -69,6 +77,8 @@ class _Built:
 
 
 _built: dict[tuple[str, str], _Built] = {}
+#: Each org's token in this container, by (org, token secret).
+_tokens: dict[tuple[str, str], OrgToken] = {}
 #: The offline stack runs every function in one process, on threads: one build per target at a time.
 _building = threading.Lock()
 
@@ -115,17 +125,78 @@ def _read_inputs(target: str, stack: AppSettings, org_id: str, *, continuing: bo
         token_secret_name=resolved.token_secret,
         import_on_upload=resolved.settings.import_on_upload,
     )
-    token = str(aws_clients.secrets().get(resolved.token_secret, max_age=PARAMETER_MAX_AGE)).strip()
+    token = _org_token(stack, resolved, _read_secret(resolved.token_secret))
     rules = resolved.settings.csv_rules()
     if target == routing.CHARTHOP:
         return _Inputs(settings, resolved, token, rules, import_options=resolved.settings.import_options)
     return _Inputs(settings, resolved, token, rules, target_token=target_token(settings, target))
 
 
+def _read_secret(name: str, *, fresh: bool = False) -> str:
+    return str(aws_clients.secrets().get(name, max_age=PARAMETER_MAX_AGE, force_fetch=fresh)).strip()
+
+
+def _org_token(stack: AppSettings, org: OrgConfig, secret_value: str) -> OrgToken:
+    """The org's token in this container, told what its secret (cached read) and registry entry say now."""
+    key = (org.org_id, org.token_secret)
+    token = _tokens.get(key)
+    if token is None:
+        own_org = org.org_id == stack.org_id
+        token = OrgToken(
+            org.org_id,
+            secret_value,
+            issued_at=org.token_issued_at,
+            expires_at=org.token_expires_at,
+            mint=None if own_org or not org.app_user_id else _minter(stack, org),
+            keep=None if own_org else _keeper(org),
+            read_secret=lambda: _read_secret(org.token_secret, fresh=True),
+        )
+        _tokens[key] = token
+    else:
+        token.observe(secret_value, issued_at=org.token_issued_at, expires_at=org.token_expires_at)
+    return token
+
+
+def _minter(stack: AppSettings, org: OrgConfig) -> Callable[[], AccessToken]:
+    """getAccessToken for the org's install, asked with the stack's own org's token (the app's developer org,
+    an assumption: see api_assumptions.CHARTHOP_ACCESS_TOKEN_CALLER)."""
+
+    def mint() -> AccessToken:
+        registry = OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""), aws_clients.dynamodb())
+        own = registry.get(stack.org_id) if registry.table_name else None
+        secret = (own.token_secret if own is not None else "") or stack.token_secret_name
+        try:
+            owner_token = _read_secret(secret)
+        except GetParameterError as error:
+            raise ChartHopRejected("the stack's own token could not be read", status=0) from error
+        owner = ChartHopClient(
+            owner_token,
+            base_url=stack.charthop_base_url,
+            timeout=(5.0, stack.charthop_read_timeout_seconds),
+            retry=default_retry(backoff_factor=stack.charthop_retry_backoff_seconds),
+        )
+        return ChartHopApps(owner).access_token(org.org_id, org.app_user_id)
+
+    return mint
+
+
+def _keeper(org: OrgConfig) -> Callable[[str, int, int], None]:
+    """A fresh token into the org's secret (and this container's cache of it), its lifetime on its entry."""
+
+    def keep(token: str, issued_at: int, expires_at: int) -> None:
+        aws_clients.secretsmanager().put_secret_value(SecretId=org.token_secret, SecretString=token)
+        _read_secret(org.token_secret, fresh=True)
+        registry = OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""), aws_clients.dynamodb())
+        if registry.table_name:
+            registry.note_token(org.org_id, issued_at=issued_at, expires_at=expires_at)
+
+    return keep
+
+
 def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext:
     settings = inputs.settings
     kept = previous.context if previous is not None and previous.inputs.settings == settings else None
-    same_token = previous is not None and previous.inputs.charthop_token == inputs.charthop_token
+    same_token = previous is not None and previous.inputs.charthop_token is inputs.charthop_token
     charthop = kept.charthop if kept is not None and same_token else _charthop(inputs)
     import_target: ImportTarget
     reporter: ProgressReporter
@@ -232,4 +303,5 @@ def reset() -> None:
     """Forget the built contexts (tests and the offline stack switch settings between runs)."""
     with _building:
         _built.clear()
+        _tokens.clear()
     aws_clients.reset()

@@ -36,7 +36,9 @@ METRICS = {
     "UploadSeconds": "Seconds",
     "ImportDurationSeconds": "Seconds",
     "ChecksPerSync": "Count",
-    # files staged for an org that is not served (sync_start.py)
+    # an org's token (org_tokens.py) and files staged for an org that is not served (sync_start.py)
+    "OrgTokenRefused": "Count",
+    "OrgTokenRefreshed": "Count",
     "UnservedOrgFiles": "Count",
 }
 _ORG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from people_sync import api_assumptions as assumed
+from people_sync import org_tokens, routing, sync_history, sync_metrics
 from people_sync import progress as bar
-from people_sync import routing, sync_history, sync_metrics
 from people_sync.charthop_client import created_at
 from people_sync.csv_checks import CsvCheckFailed, CsvProblem, CsvRejected
 from people_sync.errors import (
     ChartHopRejected,
+    ChartHopTokenRefused,
     ChartHopUnavailable,
     ImportMayHaveStarted,
     InvalidStagedFile,
@@ -304,6 +305,12 @@ def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | 
         return None
     try:
         process = ctx.charthop.get_process(org_id, sync_id)
+    except ChartHopTokenRefused as error:
+        # Nothing can be written to this org's ChartHop (no fresh token could be had): the press stays PENDING
+        # there, and the refusal is recorded where the operator looks (the org's entry, an ERROR, a metric).
+        # No slot or queue turn was taken; other orgs are not touched.
+        org_tokens.note_refusal(ctx.settings, org_id, error, sync_process_id=sync_id)
+        return None
     except ChartHopRejected as error:
         logger.warning(
             "Sync Now for a process ChartHop does not show us; ignored",
@@ -430,6 +437,10 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
     except CsvRejected as rejected:
         refuse_file(ctx, staged, sync_id, rejected.problem)
         return None
+    except ChartHopTokenRefused as error:  # not the file's fault: it stays staged
+        ctx.journal.not_imported(sync_id)
+        token_refused(ctx, sync_id, error, f"{staged.name} was not imported and stays staged.")
+        return None
     except TargetRejected as error:
         problem = f"{ctx.target.display_name} refused {staged.name}: {error.user_message}"
         refuse_file(ctx, staged, sync_id, CsvProblem("rejected-by-target", problem))
@@ -492,6 +503,20 @@ def _interrupted_start(ctx: SyncContext, staged: StagedFile, sync_id: str) -> Sy
         "The file stays staged.",
     )
     return _Closed()
+
+
+def token_refused(ctx: SyncContext, sync_id: str, error: ChartHopTokenRefused, outcome: str) -> None:
+    """ChartHop refused the org's token mid-sync and no fresh one could be had: recorded (the org's entry, an
+    ERROR, a metric), and the sync closed as far as it can be: its slot and queue turn are freed even though
+    ChartHop, refusing the token, cannot be told (the close's write fails and is not retried)."""
+    org_tokens.note_refusal(ctx.settings, ctx.org_id, error, sync_process_id=sync_id)
+    try:
+        fail_sync(ctx, sync_id, f"ChartHop refused the app's token ({error.operation}). {outcome}")
+    except ChartHopTokenRefused:
+        logger.warning(
+            "the sync could not be closed in ChartHop (token refused); its slot and turn are freed",
+            extra={"sync_process_id": sync_id},
+        )
 
 
 def refuse_file(ctx: SyncContext, staged: StagedFile, sync_id: str, problem: CsvProblem) -> None:
