@@ -33,8 +33,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # Every ChartHop/target call ends before the function would be killed (a slow target fails the check
     # in bounded time, and the check lease outlives the check).
     remaining = context.get_remaining_time_in_millis() / 1000
-    ctx = sync_context(state.target, state.org_id, continuing=True)
     with time_budget(remaining - CALL_MARGIN_SECONDS):
+        ctx = sync_context(state.target, state.org_id, continuing=True)
         try:
             outcome = status_loop.follow_import(ctx, state, task.task_token, lease_seconds=remaining + 1)
         except ChartHopTokenRefused as refused:  # recorded; the state machine retries, then the finalizer closes

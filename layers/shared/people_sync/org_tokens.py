@@ -92,13 +92,18 @@ class OrgToken:
     def observe(self, secret_value: str, *, issued_at: int, expires_at: int) -> None:
         """What the org's secret (through the container's cache) and its registry entry say now. A secret that
         changed since it was last seen is adopted (an operator's set-token, another container's refresh); an
-        unchanged one does not undo a refresh made here (the cache may still hold the older value)."""
-        with self._lock:
+        unchanged one does not undo a refresh made here (the cache may still hold the older value). Skipped
+        while a refresh is under way (it sets the token itself): building a context never waits on ChartHop."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if secret_value and secret_value != self._seen:
                 self._seen = secret_value
                 self._adopt(secret_value, issued_at, expires_at)
             elif secret_value == self._token and expires_at != self._expires_at:
                 self._issued_at, self._expires_at = issued_at, expires_at
+        finally:
+            self._lock.release()
 
     def token(self) -> str:
         """The token to send now: refreshed first when it expires within the margin (and can be refreshed)."""
