@@ -35,7 +35,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
         logger.warning("the sync's org is not synced any more; left as it is", extra={"reason": refused.user_message})
         return {"status": "ORG_NOT_SERVED", "message": refused.user_message}
-    except ChartHopTokenRefused as error:  # the close cannot be written there; its slot and turn were freed
+    except ChartHopTokenRefused as error:  # the close's write was refused (close_sync freed the slot and turn anyway)
         org_id, sync_id = _sync_of(event)
         org_tokens.note_refusal(AppSettings.from_env(), org_id, error, sync_process_id=sync_id)
         return {"status": "TOKEN_REFUSED", "message": error.user_message}

@@ -383,3 +383,39 @@ def registry_entry(offline: Offline, org_id: str) -> dict[str, Any]:
         "Item"
     ]  # type: ignore[assignment]
     return item
+
+
+def test_a_token_refused_while_an_import_is_followed_is_recorded_and_frees_the_orgs_turn() -> None:
+    """The org's token is revoked (no fresh one to be had) after its import started: the check and the close are
+    refused, the org's entry names the sync, the finalizer says TOKEN_REFUSED instead of failing again and again,
+    and the org's queue turn is free for its next file."""
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=3.0)) as offline:
+        offline.add_org(ORG_B)
+        offline.stage("roster.csv", ROSTER, folder=ORG_B)
+        deadline = time.monotonic() + 30
+        while not offline.emulator.uploads_of(ORG_B):
+            assert time.monotonic() < deadline, "the import did not start"
+            time.sleep(0.05)
+        offline.emulator.revoke_token(ORG_B, mintable=False)
+        [sync] = offline.sync_processes_of(ORG_B)
+        deadline = time.monotonic() + 60
+        while offline.execution_running(str(sync["id"])):
+            assert time.monotonic() < deadline, "the status loop did not end"
+            time.sleep(0.1)
+        offline.wait_idle()
+
+        refusal = registry_entry(offline, ORG_B)["tokenRefused"]["M"]
+        assert refusal["syncProcessId"] == {"S": sync["id"]}
+        finalized = [
+            invocation.result
+            for invocation in offline.runtime.invocations_of("SyncFinalizerFunction")
+            if isinstance(invocation.result, dict) and invocation.result.get("status") == "TOKEN_REFUSED"
+        ]
+        assert finalized
+        items = {item["id"]["S"]: item for item in offline.sync_table_items()}
+        assert f"sync-now#{ORG_B}" not in items
+        queue = items[f"queue#charthop#{ORG_B}"]  # the org's queue: nobody holds its turn, nobody waits
+        assert "holder" not in queue
+        assert not queue.get("waiting", {}).get("M")
+        assert offline.staged_key("roster.csv", folder=ORG_B) in offline.staged_keys()  # not the file's fault
+        assert offline.failed_reports() == []
