@@ -118,6 +118,16 @@ def test_a_failed_refresh_is_not_repeated_for_a_while(clock: FakeClock) -> None:
     assert minter.calls == 2
 
 
+def test_a_refresh_that_breaks_unexpectedly_leaves_the_refusal_standing(clock: FakeClock) -> None:
+    """E.g. the stack's own org's entry or secret cannot be read: no crash, no fresh token, no retry at once."""
+    minter, kept = Minter(), Kept()
+    minter.failing = RuntimeError("the registry could not be read")
+    token = fetched(clock, minter, kept)
+    assert token.refused("token-0") is None
+    assert token.refused("token-0") is None
+    assert minter.calls == 1
+
+
 def test_the_refused_token_handed_back_is_no_fresh_token(clock: FakeClock) -> None:
     minter, kept = Minter(), Kept()
     minter.answer = "token-0"

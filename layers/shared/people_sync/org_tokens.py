@@ -163,6 +163,10 @@ class OrgToken:
             self._failed[replaced] = self.clock()
             logger.warning("could not fetch a fresh token for the org", extra={**where, "error": error.user_message})
             return None
+        except Exception:  # e.g. the stack's own org's entry or secret cannot be read: the refusal stands
+            self._failed[replaced] = self.clock()
+            logger.warning("could not fetch a fresh token for the org", extra=where, exc_info=True)
+            return None
         fresh = minted.access_token.get_secret_value().strip()
         if not fresh or (fresh == replaced and why == "refused"):
             self._failed[replaced] = self.clock()

@@ -77,8 +77,8 @@ class _Built:
 
 
 _built: dict[tuple[str, str], _Built] = {}
-#: Each org's token in this container, by (org, token secret).
-_tokens: dict[tuple[str, str], OrgToken] = {}
+#: Each org's token in this container, by (org, token secret, app user: a reinstall may change it).
+_tokens: dict[tuple[str, str, str], OrgToken] = {}
 #: The offline stack runs every function in one process, on threads: one build per target at a time.
 _building = threading.Lock()
 
@@ -138,7 +138,7 @@ def _read_secret(name: str, *, fresh: bool = False) -> str:
 
 def _org_token(stack: AppSettings, org: OrgConfig, secret_value: str) -> OrgToken:
     """The org's token in this container, told what its secret (cached read) and registry entry say now."""
-    key = (org.org_id, org.token_secret)
+    key = (org.org_id, org.token_secret, org.app_user_id)
     token = _tokens.get(key)
     if token is None:
         own_org = org.org_id == stack.org_id
