@@ -471,6 +471,22 @@ def test_a_file_in_the_orgvue_folder_of_an_org_that_does_not_feed_orgvue_is_move
             assert code in offline.emulator.process(str(shown["id"]))["message"]
         assert offline.sync_processes_of(offline.org_id) == []
 
+        # the operator stores gamma's token and stages its file again from failed/: it is imported now
+        admin(offline, "set-token", ORG_C, "--target", "orgvue", input=f"{offline.orgvue.config.token}\n")
+        moved = gamma["movedTo"].split(f"s3://{offline.bucket}/", 1)[1]
+        assert f'stagedKey": "{gamma_key}"' in operator(offline, "failed", "retry", moved, "--json")
+        [execution] = orgvue_syncs_ended(offline, 1)
+        assert execution["status"] == "SUCCEEDED"
+        assert execution["name"].endswith(f"-{ORG_C}")
+        assert set(offline.orgvue.items) == {"1453878", "1453974"}
+
+
+def operator(offline: Offline, *args: str) -> str:
+    deployment = Deployment(from_offline_stack(offline.stack), boto3.Session())
+    result = CliRunner().invoke(cli, list(args), obj=deployment)
+    assert result.exit_code == 0, result.output
+    return result.output
+
 
 def executions(offline: Offline) -> list[str]:
     sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
