@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
+from pydantic.alias_generators import to_camel
 
 from people_sync.charthop_apps import ChartHopApps, InstalledApp
 from people_sync.charthop_client import ChartHopClient
@@ -198,7 +199,8 @@ class Onboarding:
         folders = [f"{self.target.staging_prefix}{org.org_id}/{target}/"]
         if default_org:
             folders.insert(0, f"{self.target.staging_prefix}{target}/")
-        return {**(asdict(config) if config is not None else {}), "tokenSecret": secret, "stagedUnder": folders}
+        address = {to_camel(key): value for key, value in asdict(config).items()} if config is not None else {}
+        return {**address, "tokenSecret": secret, "stagedUnder": folders}
 
     def _settings_from_charthop(self, record: OrgRecord, token_secret: str) -> OrgSettings:
         from people_sync.charthop_apps import settings_from_options
