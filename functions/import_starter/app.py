@@ -91,24 +91,31 @@ def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
 
 def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
     settings = AppSettings.from_env()
-    target = routing.target_for_key(object_version["key"], settings)
+    key = object_version["key"]
+    if key.endswith("/"):  # a folder marker (staging/<org>/orgvue/): nothing to import, nobody to tell
+        logger.info("a folder marker, not a file; nothing to import")
+        return {"key": key, "syncProcessId": None}
+    target, org = routing.target_for_key(key, settings), routing.org_for_key(key, settings)
     try:
-        ctx = sync_context(target, routing.org_for_key(object_version["key"], settings))
-    except TargetNotConfigured as error:  # e.g. no token for it yet: say so where syncs show, keep the file
-        sync_start.reject_object(
-            sync_context(), **_without_size(object_version), reason=error.user_message, code="target-not-configured"
-        )
-        return {"key": object_version["key"], "syncProcessId": None}
+        try:
+            ctx = sync_context(target, org)
+        except TargetNotConfigured as error:
+            # The org does not feed the target, or has no token for it yet: the file is moved aside with a report
+            # and the refusal is shown in the org's own ChartHop (never another org's); nothing starts.
+            metrics.add_metric(name="TargetNotConfigured", unit=MetricUnit.Count, value=1)
+            owner = sync_context(routing.CHARTHOP, org)
+            sync_start.reject_object(owner, **_without_size(object_version), reason=error.user_message, code=error.code)
+            return {"key": key, "syncProcessId": None}
     except OrgNotServed as refused:  # staging/<orgId>/ of an org not synced now: kept or set aside, shown nowhere
         metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
         sync_start.object_of_unserved_org(aws_clients.s3(), refused, **object_version_without_time(object_version))
-        return {"key": object_version["key"], "syncProcessId": None}
+        return {"key": key, "syncProcessId": None}
     try:
         sync_id = sync_start.object_staged(ctx, **object_version)
     except ChartHopTokenRefused as refused:  # recorded on the org's entry; retried, then kept as a failed event
         org_tokens.note_refusal(ctx.settings, ctx.org_id, refused)
         raise
-    return {"key": object_version["key"], "syncProcessId": sync_id}
+    return {"key": key, "syncProcessId": sync_id}
 
 
 def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:

@@ -17,10 +17,13 @@ from urllib.parse import unquote_plus
 
 import boto3
 import pytest
+from click.testing import CliRunner
 
 from offline.charthop_emulator import ImportBehaviour
 from offline.harness import Offline, offline_environment
 from tests.conftest import EVENTS
+from tools.people_sync_admin.cli import cli
+from tools.people_sync_admin.stack import Deployment, from_offline_stack
 
 pytestmark = pytest.mark.integration
 ROSTER = (EVENTS / "roster.csv").read_bytes()
@@ -199,6 +202,65 @@ def test_an_uninstalled_orgs_staged_files_are_kept_and_nothing_syncs(offline: Of
     assert offline.emulator.uploads == []
     assert [call for call in offline.emulator.calls if call.org == gone] == []
     assert executions(offline) == []
+
+
+def test_an_orgs_settings_override_the_stacks_defaults_while_another_org_keeps_them() -> None:
+    """The stack requires Employee ID and Work Email and imports with upsert (its defaults). Beta overrides
+    its import options (upsert=false, createGroups=true, importSource) and its required columns (Cost Center
+    instead): its file without Cost Center is refused, its file without Work Email is imported with its
+    options. Gamma turns ImportOnUpload off: its upload waits for Sync Now. The stack's own org keeps the
+    stack's defaults throughout: Work Email is required of it and its imports use the stack's options."""
+    without_email = b"Employee ID,First Name,Last Name,Cost Center\nE1,Ada,Lovelace,CC-1\n"
+    parameters = {"RequiredColumns": "Employee ID,Work Email", "ImportUpsert": "true", "ImportCreateGroups": "false"}
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3), parameters=parameters) as offline:
+        offline.add_org(ORG_B)
+        offline.add_org(ORG_C)
+        beta_settings = ["upsert=false", "createGroups=true", "importSource=beta-hr", "requiredColumns=Cost Center"]
+        deployment = Deployment(from_offline_stack(offline.stack), boto3.Session())
+        for org, settings in ((ORG_B, beta_settings), (ORG_C, ["importOnUpload=false"])):
+            result = CliRunner().invoke(cli, ["orgs", "set", org, *settings], obj=deployment)
+            assert result.exit_code == 0, result.output
+
+        offline.stage("roster.csv", ROSTER, folder=ORG_B)  # no Cost Center: refused by beta's rule
+        [refused] = wait_for_syncs(offline, ORG_B, 1)
+        offline.stage("cost-centers.csv", without_email, folder=ORG_B)  # no Work Email: fine for beta
+        offline.stage("without-email.csv", without_email, folder=offline.org_id)  # ... not for the stack's org
+        offline.stage("roster.csv", ROSTER, folder=offline.org_id)
+        gamma_key = offline.stage("roster.csv", ROSTER, folder=ORG_C)
+        beta_syncs = wait_for_syncs(offline, ORG_B, 2)
+        own_syncs = wait_for_syncs(offline, offline.org_id, 2)
+        offline.wait_idle()
+
+        # beta: its required columns, not the stack's
+        assert refused["status"] == "ERROR"
+        assert "roster.csv lacks the required columns Cost Center" in str(refused["message"])
+        [imported] = [sync for sync in beta_syncs if sync["id"] != refused["id"]]
+        assert imported["status"] == "DONE", imported
+        [beta_upload] = offline.emulator.uploads_of(ORG_B)
+        assert beta_upload.file_name == "cost-centers.csv"
+        # ... and its import options over the stack's (the ones it does not set stay the stack's)
+        assert (beta_upload.query["upsert"], beta_upload.query["createGroups"]) == ("false", "true")
+        assert beta_upload.query["importSource"] == "beta-hr"
+        assert beta_upload.query["skipErrors"] == "true"
+        # the stack's own org: the stack's required columns and options
+        messages = {str(sync["status"]): str(sync["message"]) for sync in own_syncs}
+        assert "without-email.csv lacks the required columns Work Email" in messages["ERROR"]
+        assert "Imported roster.csv" in messages["DONE"]
+        [own_upload] = offline.emulator.uploads_of(offline.org_id)
+        assert (own_upload.query["upsert"], own_upload.query["createGroups"]) == ("true", "false")
+        assert own_upload.query["importSource"] == "people-sync"  # the stack's ImportSource
+        # gamma: no ImportOnUpload, so its upload started nothing and waits, staged, for Sync Now
+        assert offline.sync_processes_of(ORG_C) == []
+        assert offline.emulator.uploads_of(ORG_C) == []
+        assert gamma_key in offline.staged_keys()
+        pressed = offline.emulator.press_sync_now(org_id=ORG_C)
+        assert pressed["status"] == 202, pressed["body"]
+        process = offline.wait_for_process(pressed["process"]["id"])
+        assert process["status"] == "DONE", process
+        [gamma_upload] = offline.emulator.uploads_of(ORG_C)
+        assert gamma_upload.file_name == "roster.csv"
+        assert (gamma_upload.query["upsert"], gamma_upload.query["createGroups"]) == ("true", "false")
+        assert_no_cross_org_call(offline)
 
 
 def executions(offline: Offline) -> list[str]:

@@ -58,6 +58,15 @@ class InvalidStagedFile(SyncError):
 class TargetNotConfigured(SyncError):
     """A file was routed to a target this deployment has no settings or token for."""
 
+    #: The code of the refused file's report.
+    code = "target-not-configured"
+
+
+class TargetNotEnabled(TargetNotConfigured):
+    """A file was staged in an org's further-target folder, and the org's settings do not feed that target."""
+
+    code = "target-not-enabled"
+
 
 class OrgNotServed(SyncError):
     """The org is not one this deployment syncs for now (unknown, paused, uninstalled, without a token, or

@@ -3,7 +3,9 @@ clients and connections. A target's modules are imported only when a sync goes t
 
 Each ChartHop org gets its own context: `resolve_org` gives its token secret, its app user and its settings
 (its overrides over the stack's defaults), so one org's token is never sent with another org's requests.
-The further targets (Orgvue, ELMA365) are fed by the stack's own org.
+Each org also gets its own context per further target (Orgvue, ELMA365) it feeds: the target's address is its
+settings' (the stack's parameters, with its `orgvue.*` / `elma365.*` settings over them) and its token is read
+from the org's own secret for that target; only the stack's own org may use the stack's TargetTokensSecret.
 
 Tokens and settings are read again on each use through Powertools' cache (config.PARAMETER_MAX_AGE), so a
 rotated token or changed settings reach a warm container within that age; the org's registry entry is read
@@ -36,10 +38,10 @@ from people_sync.config import (
     callback_signing_key,
     target_token,
 )
-from people_sync.errors import ChartHopRejected, OrgNotServed, TargetNotConfigured
+from people_sync.errors import ChartHopRejected, OrgNotServed, TargetNotConfigured, TargetNotEnabled
 from people_sync.loop_memory import DynamoDBLoopMemory
 from people_sync.models import ImportOptions
-from people_sync.org_registry import ORG_TABLE_ENV, OrgConfig, OrgRegistry, StackDefaults, resolve_org
+from people_sync.org_registry import ORG_TABLE_ENV, OrgConfig, OrgRegistry, OrgvueConfig, StackDefaults, resolve_org
 from people_sync.org_tokens import OrgToken
 from people_sync.slots import DynamoDBSlots
 from people_sync.start_journal import DynamoDBStartJournal
@@ -85,11 +87,14 @@ _building = threading.Lock()
 
 def sync_context(target: str = routing.CHARTHOP, org_id: str | None = None, *, continuing: bool = False) -> SyncContext:
     """The context of syncs into `target` ("charthop", "orgvue", "elma365"; see routing.py) for `org_id`
-    (ChartHop's org; None: the stack's own org, which also feeds the further targets). Raises OrgNotServed
-    when the deployment does not sync for the org; `continuing` (a sync already started: its checks, its
-    close) still serves a paused org, see org_registry.resolve_org."""
+    (ChartHop's org; None: the stack's own org). Raises OrgNotServed when the deployment does not sync for the
+    org, TargetNotEnabled when the org does not feed `target`, TargetNotConfigured when it has no token for it;
+    `continuing` (a sync already started: its checks, its close) still serves a paused org, see
+    org_registry.resolve_org."""
     settings = AppSettings.from_env()
-    org = org_id if org_id and target == routing.CHARTHOP else settings.org_id
+    # A loop started before further targets were per org names its target's folder ("orgvue") as its org.
+    legacy = target != routing.CHARTHOP and org_id in routing.TARGET_FOLDERS.values()
+    org = org_id if org_id and not legacy else settings.org_id
     with _building:
         previous = _built.get((target, org))
         try:
@@ -109,7 +114,7 @@ def sync_context(target: str = routing.CHARTHOP, org_id: str | None = None, *, c
 
 def _read_inputs(target: str, stack: AppSettings, org_id: str, *, continuing: bool) -> _Inputs:
     """Reads through Powertools' cache: AWS is asked only when a value is older than PARAMETER_MAX_AGE."""
-    if target not in routing.enabled_targets(stack):
+    if target != routing.CHARTHOP and target not in routing.TARGET_FOLDERS:
         raise TargetNotConfigured(f"{target} is not configured in this deployment")
     resolved = resolve_org(
         org_id,
@@ -125,11 +130,64 @@ def _read_inputs(target: str, stack: AppSettings, org_id: str, *, continuing: bo
         token_secret_name=resolved.token_secret,
         import_on_upload=resolved.settings.import_on_upload,
     )
+    if target != routing.CHARTHOP:
+        settings = _with_target(settings, target, resolved, continuing=continuing)
     token = _org_token(stack, resolved, _read_secret(resolved.token_secret))
     rules = resolved.settings.csv_rules()
     if target == routing.CHARTHOP:
         return _Inputs(settings, resolved, token, rules, import_options=resolved.settings.import_options)
-    return _Inputs(settings, resolved, token, rules, target_token=target_token(settings, target))
+    return _Inputs(settings, resolved, token, rules, target_token=_target_token(settings, target, resolved))
+
+
+def _with_target(settings: AppSettings, target: str, org: OrgConfig, *, continuing: bool) -> AppSettings:
+    """The settings with the org's own address of `target` in place of the stack's. Raises TargetNotEnabled
+    when the org's settings do not feed it; a sync already running (`continuing`) is still followed to its
+    end (and closed) at the address its settings give, as a paused org's is."""
+    config = org.settings.target_config(target, fed_only=not continuing)
+    if config is None:
+        fed = ", ".join(org.settings.further_targets) or "none"
+        folder = routing.folder_of_target(target, settings, org.org_id)
+        raise TargetNotEnabled(
+            f"Org {org.org_id} does not feed {routing.DISPLAY_NAMES[target]}: its settings' furtherTargets "
+            f"are {fed}, so files staged under {settings.staging_prefix}{folder}/ are not imported. An operator "
+            f"enables it with `orgs set {org.org_id} furtherTargets=...,{target}` (and its token with "
+            f"`orgs set-token {org.org_id} --target {target}`); then stage the file again."
+        )
+    if isinstance(config, OrgvueConfig):
+        return replace(
+            settings,
+            orgvue_base_url=config.base_url,
+            orgvue_tenant_id=config.tenant_id,
+            orgvue_dataset_id=config.dataset_id,
+            orgvue_default_action=config.default_action,
+            orgvue_id_key=config.id_key,
+            orgvue_date_format=config.date_format,
+            orgvue_implicit_delete=config.implicit_delete,
+        )
+    return replace(
+        settings,
+        elma365_base_url=config.base_url,
+        elma365_namespace=config.namespace,
+        elma365_code=config.code,
+        elma365_chunk_rows=config.chunk_rows,
+        elma365_directory_id=config.directory_id,
+    )
+
+
+def _target_token(settings: AppSettings, target: str, org: OrgConfig) -> str:
+    """The org's API token for a further target: from its own secret; the stack's own org without one uses
+    the stack's TargetTokensSecret, as it always did. Never another org's, never the stack's for another org."""
+    secret = org.target_secrets.get(target)
+    if secret:
+        token = str(aws_clients.secrets().get(secret, max_age=PARAMETER_MAX_AGE)).strip()
+        if token:
+            return token
+    elif org.org_id == settings.org_id:
+        return target_token(settings, target)
+    raise TargetNotConfigured(
+        f"No API token for {target} for org {org.org_id}: an operator stores it with "
+        f"`orgs set-token {org.org_id} --target {target}`."
+    )
 
 
 def _read_secret(name: str, *, fresh: bool = False) -> str:
@@ -213,7 +271,7 @@ def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext
     else:
         same_target_token = previous is not None and previous.inputs.target_token == inputs.target_token
         import_target = kept.target if kept is not None and same_target_token else _further_target(target, inputs)
-        reporter = kept.reporter if kept is not None else _log_reporter(target, settings)
+        reporter = kept.reporter if kept is not None else _log_reporter(target, settings, org_id)
     return SyncContext(
         settings=settings,
         charthop=charthop,
@@ -227,7 +285,7 @@ def _build(target: str, inputs: _Inputs, previous: _Built | None) -> SyncContext
         journal=DynamoDBStartJournal(settings.sync_table),
         queue=DynamoDBTargetQueue(settings.sync_table),
         org_id=org_id,
-        folder=org_id if target == routing.CHARTHOP else routing.folder_of_target(target, settings),
+        folder=routing.folder_of_target(target, settings, org_id),
         callback_url_for=_signed_callback_urls(settings) if import_target.calls_back else None,
         history=sync_history.from_env(),
     )
@@ -243,14 +301,15 @@ def _charthop(inputs: _Inputs) -> ChartHopClient:
     )
 
 
-def _log_reporter(target: str, settings: AppSettings) -> ProgressReporter:
+def _log_reporter(target: str, settings: AppSettings, org_id: str) -> ProgressReporter:
     """Log lines for targets without a progress bar; "closed" is kept in the sync table (durable across
-    containers)."""
+    containers). Another org's sync ids name the org; the stack's own org's stay as they always were."""
     from people_sync.targets.log_reporter import LogProgressReporter
 
+    org = org_id if org_id != settings.org_id else None
     if not settings.sync_table:
-        return LogProgressReporter(target)
-    return LogProgressReporter(target, table=settings.sync_table, client=aws_clients.dynamodb())
+        return LogProgressReporter(target, org_id=org)
+    return LogProgressReporter(target, org_id=org, table=settings.sync_table, client=aws_clients.dynamodb())
 
 
 def _signed_callback_urls(settings: AppSettings) -> Callable[[str], str]:

@@ -206,7 +206,7 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
                 state.file.bucket,
                 state.file.key,
                 state.file.version_id,
-                state.org_id,
+                state.file.org_id,  # the file's folder (failed/orgvue/, failed/<org>/orgvue/)
                 problem,
                 state.sync_process_id,
             )
@@ -537,7 +537,7 @@ def loop_state(ctx: SyncContext, staged: StagedFile, sync_id: str, job: ImportJo
     first_wait = max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds)
     return SyncState(
         target=ctx.target.name,
-        org_id=staged.org_id,
+        org_id=ctx.org_id,
         sync_process_id=sync_id,
         import_id=job.import_id,
         import_detail=job.detail,

@@ -37,7 +37,7 @@ from people_sync.errors import (
 )
 from people_sync.models import ImportJob, Process, ProcessStatus, StagedFile, StartRequest, SyncState
 from people_sync.org_registry import ORG_ID_PATTERN
-from people_sync.routing import staging_folders
+from people_sync.routing import TARGET_FOLDERS, folders_of_target, staging_folders
 from people_sync.staging import latest_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.start_journal import upload_trigger
 from people_sync.sync_service import (
@@ -84,8 +84,10 @@ def object_staged(
         logger.info("a folder marker, not a file; nothing to import", extra={"key": key})
         return None
     try:
-        staged = staged_file_from_s3_record(bucket, key, version_id, size, prefix=ctx.settings.staging_prefix)
-        if staged.org_id != ctx.folder:
+        staged = staged_file_from_s3_record(
+            bucket, key, version_id, size, prefix=ctx.settings.staging_prefix, target_folders=TARGET_FOLDERS.values()
+        )
+        if staged.org_id not in {ctx.folder, *folders_of_target(ctx.target.name, ctx.settings, ctx.org_id)}:
             places = " or ".join(staging_folders(ctx.settings))
             raise InvalidStagedFile(
                 f"{staged.key} is staged in a folder no target of this deployment reads ({staged.org_id}/); "
@@ -110,7 +112,7 @@ def file_dropped(ctx: SyncContext, staged: StagedFile, staged_at: float | None =
     request = StartRequest(
         kind="upload",
         target=ctx.target.name,
-        org_id=staged.org_id,
+        org_id=ctx.org_id,  # the org whose settings and tokens the sync runs with (the file's folder may differ)
         sync_process_id=sync_id,
         file=staged,
         staged_at=at,

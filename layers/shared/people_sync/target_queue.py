@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import ClientError
 
 from people_sync.sync_table import SyncTableStore, condition_failed
+from people_sync.targets.base import instance_key
 
 if TYPE_CHECKING:
     from people_sync.config import AppSettings
@@ -45,11 +46,20 @@ class Turn:
 
 
 def queue_key(target: str, settings: AppSettings, folder: str) -> str:
-    """What one import at a time is counted per: the ChartHop org, the Orgvue dataset, the ELMA365 app."""
+    """What one import at a time is counted per: the ChartHop org, the Orgvue dataset, the ELMA365 app.
+
+    A further target's key names the dataset or app itself (instance, then tenant/dataset or namespace/code,
+    from the sync context's settings, which carry the org's own Orgvue and ELMA365 settings), never the org:
+    two orgs that point at one dataset or app share its queue, since the one-at-a-time rule is the dataset's
+    (two imports into one Orgvue dataset race; an ELMA365 app runs one import at a time, and a chunked import
+    must not have another's chunks slip in between), while two orgs' look-alike apps on different instances
+    (both `hr/employees`) never share one by accident."""
     if target == "orgvue":
-        return f"queue#orgvue#{settings.orgvue_tenant_id}/{settings.orgvue_dataset_id}"
+        where = instance_key(settings.orgvue_base_url)
+        return f"queue#orgvue#{where}/{settings.orgvue_tenant_id}/{settings.orgvue_dataset_id}"
     if target == "elma365":
-        return f"queue#elma365#{settings.elma365_namespace}/{settings.elma365_code}"
+        where = instance_key(settings.elma365_base_url)
+        return f"queue#elma365#{where}/{settings.elma365_namespace}/{settings.elma365_code}"
     return f"queue#{target}#{folder}"
 
 
