@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import boto3
@@ -19,6 +20,7 @@ from people_sync.target_queue import (
 )
 
 KEY = "queue#charthop#org"
+EXAMPLES = itertools.count()
 HOLD = 600
 
 
@@ -95,7 +97,7 @@ def test_a_file_staged_a_moment_ago_lets_an_earlier_one_join_first(queue: Target
 def test_one_holder_at_a_time_and_turns_go_in_staging_order(queue: TargetQueue, steps: list[tuple[str, int]]) -> None:
     """Whatever the syncs do, at most one holds the target, and each turn goes to the earliest-staged of those
     waiting (staged at = their number; they keep asking, so none is stale)."""
-    key = f"queue#charthop#{id(steps)}"
+    key = f"queue#charthop#{next(EXAMPLES)}"  # a fresh queue per example (an id() is reused once freed)
     holder: str | None = None
     waiting: set[int] = set()
     done: set[int] = set()
