@@ -32,12 +32,13 @@ from people_sync.sync_table import SyncTableStore, condition_failed
 if TYPE_CHECKING:
     from people_sync.config import AppSettings
 
-#: A waiting sync that has not asked for this long is passed over. A start asks at least every
-#: sync_start.MAX_PARK_SECONDS (5 minutes), plus the state machine's retries of a throttled invocation.
+#: A waiting sync that has not asked for this long is passed over (until it asks again: its place is its
+#: staging time). A start asks at least every sync_start.MAX_PARK_SECONDS (5 minutes), and a throttled ask is
+#: retried for up to about 6 minutes: its entry, renewed every HEARTBEAT_SECONDS, is at most ~14 minutes old.
 STALE_AFTER_SECONDS = 900
 #: A waiting entry's `seen` is rewritten only when it is this old: each write rewrites the whole queue item
 #: (DynamoDB bills an update by the item's size), so a waiting start writes at most once in this long.
-HEARTBEAT_SECONDS = 300
+HEARTBEAT_SECONDS = 240
 #: A file gets a free turn only this long after it was staged: a file staged just before it, whose event is
 #: still on its way, joins the queue first (the triggers join at once, before the loop starts).
 SETTLE_SECONDS = 1.0
