@@ -108,6 +108,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.multi_org $(if $(ORGS),--orgs $(ORGS))
+	$(BIN)/python -m bench.org_flood
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

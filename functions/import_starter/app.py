@@ -1,5 +1,7 @@
 """Import starter: a staged CSV (S3 event) or a "Sync Now" request becomes a sync with its status loop, and
 the loop's first task (`{"startSync": ...}`) checks the file as it streams to the target and starts the import.
+A start queued behind another file of its target parks its loop (`{"awaitTurn": ..., "taskToken": ...}`) until
+the turn is freed.
 
 The triggers are idempotent (Powertools idempotency on DynamoDB, plus the start journal and the loop's
 execution name): one sync per S3 object version and per sync process, however often S3, Lambda or the
@@ -138,10 +140,21 @@ def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
     return state.to_json_dict()
 
 
+def await_turn(payload: dict[str, Any], task_token: str) -> dict[str, Any]:
+    """The loop's WaitForTurn task: parks the start's task token until the target's turn is freed (or wakes it
+    at once when the turn is free already); the loop then asks for the turn again (StartImport)."""
+    request = StartRequest.model_validate(payload)
+    logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
+    sync_start.await_turn(sync_context(request.target, request.org_id), request, task_token)
+    return {"syncProcessId": request.sync_process_id, "parked": True}
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "awaitTurn" in event:
+        return await_turn(event["awaitTurn"], event["taskToken"])
     if "startSync" in event:
         # Every target call ends before the function would be killed, so a slow target fails the start
         # with a message instead of a timeout.

@@ -12,9 +12,11 @@ the dead one stopped instead of importing the file again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,12 +51,15 @@ from people_sync.sync_service import (
     execution_name,
     fail_sync,
     loop_state,
+    max_queue_wait,
     report_progress,
     started_import,
     sync_now_slot,
     target_queue_key,
+    turn_hold_seconds,
+    wake,
 )
-from people_sync.target_queue import Turn
+from people_sync.target_queue import MAX_WAITING, Turn
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,8 +68,12 @@ logger = logging.getLogger(__name__)
 
 NOT_STARTED = "this one was not started. Press Sync Now again when it has finished."
 ECHO_IGNORED = "echo of our own process; ignored"
-#: The longest a queued start waits before it asks for its target's turn again.
+#: The longest the next file in line waits before it asks for its target's turn again (it is woken sooner
+#: when the turn is freed).
 MAX_QUEUE_WAIT_SECONDS = 60
+#: The longest a file with others ahead of it waits before it asks again (to show it is still waiting, and to
+#: give up in time): it is woken when its turn comes, so asking more often would only cost.
+MAX_PARK_SECONDS = 300
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -170,6 +179,7 @@ def sync_now_requested(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: s
 def start_status_loop(ctx: SyncContext, request: StartRequest) -> None:
     """Starts the one status loop of this sync; a repeated start is refused by the execution name. Any
     other failure is raised: the trigger is retried (and ends in the failed-events queue after that)."""
+    request = request.model_copy(update={"loop_started_at": ctx.clock()})  # the loop's time limit counts from here
     sync_history.sync_opened(ctx, request)
     try:
         ctx.stepfunctions.start_execution(
@@ -255,30 +265,95 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         staged = request.file
     if staged is None:
         return None
-    turn = _take_turn(ctx, request, staged)
+    deadline = turn_deadline(ctx, request)
+    turn = _take_turn(ctx, request, staged, deadline)
     if turn.settling:  # staged a moment ago: a file staged just before it may still be on its way
         ctx.sleep(turn.settling)
-        turn = _take_turn(ctx, request, staged)
+        turn = _take_turn(ctx, request, staged, deadline)
     if turn.settling:
         return Queued("", max(1, math.ceil(turn.settling)))
+    if turn.full or turn.expired:
+        fail_sync(ctx, sync_id, _not_queued(ctx, staged, turn, deadline), results={"file": staged.name})
+        return None
     if not turn.granted:
-        target = ctx.target.display_name
-        report_progress(
-            ctx,
-            sync_id,
-            bar.QUEUED_PROGRESS,
-            f"{staged.name} is queued behind {turn.ahead or 'an earlier file'}: {target} imports one file at a "
-            "time, in the order they were staged",
-        )
-        # Asks again after QUEUE_WAIT_SECONDS, growing with the time already waited (up to a minute), so a
-        # file queued behind an hour-long import costs tens of state transitions, not hundreds.
-        waited = ctx.clock() - (request.staged_at if request.staged_at is not None else ctx.clock())
-        wait = max(ctx.settings.queue_wait_seconds, min(MAX_QUEUE_WAIT_SECONDS, int(waited / 10)))
-        return Queued(turn.ahead, wait)
+        report_progress(ctx, sync_id, bar.QUEUED_PROGRESS, _queued_message(ctx, staged, turn, deadline))
+        return Queued(turn.ahead, _queue_wait(ctx, request, turn, deadline))
     return start_import(ctx, staged, sync_id)
 
 
-def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile) -> Turn:
+def turn_deadline(ctx: SyncContext, request: StartRequest) -> float | None:
+    """When a waiting sync stops waiting for its turn: late enough for hours of files ahead of it, early enough
+    that its import, once started, still has its whole ImportTimeoutSeconds and its close before the state
+    machine's time limit ends the loop (an import cut off there would be left running, unfollowed, while the
+    next file's import starts). None: the loop's start is not known (a loop started before this was deployed)."""
+    started = request.loop_started_at if request.loop_started_at is not None else request.staged_at
+    return None if started is None else started + max_queue_wait(ctx.settings)
+
+
+def _queue_wait(ctx: SyncContext, request: StartRequest, turn: Turn, deadline: float | None) -> int:
+    """How long the parked start waits before it asks again, unless it is woken first (when the turn is freed).
+    The next in line asks after QUEUE_WAIT_SECONDS, growing with the time already waited (up to a minute): it
+    must notice a holder whose turn expired. The others ask every few minutes (spread by sync id, so files
+    staged together do not ask together): only to stay in the queue and to give up in time."""
+    now = ctx.clock()
+    if turn.first:
+        waited = now - (request.staged_at if request.staged_at is not None else now)
+        wait = max(ctx.settings.queue_wait_seconds, min(MAX_QUEUE_WAIT_SECONDS, int(waited / 10)))
+    else:
+        longest = min(MAX_PARK_SECONDS, 60 * ctx.settings.queue_wait_seconds)
+        spread = int(hashlib.sha256(request.sync_process_id.encode()).hexdigest()[:4], 16) / 0xFFFF
+        wait = max(ctx.settings.queue_wait_seconds, int(longest * (0.6 + 0.4 * spread)))
+    if deadline is not None:
+        wait = min(wait, max(1, math.ceil(deadline - now)))
+    return wait
+
+
+def _queued_message(ctx: SyncContext, staged: StagedFile, turn: Turn, deadline: float | None) -> str:
+    target = ctx.target.display_name
+    more = turn.ahead_count - 1
+    behind = turn.ahead or "an earlier file"
+    if more > 0:
+        behind += f" and {more:,} more file{'s' if more > 1 else ''}"
+    message = (
+        f"{staged.name} is queued behind {behind}: {target} imports one file at a time, in the order they were staged"
+    )
+    if deadline is not None:
+        message += f". If its turn has not come by {_clock_time(deadline)}, it is not imported and stays staged"
+    return message
+
+
+def _not_queued(ctx: SyncContext, staged: StagedFile, turn: Turn, deadline: float | None) -> str:
+    target = ctx.target.display_name
+    if turn.full:
+        why = (
+            f"{MAX_WAITING:,} files are already waiting for {target} here ({target} imports one file at a time, "
+            "in the order they were staged), so it was not queued"
+        )
+    else:
+        waited = max_queue_wait(ctx.settings)
+        ahead = f"; {turn.ahead} was still ahead of it" if turn.ahead else ""
+        when = f" (by {_clock_time(deadline)})" if deadline is not None else ""
+        why = (
+            f"its turn did not come within {_duration(waited)}{when}: {target} imports one file at a time, in the "
+            f"order they were staged{ahead}"
+        )
+    return (
+        f"{staged.name} was not imported: {why}. Nothing was imported from it; the file stays staged. Files staged "
+        "after it that get their turn are still imported: stage it again (it is then imported after them) only if "
+        "it should still be applied."
+    )
+
+
+def _clock_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
+def _duration(seconds: float) -> str:
+    hours, minutes = divmod(int(seconds) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile, deadline: float | None) -> Turn:
     now = ctx.clock()
     return ctx.queue.take_turn(
         target_queue_key(ctx),
@@ -286,8 +361,24 @@ def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile) -> T
         at=request.staged_at if request.staged_at is not None else now,
         name=staged.name,
         now=now,
-        hold_seconds=ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS,
+        hold_seconds=turn_hold_seconds(ctx.settings),
+        deadline=deadline,
     )
+
+
+def await_turn(ctx: SyncContext, request: StartRequest, task_token: str) -> None:
+    """The loop's WaitForTurn task: parks its task token where whoever frees the turn finds it, then wakes
+    itself at once if the turn is free for it already (freed before the token was parked) or its deadline has
+    passed; otherwise the token stays unanswered until it is woken or the wait (queueWaitSeconds) runs out.
+
+    Parked first, looked second: a sync that frees the turn leaves the queue first and reads the token second,
+    so either it finds this token or this look finds the turn free."""
+    key = target_queue_key(ctx)
+    ctx.queue.park(key, request.sync_process_id, task_token)
+    now = ctx.clock()
+    deadline = turn_deadline(ctx, request)
+    if (deadline is not None and now >= deadline) or ctx.queue.next_in_line(key, now) == request.sync_process_id:
+        wake(ctx, task_token)
 
 
 def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> SyncState | None:
