@@ -354,12 +354,15 @@ class Simulation:
 
     def run(self, *, until: float | None = None) -> None:
         """Runs every scheduled event (up to `until`, epoch seconds)."""
-        logging.getLogger("people_sync").setLevel(logging.CRITICAL)  # hundreds of "queued" lines say nothing new
+        quiet = logging.getLogger("people_sync")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)  # hundreds of "queued" lines say nothing new (restored after the run)
         metrics = os.environ.get("POWERTOOLS_METRICS_DISABLED")
         os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"  # nor do hundreds of EMF lines on stdout
         try:
             self._run(until)
         finally:
+            quiet.setLevel(level)
             if metrics is None:
                 os.environ.pop("POWERTOOLS_METRICS_DISABLED")
             else:
