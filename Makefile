@@ -43,9 +43,12 @@ admin: $(STAMP)
 	PYTHONPATH=layers/shared:. $(BIN)/python -m tools.people_sync_admin $(if $(STACK),--stack $(STACK)) $(ARGS)
 
 ## Lint, type-check and run every test (unit, integration, reliability, e2e, contract), then the fault
-## campaign's fixed set of 50 seeds (`make chaos`).
+## campaign's fixed set of 50 seeds (`make chaos`). The suite runs in TEST_WORKERS pytest-xdist workers, a test
+## file per worker (most tests wait on emulators and moto's Step Functions, not the CPU); TEST_WORKERS=0 runs it
+## in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint types
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory chaos PYTEST_ARGS=
 
 lint: $(STAMP)
@@ -112,6 +115,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.multi_org --clock simulated $(if $(ORGS),--orgs $(ORGS))
 	$(BIN)/python -m bench.multi_org --clock wall --orgs $(WALL_ORGS)
+	$(BIN)/python -m bench.org_flood
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(SCAN_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

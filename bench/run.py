@@ -9,9 +9,10 @@
     the pre-flight check against a clean file of the same size (bench/adversarial.py; BENCH_I6_MB or
     --i6-size-mb for a smaller quick run, 1024 by default).
 
-(a), the 1 GB streaming upload against a raw loopback upload, is `python -m bench.upload`, and (f), 200 orgs
+(a), the 1 GB streaming upload against a raw loopback upload, is `python -m bench.upload`, (f), 200 orgs
 staging a file each within a minute (the real handlers on a simulated clock; fewer orgs through the offline
-stack on the wall clock), is `python -m bench.multi_org` (make bench runs them all).
+stack on the wall clock), is `python -m bench.multi_org`, and (g), one org's flood of 300 files on a simulated
+clock, is `python -m bench.org_flood` (make bench runs them all).
 Every line prints the measured values and the ratio or target it is held to.
 """
 

@@ -28,11 +28,13 @@ from werkzeug.datastructures import MultiDict
 from people_sync import api_assumptions as assumed
 
 SPEC_DIR = Path(__file__).resolve().parents[1] / "contracts" / "charthop"
-#: The APIs the app calls, by file (the Event API is read for its `Event` schema only).
+#: The APIs the app calls, by file (the Event API is read for its `Event` schema only; of the App API the app calls
+#: getAccessToken, the admin tool getInstalledApp and getActiveAppInstalls).
 API_FILES = {
     "process": "charthop-process-api-openapi.yml",
     "import": "charthop-import-api-openapi.yml",
     "event": "charthop-event-api-openapi.yml",
+    "app": "charthop-app-api-openapi.yml",
 }
 WEBHOOK_SUMMARY_FILE = "charthop-events-webhooks.yml"
 #: The files' `servers` entry; requests are checked as if sent there (the real host is api.charthop.com).

@@ -8,7 +8,9 @@ that leaves the spec is recorded in `contract_violations` (and in the process-wi
 empty after each test, see `drain_contract_violations`). It also rejects what the real API would reject (missing
 bearer token), simulates an asynchronous import whose progress advances with its own clock, records every call,
 and can be told to fail. It serves several orgs (`add_org`), each with its own token and installed app user: a
-request for one org with another org's token is 401, and each org sees only its own processes. With
+request for one org with another org's token is 401, and each org sees only its own processes. The App API's
+getAccessToken answers the developer org's (the config's org) requests for an org's install with a fresh token
+that expires after `minted_token_seconds`; an expired or revoked token is refused with 401 (`revoke_token`). With
 `echo_process_events` it delivers `process.create.<app>` for the processes the app
 creates (createProcess, and the child process of importDataCsv), as ChartHop may.
 
@@ -26,7 +28,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,6 +191,8 @@ class EmulatorConfig:
     #: Echoes carry the created Process as `payload` (an assumption); False leaves it out, so the app must tell
     #: an echo from getProcess and its start journal instead of the delivery.
     echo_with_payload: bool = True
+    #: getAccessToken's `expires_in`: a token it hands out is refused (401) this many emulator-clock seconds later.
+    minted_token_seconds: int = 3600
 
 
 class ChartHopEmulator(FaultInjectingServer):
@@ -223,6 +227,10 @@ class ChartHopEmulator(FaultInjectingServer):
         self.echoes: list[tuple[str, int | None]] = []
         self._echo_threads: list[threading.Thread] = []
         self._imports: dict[str, _ImportRun] = {}
+        #: Tokens getAccessToken handed out: token -> (org, expiry on the emulator clock).
+        self._issued: dict[str, tuple[str, float]] = {}
+        #: Orgs whose install getAccessToken cannot hand a token for (answers 404, as for an install gone).
+        self._unmintable: set[str] = set()
         self._lock = threading.RLock()
         self._routes = Map(
             [
@@ -234,6 +242,7 @@ class ChartHopEmulator(FaultInjectingServer):
                 Rule("/v1/org/<org>/process/<process_id>/events", methods=["GET"], endpoint="getProcessEvents"),
                 Rule("/v1/org/<org>/process/<process_id>/log", methods=["POST"], endpoint="appendToProcessLogFile"),
                 Rule("/v1/org/<org>/process/<process_id>/log", methods=["GET"], endpoint="getProcessLogFile"),
+                Rule("/v1/app/org/<org>/install/<app_user_id>/token", methods=["GET"], endpoint="getAccessToken"),
             ]
         )
         if self.config.validate_contract:
@@ -257,6 +266,26 @@ class ChartHopEmulator(FaultInjectingServer):
             self._added_orgs[org_id] = account
             self.rosters.setdefault(org_id, set())
         return account
+
+    def revoke_token(self, org_id: str, *, mintable: bool = True) -> None:
+        """ChartHop stops taking the org's token and every token it handed out for the org (401 from now on).
+        `mintable`: getAccessToken can still hand out a fresh one; False: it answers 404 for the org's install."""
+        unguessable = f"revoked-{secrets.token_hex(16)}"
+        with self._lock:
+            if org_id == self.config.org_id:
+                self.config.token = unguessable
+            else:
+                self._added_orgs[org_id] = replace(self._added_orgs[org_id], token=unguessable)
+            self._issued = {token: held for token, held in self._issued.items() if held[0] != org_id}
+            if mintable:
+                self._unmintable.discard(org_id)
+            else:
+                self._unmintable.add(org_id)
+
+    def issued_tokens(self, org_id: str) -> list[str]:
+        """The tokens getAccessToken handed out for the org, oldest first (expired ones included)."""
+        with self._lock:
+            return [token for token, (org, _) in self._issued.items() if org == org_id]
 
     def processes_of(self, org_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -410,11 +439,19 @@ class ChartHopEmulator(FaultInjectingServer):
 
     def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
         orgs = self.orgs.values()
-        presented = request.headers.get("Authorization")
-        holder = next((a for a in orgs if presented == f"Bearer {a.token}"), None)
+        presented = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
+        holder = next((a for a in orgs if presented and presented == a.token), None)
+        with self._lock:
+            issued = self._issued.get(presented)
+        if holder is None and issued is not None:
+            if self.clock() >= issued[1]:
+                return _error(assumed.CHARTHOP_TOKEN_EXPIRED_STATUS, "not authorized: the token expired")
+            holder = self.orgs.get(issued[0])
         account = next((a for a in orgs if args["org"] in (a.org_id, a.slug)), None)
         if holder is None:
             return _error(401, "not authorized")
+        if endpoint == "getAccessToken":
+            return self._op_getAccessToken(holder, account, args["app_user_id"])
         if account is None:
             return _error(403, "permission denied")
         if holder.org_id != account.org_id:  # an app token is valid in the org that installed the app only
@@ -429,6 +466,8 @@ class ChartHopEmulator(FaultInjectingServer):
     def _record(self, operation: str, request: Request, status: int) -> None:
         parts = request.path.split("/")
         org = parts[3] if len(parts) > 3 and parts[1:3] == ["v1", "org"] else ""
+        if len(parts) > 4 and parts[1:4] == ["v1", "app", "org"]:
+            org = parts[4]  # the App API's org-scoped operations (getAccessToken: the org whose token is asked)
         with self._lock:
             self.calls.append(
                 RecordedCall(
@@ -444,6 +483,21 @@ class ChartHopEmulator(FaultInjectingServer):
             )
 
     # --- operations ------------------------------------------------------------------------------
+
+    def _op_getAccessToken(  # noqa: N802 - ChartHop's operationId
+        self, holder: OrgAccount, account: OrgAccount | None, app_user_id: str
+    ) -> Response:
+        """AccessTokenResponse for an org's install, asked by the app's developer org (the config's org, as
+        api_assumptions.CHARTHOP_ACCESS_TOKEN_CALLER assumes): a fresh token, valid `minted_token_seconds`."""
+        if holder.org_id != self.config.org_id:
+            return _error(403, "permission denied")
+        if account is None or account.app_user_id != app_user_id or account.org_id in self._unmintable:
+            return _error(404, "not found")
+        token = f"minted-{secrets.token_hex(16)}"
+        seconds = self.config.minted_token_seconds
+        with self._lock:
+            self._issued[token] = (account.org_id, self.clock() + seconds)
+        return _json({"access_token": token, "token_type": "bearer", "expires_in": seconds})
 
     def _op_importDataCsv(self, request: Request, account: OrgAccount) -> Response:  # noqa: N802 - ChartHop's operationId
         for flag in REQUIRED_IMPORT_FLAGS:

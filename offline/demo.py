@@ -8,8 +8,9 @@ functions' progress log lines) and exits non-zero unless every sync ends DONE wi
 increasing to 1.0.
 
 With `--orgs N` (N >= 2) one stack serves N ChartHop orgs at once (issue 13): each org's file is staged and
-each org presses "Sync Now" at the same time; the last org's token is wrong, so its syncs fail alone (ChartHop
-refuses the token; the file stays staged) while the others end DONE. It prints each org's bar and outcome and
+each org presses "Sync Now" at the same time; the last org's token is wrong and ChartHop cannot hand the app a
+fresh one, so its syncs fail alone (ChartHop refuses the token; the file stays staged; the org's entry is marked
+for `orgs set-token`) while the others end DONE. It prints each org's bar and outcome and
 exits non-zero unless the good orgs end DONE, the bad one imported nothing, and no request carried another
 org's token.
 """
@@ -228,6 +229,7 @@ def run_orgs(csv_path: Path, import_seconds: float, orgs: int, *, verbose: bool 
         print(f"  ChartHop emulator : {offline.emulator.base_url}")
         for org in names[1:]:
             offline.add_org(org, token="mistyped-token" if org == bad else None)
+        offline.emulator.revoke_token(bad, mintable=False)  # ChartHop cannot hand the app a fresh one either
         for org in names:
             print(f"  org {org:<26} folder s3://{offline.bucket}/{offline.staged_key('', folder=org)}")
         body = csv_path.read_bytes()
@@ -250,16 +252,24 @@ def run_orgs(csv_path: Path, import_seconds: float, orgs: int, *, verbose: bool 
                 done = process["status"] == "DONE" and all(b > a for a, b in itertools.pairwise(values))
                 ok = ok and done and values[-1:] == [1.0]
                 print(f"   {org:<26} {_bar(values[-1] if values else 0.0)} {process['status']:<5} {process['message']}")
-        refused = [call for call in offline.emulator.calls if call.org == bad]
+        refused = [call for call in offline.emulator.calls if call.org == bad and call.operation != "getAccessToken"]
+        asked = offline.emulator.calls_of("getAccessToken")  # the stack's own org asking for a fresh token
         imported_bad = offline.emulator.uploads_of(bad)
         staged = offline.staged_key(csv_path.name, folder=bad) in offline.staged_keys()
         print(
             f"   {bad:<26} {_bar(0.0)} ERROR ChartHop refused its token ({len(refused)} calls answered "
             f"{sorted({call.status for call in refused})}): nothing could be shown or imported there; the file stays "
-            f"staged ({staged}) and the upload's failure is in the failed-events queue"
+            f"staged ({staged}) and the upload's failure is in the failed-events queue; a fresh token was asked for "
+            f"{len(asked)} time(s) ({sorted({call.status for call in asked})}), and the org's entry is marked "
+            "`token refused` for `orgs set-token`"
         )
         tokens = {f"Bearer {account.token}": org for org, account in offline.emulator.orgs.items()}
-        crossed = [c for c in offline.emulator.calls if c.org != bad and tokens.get(c.authorization) != c.org]
+        crossed = [
+            c
+            for c in offline.emulator.calls
+            if c.org != bad and c.operation != "getAccessToken" and tokens.get(c.authorization) != c.org
+        ]
+        crossed += [c for c in asked if tokens.get(c.authorization) != offline.org_id]
         crossed += [c for c in refused if tokens.get(c.authorization) not in (None, bad)]
         print(f"\nRequests to ChartHop: {len(offline.emulator.calls)}, with another org's token: {len(crossed)}")
         return ok and not imported_bad and staged and bool(refused) and not crossed

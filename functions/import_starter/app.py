@@ -1,5 +1,7 @@
 """Import starter: a staged CSV (S3 event) or a "Sync Now" request becomes a sync with its status loop, and
 the loop's first task (`{"startSync": ...}`) checks the file as it streams to the target and starts the import.
+A start queued behind another file of its target parks its loop (`{"awaitTurn": ..., "taskToken": ...}`) until
+the turn is freed.
 
 The triggers are idempotent (Powertools idempotency on DynamoDB, plus the start journal and the loop's
 execution name): one sync per S3 object version and per sync process, however often S3, Lambda or the
@@ -25,10 +27,10 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import aws_clients, routing, sync_start
+from people_sync import aws_clients, org_tokens, routing, sync_start
 from people_sync.charthop_client import time_budget
 from people_sync.config import AppSettings
-from people_sync.errors import OrgNotServed, TargetNotConfigured
+from people_sync.errors import ChartHopTokenRefused, OrgNotServed, TargetNotConfigured
 from people_sync.models import StartRequest, SyncNowRequest
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
@@ -91,22 +93,31 @@ def start_sync_now(request: dict[str, Any]) -> dict[str, Any]:
 
 def start_file_sync(object_version: dict[str, Any]) -> dict[str, Any]:
     settings = AppSettings.from_env()
-    target = routing.target_for_key(object_version["key"], settings)
+    key = object_version["key"]
+    if key.endswith("/"):  # a folder marker (staging/<org>/orgvue/): nothing to import, nobody to tell
+        logger.info("a folder marker, not a file; nothing to import")
+        return {"key": key, "syncProcessId": None}
+    target, org = routing.target_for_key(key, settings), routing.org_for_key(key, settings)
     try:
-        ctx = sync_context(target, routing.org_for_key(object_version["key"], settings))
-    except TargetNotConfigured as error:  # e.g. no token for it yet: say so where syncs show, keep the file
-        sync_start.reject_object(
-            sync_context(), **_without_size(object_version), reason=error.user_message, code="target-not-configured"
-        )
-        return {"key": object_version["key"], "syncProcessId": None}
-    except OrgNotServed as refused:  # staging/<orgId>/ of an org not synced now: kept or set aside, never started
+        try:
+            ctx = sync_context(target, org)
+        except TargetNotConfigured as error:
+            # The org does not feed the target, or has no token for it yet: the file is moved aside with a report
+            # and the refusal is shown in the org's own ChartHop (never another org's); nothing starts.
+            metrics.add_metric(name="TargetNotConfigured", unit=MetricUnit.Count, value=1)
+            owner = sync_context(routing.CHARTHOP, org)
+            sync_start.reject_object(owner, **_without_size(object_version), reason=error.user_message, code=error.code)
+            return {"key": key, "syncProcessId": None}
+    except OrgNotServed as refused:  # staging/<orgId>/ of an org not synced now: kept or set aside, shown nowhere
         metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
-        sync_start.object_of_unserved_org(
-            aws_clients.s3(), sync_context, refused, **object_version_without_time(object_version)
-        )
-        return {"key": object_version["key"], "syncProcessId": None}
-    sync_id = sync_start.object_staged(ctx, **object_version)
-    return {"key": object_version["key"], "syncProcessId": sync_id}
+        sync_start.object_of_unserved_org(aws_clients.s3(), refused, **object_version_without_time(object_version))
+        return {"key": key, "syncProcessId": None}
+    try:
+        sync_id = sync_start.object_staged(ctx, **object_version)
+    except ChartHopTokenRefused as refused:  # recorded on the org's entry; retried, then kept as a failed event
+        org_tokens.note_refusal(ctx.settings, ctx.org_id, refused)
+        raise
+    return {"key": key, "syncProcessId": sync_id}
 
 
 def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +125,12 @@ def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
     follow (refused and closed, or not this app's)."""
     request = StartRequest.model_validate(payload)
     logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
-    state = sync_start.begin_sync(sync_context(request.target, request.org_id), request)
+    ctx = sync_context(request.target, request.org_id)
+    try:
+        state = sync_start.begin_sync(ctx, request)
+    except ChartHopTokenRefused as refused:  # recorded; the state machine retries, then the finalizer closes it
+        org_tokens.note_refusal(ctx.settings, ctx.org_id, refused, sync_process_id=request.sync_process_id)
+        raise
     if state is None:
         return {"syncProcessId": request.sync_process_id, "started": False}
     if isinstance(state, sync_start.Queued):
@@ -124,10 +140,21 @@ def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
     return state.to_json_dict()
 
 
+def await_turn(payload: dict[str, Any], task_token: str) -> dict[str, Any]:
+    """The loop's WaitForTurn task: parks the start's task token until the target's turn is freed (or wakes it
+    at once when the turn is free already); the loop then asks for the turn again (StartImport)."""
+    request = StartRequest.model_validate(payload)
+    logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
+    sync_start.await_turn(sync_context(request.target, request.org_id), request, task_token)
+    return {"syncProcessId": request.sync_process_id, "parked": True}
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "awaitTurn" in event:
+        return await_turn(event["awaitTurn"], event["taskToken"])
     if "startSync" in event:
         # Every target call ends before the function would be killed, so a slow target fails the start
         # with a message instead of a timeout.

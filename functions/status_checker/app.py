@@ -9,8 +9,9 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import status_loop
+from people_sync import org_tokens, status_loop
 from people_sync.charthop_client import time_budget
+from people_sync.errors import ChartHopTokenRefused
 from people_sync.models import LoopTaskEvent
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
@@ -33,11 +34,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # in bounded time, and the check lease outlives the check).
     remaining = context.get_remaining_time_in_millis() / 1000
     with time_budget(remaining - CALL_MARGIN_SECONDS):
-        outcome = status_loop.follow_import(
-            sync_context(state.target, state.org_id, continuing=True),
-            state,
-            task.task_token,
-            lease_seconds=remaining + 1,
-        )
+        ctx = sync_context(state.target, state.org_id, continuing=True)
+        try:
+            outcome = status_loop.follow_import(ctx, state, task.task_token, lease_seconds=remaining + 1)
+        except ChartHopTokenRefused as refused:  # recorded; the state machine retries, then the finalizer closes
+            org_tokens.note_refusal(ctx.settings, ctx.org_id, refused, sync_process_id=state.sync_process_id)
+            raise
     logger.info("import followed", extra={"outcome": outcome, "attempt": state.poll.attempt})
     return {"outcome": outcome}

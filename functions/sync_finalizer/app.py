@@ -10,8 +10,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from people_sync import sync_service
-from people_sync.errors import OrgNotServed
+from people_sync import org_tokens, sync_service
+from people_sync.config import AppSettings
+from people_sync.errors import ChartHopTokenRefused, OrgNotServed
 from people_sync.models import StagedFile, StartRequest, SyncState
 from people_sync.runtime import sync_context
 from people_sync.tracing import TRACE_AWS_AND_TARGETS
@@ -34,6 +35,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         metrics.add_metric(name="OrgNotServed", unit=MetricUnit.Count, value=1)
         logger.warning("the sync's org is not synced any more; left as it is", extra={"reason": refused.user_message})
         return {"status": "ORG_NOT_SERVED", "message": refused.user_message}
+    except ChartHopTokenRefused as error:  # the close's write was refused (close_sync freed the slot and turn anyway)
+        org_id, sync_id = _sync_of(event)
+        org_tokens.note_refusal(AppSettings.from_env(), org_id, error, sync_process_id=sync_id)
+        return {"status": "TOKEN_REFUSED", "message": error.user_message}
+
+
+def _sync_of(event: dict[str, Any]) -> tuple[str, str | None]:
+    """The org and sync an event is about (a loop's state or start request, or an execution's input)."""
+    data = json.loads(event["detail"]["input"]) if event.get("detail-type") == EXECUTION_STATUS_CHANGE else event
+    return str(data.get("orgId") or AppSettings.from_env().org_id), data.get("syncProcessId")
 
 
 def _finalize(event: dict[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def test_the_vendored_files_are_the_published_ones() -> None:
     """The files are verbatim copies: their sha256 sums are the ones the contract README names."""
     readme = (SPEC_DIR / "README.md").read_text(encoding="utf-8")
     listed = dict(re.findall(r"^\| `([^`]+\.yml)` \|.*\| `([0-9a-f]{64})` \|$", readme, flags=re.MULTILINE))
-    assert len(listed) == 4
+    assert len(listed) == 5
     for name, digest in listed.items():
         assert hashlib.sha256((SPEC_DIR / name).read_bytes()).hexdigest() == digest, name
 
@@ -256,3 +256,69 @@ def test_echoes_are_events_too(emulator: ChartHopEmulator, client: ChartHopClien
     echo = emulator.sync_now_event(emulator.process(child.id))
     assert contract().check_event(echo) == []
     assert assumed.own_process_echo(echo["payload"], emulator.config.app_name) is not None
+
+
+# --- App API: getAccessToken (an org's fresh token, issue 13) -------------------------------------------------
+
+
+def test_get_access_token_follows_the_contract_and_its_token_expires() -> None:
+    """The developer org's token asks for another org's install token: AccessTokenResponse (access_token,
+    expires_in); the token works in that org until `expires_in` has passed, then ChartHop answers 401."""
+    from people_sync.charthop_apps import ChartHopApps
+    from tests.fakes import FakeClock
+
+    clock = FakeClock()
+    with ChartHopEmulator(EmulatorConfig(minted_token_seconds=600), clock=clock) as emulator:
+        other = emulator.add_org("org-beta", token="beta-token")
+        developer = ChartHopClient(emulator.config.token, base_url=emulator.base_url, retry=default_retry(total=0))
+        answer = ChartHopApps(developer).access_token("org-beta", other.app_user_id)
+        assert answer.expires_in == 600
+        fresh = answer.access_token.get_secret_value()
+        assert emulator.issued_tokens("org-beta") == [fresh]
+        beta = ChartHopClient(fresh, base_url=emulator.base_url, retry=default_retry(total=0))
+        process = emulator.create_sync_process(org_id="org-beta")
+        assert beta.get_process("org-beta", process["id"]).id == process["id"]
+        clock.advance(600)
+        with pytest.raises(ChartHopRejected) as refused:
+            beta.get_process("org-beta", process["id"])
+        assert refused.value.status == 401
+
+        assert emulator.refused_requests == []
+        assert emulator.contract_violations == []
+        [asked] = emulator.calls_of("getAccessToken")
+        assert (asked.org, asked.authorization, asked.status) == ("org-beta", f"Bearer {emulator.config.token}", 200)
+        assert contract().operation_id(asked.method, asked.path) == "getAccessToken"
+
+
+def test_only_the_developer_org_gets_tokens_and_only_for_installs_that_can_have_one() -> None:
+    from people_sync.charthop_apps import ChartHopApps
+
+    with ChartHopEmulator(EmulatorConfig()) as emulator:
+        beta = emulator.add_org("org-beta", token="beta-token")
+        gamma = emulator.add_org("org-gamma", token="gamma-token")
+        as_beta = ChartHopApps(ChartHopClient("beta-token", base_url=emulator.base_url, retry=default_retry(total=0)))
+        with pytest.raises(ChartHopRejected) as refused:
+            as_beta.access_token("org-gamma", gamma.app_user_id)  # an installing org may not read another's
+        assert refused.value.status == 403
+        developer = ChartHopApps(
+            ChartHopClient(emulator.config.token, base_url=emulator.base_url, retry=default_retry(total=0))
+        )
+        with pytest.raises(ChartHopRejected) as unknown:
+            developer.access_token("org-beta", "000000000000000000000000")  # not the org's app user
+        assert unknown.value.status == 404
+        emulator.revoke_token("org-beta", mintable=False)
+        with pytest.raises(ChartHopRejected) as gone:
+            developer.access_token("org-beta", beta.app_user_id)
+        assert gone.value.status == 404
+        assert emulator.contract_violations == []
+
+
+def test_the_validator_knows_get_access_token() -> None:
+    spec = contract()
+    path = "/v1/app/org/acme/install/64b0c0ffee64b0c0ffee0002/token"
+    assert spec.operation_id("GET", path) == "getAccessToken"
+    assert spec.check_request("GET", path) == []
+    assert spec.check_request("GET", path, {"scope": "admin"}) != []  # getAccessToken takes no query parameters
+    answer = json.dumps({"access_token": "t", "expires_in": 60, "token_type": "bearer"}).encode()
+    assert spec.check_response("GET", path, 200, answer) == []
+    assert spec.check_response("GET", path, 200, json.dumps({"access_token": "t"}).encode()) != []

@@ -244,6 +244,77 @@ def test_an_org_can_read_its_settings_from_its_configuration_page_in_charthop(en
     assert env.installs.requests[-1] == ("/v1/app/org/beta/install/user-beta", BETA_TOKEN)  # with beta's own token
 
 
+def test_an_orgs_further_target_token_goes_only_into_a_secret_of_its_own(env: Env) -> None:
+    env.ok("add", "beta", "--app-user-id", "user-beta", "--token-stdin", input=f"{BETA_TOKEN}\n")
+
+    output = env.ok("set-token", "beta", "--target", "orgvue", input="beta-orgvue-jwt\n")
+
+    secret = "people-sync-admin/orgs/beta/orgvue-token"
+    assert f"created secret {secret} and stored the token in it" in output
+    assert f"point org beta's orgvue token at secret {secret}" in output
+    assert "org beta does not feed orgvue yet" in output
+    assert "beta-orgvue-jwt" not in output
+    assert env.secrets()[secret] == "beta-orgvue-jwt"
+    assert env.secrets()[env.target.org_secret_name("beta")] == BETA_TOKEN  # its ChartHop token is untouched
+    assert "beta-orgvue-jwt" not in json.dumps(env.items())
+    [item] = env.items()
+    assert item["targetTokenSecrets"] == {"M": {"orgvue": {"S": secret}}}
+    rotated = env.ok("set-token", "beta", "--target", "orgvue", input="beta-orgvue-jwt-2\n")
+    assert rotated.strip().splitlines()[0] == f"stored the token in secret {secret}"
+    assert env.secrets()[secret] == "beta-orgvue-jwt-2"
+    # the stack's own org gets a secret of its own too (it then wins over TargetTokensSecret)
+    env.ok("set-token", STACK_ORG, "--target", "orgvue", input="acme-orgvue-jwt\n")
+    assert env.secrets()["people-sync-admin/orgs/acme/orgvue-token"] == "acme-orgvue-jwt"
+    unknown = env.run("set-token", "beta", "--target", "workday", input="x\n")
+    assert unknown.exit_code == 2
+    assert "Invalid value for '--target'" in unknown.output
+
+
+def test_an_orgs_further_targets_are_set_validated_shown_and_unset(env: Env) -> None:
+    env.ok("add", "beta", "--app-user-id", "user-beta", "--token-stdin", input=f"{BETA_TOKEN}\n")
+    elma = ["elma365.baseUrl=https://beta.elma365.example", "elma365.namespace=hr", "elma365.code=employees"]
+
+    orgvue = ["orgvue.tenantId=BETA_HR", "orgvue.datasetId=beta-dataset"]
+    output = env.ok("set", "beta", "furtherTargets=orgvue,elma365", *elma, *orgvue)
+
+    assert "set elma365.baseUrl: (stack default) -> https://beta.elma365.example" in output
+    assert "note: org beta has no elma365 token yet: `orgs set-token beta --target elma365`" in output
+    effective = json.loads(env.ok("show", "beta"))["effective"]
+    assert effective["furtherTargets"] == ["orgvue", "elma365"]
+    assert effective["elma365"] == {
+        "baseUrl": "https://beta.elma365.example",
+        "namespace": "hr",
+        "code": "employees",
+        "chunkRows": 50000,
+        "directoryId": "",
+        "tokenSecret": "(none)",
+        "stagedUnder": ["staging/beta/elma365/"],
+    }
+    assert effective["orgvue"]["baseUrl"] == "http://orgvue.invalid"  # the stack's OrgvueBaseUrl ...
+    assert effective["orgvue"]["datasetId"] == "beta-dataset"  # ... with beta's dataset
+    assert json.loads(env.ok("show", STACK_ORG))["effective"]["orgvue"]["stagedUnder"] == [
+        "staging/orgvue/",
+        "staging/acme/orgvue/",
+    ]
+
+    before = env.snapshot()
+    assert "use https" in env.refused("set", "beta", "orgvue.baseUrl=http://orgvue.example.com")
+    assert "not an Orgvue tenant id" in env.refused("set", "beta", "orgvue.tenantId=lower case")
+    assert "not a dataset id" in env.refused("set", "beta", "orgvue.datasetId=../other")
+    assert "elma365: set elma365.namespace" in env.refused("set", "beta", "--unset", "elma365.namespace")
+    assert "orgvue.implicitDelete" in env.refused("set", "beta", "orgvue.implicitDelete=sometimes")
+    assert "unknown setting 'orgvue.token'" in env.refused("set", "beta", "orgvue.token=secret")
+    assert env.snapshot() == before
+
+    env.ok("set", "beta", "furtherTargets=orgvue", "--unset", "elma365")
+    assert env.listed()["beta"]["settings"] == {
+        "furtherTargets": ["orgvue"],
+        "orgvue.tenantId": "BETA_HR",
+        "orgvue.datasetId": "beta-dataset",
+    }
+    assert "cannot be an org id" in env.refused("add", "orgvue", "--app-user-id", "u")
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -251,6 +322,9 @@ def test_an_org_can_read_its_settings_from_its_configuration_page_in_charthop(en
         ("add", "gamma", "--app-user-id", "user-gamma"),
         ("set-token", "beta"),
         ("set-token", STACK_ORG),
+        ("set-token", "beta", "--target", "orgvue"),
+        ("set-token", STACK_ORG, "--target", "elma365"),
+        ("set", "beta", "furtherTargets=orgvue", "orgvue.datasetId=ds-1", "orgvue.tenantId=BETA"),
         ("pause", "beta"),
         ("pause", STACK_ORG),
         ("resume", "paused-org"),
@@ -449,3 +523,41 @@ def test_an_entry_edited_by_hand_into_bad_settings_is_listed_as_misconfigured(en
     beta = env.listed()["beta"]
     assert (beta["served"], beta["reason"]) == (False, "misconfigured")
     assert "importOnUpload" in json.loads(env.ok("show", "beta"))["message"]
+
+
+# --- a token ChartHop refused (issue 13: org_tokens.py marks the entry; the tool shows it, set-token clears it) ----
+
+
+def test_a_refused_token_is_shown_by_list_and_show_and_cleared_by_set_token(env: Env) -> None:
+    from people_sync.org_registry import OrgRegistry, TokenRefusal
+
+    env.ok("add", "beta", "--app-user-id", "user-beta", "--token-stdin", input=f"{BETA_TOKEN}\n")
+    registry = OrgRegistry(env.target.org_table, env.deployment.client("dynamodb"))
+    refusal = TokenRefusal("2026-11-26T10:00:00Z", "read the process", "64b0c0ffee64b0c0ffee0a01", "HTTP 401")
+    registry.mark_token_refused("beta", refusal)
+    registry.mark_token_refused(
+        STACK_ORG, TokenRefusal("2026-11-26T11:00:00Z", "create a sync process"), default_app_user_id="user-acme"
+    )
+
+    table = env.ok("list")
+    assert (
+        "! beta: token refused at 2026-11-26T10:00:00Z (read the process); sync process 64b0c0ffee64b0c0ffee0a01 "
+        "was left open; run `orgs set-token beta`"
+    ) in table
+    assert "! acme: token refused at 2026-11-26T11:00:00Z (create a sync process); run `orgs set-token acme`" in table
+    listed = env.listed()
+    assert listed["beta"]["tokenRefused"]["operation"] == "read the process"
+    assert listed[STACK_ORG]["appUserId"] == "user-acme"
+    shown = json.loads(env.ok("show", "beta"))
+    assert shown["attention"] == refusal.describe("beta")
+    assert shown["tokenRefused"]["syncProcessId"] == "64b0c0ffee64b0c0ffee0a01"
+
+    output = env.ok("set-token", "beta", input="beta-token-new\n")
+    assert "clear the mark: token refused at 2026-11-26T10:00:00Z" in output
+    assert "beta-token-new" not in output
+    cleared = env.ok("set-token", STACK_ORG, input="stack-token-new\n")
+    assert "clear the mark" in cleared
+    assert "token refused" not in env.ok("list")
+    assert "tokenRefused" not in json.loads(env.ok("show", "beta"))
+    assert env.secrets()[env.target.default_token_secret] == "stack-token-new"
+    assert "beta-token-new" not in json.dumps(env.items())

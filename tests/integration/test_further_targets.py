@@ -4,12 +4,16 @@ their emulators (offline_environment(further_targets=True))."""
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from click.testing import CliRunner
 
 from offline.demo import orgvue_protocol
 from offline.elma365_emulator import DEFAULT_DIRECTORY_ID, DIRECTORY_UPLOAD, IMPORT_STATUS, START_IMPORT, UPLOAD
@@ -17,6 +21,9 @@ from offline.elma365_emulator import ImportBehaviour as ElmaBehaviour
 from offline.emulator_base import Fault
 from offline.harness import Offline, offline_environment
 from offline.orgvue_emulator import ImportBehaviour as OrgvueBehaviour
+from offline.orgvue_emulator import OrgvueEmulator, OrgvueEmulatorConfig
+from tools.people_sync_admin.cli import cli
+from tools.people_sync_admin.stack import Deployment, from_offline_stack
 
 pytestmark = pytest.mark.integration
 
@@ -306,3 +313,181 @@ def test_a_target_without_its_token_is_reported_in_charthop_and_the_file_kept() 
         assert report["code"] == "target-not-configured"
         assert offline.orgvue.calls == []
         assert offline.runtime.invocations_of("ImportStarterFunction")[0].error is None  # handled, not retried
+
+
+# --- further targets per org (issue 13) -----------------------------------------------------------------
+
+ORG_B = "org-beta"
+ORG_C = "org-gamma"
+
+
+def admin(offline: Offline, *args: str, input: str | None = None) -> str:
+    """The operator's tool (`python -m tools.people_sync_admin orgs ...`) against the offline stack."""
+    deployment = Deployment(from_offline_stack(offline.stack), boto3.Session())
+    result = CliRunner().invoke(cli, ["orgs", *args], obj=deployment, input=input)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def orgvue_syncs_ended(offline: Offline, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """The first `count` status loops of Orgvue syncs (any org's), once all of them have ended."""
+    sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
+    deadline = time.monotonic() + timeout
+    while True:
+        executions = sfn.list_executions(stateMachineArn=offline.stack.state_machine_arn())["executions"]
+        mine = [e for e in executions if e["name"].startswith("sync-orgvue-")]
+        if len(mine) >= count and all(e["status"] != "RUNNING" for e in mine):
+            offline.wait_idle()
+            return [dict(e) for e in mine]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(mine)} Orgvue syncs, running: {[e['name'] for e in mine]}")
+        time.sleep(0.1)
+
+
+def dataset(tenant: str, token: str) -> OrgvueEmulator:
+    """An Orgvue tenant of its own (its own dataset and API token), on its own loopback port."""
+    return OrgvueEmulator(OrgvueEmulatorConfig(tenant_id=tenant, dataset_id=str(uuid.uuid4()), token=token))
+
+
+def assert_only_own_token(orgvue: OrgvueEmulator) -> None:
+    """Every call that carried a token carried this dataset's own, and nothing was refused for a token."""
+    tokens = {call.authorization for call in orgvue.calls if call.authorization is not None}
+    assert tokens == {f"Bearer {orgvue.config.token}"}, tokens
+    assert [call for call in orgvue.calls if call.status in (401, 403)] == []
+
+
+def test_two_orgs_feed_their_own_orgvue_datasets_each_with_its_own_token_set_with_the_admin_tool(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stack's own org stages into staging/orgvue/ (the stack's dataset and TargetTokensSecret, as always);
+    orgs beta and gamma, set up with `orgs set` and `orgs set-token --target orgvue`, stage into
+    staging/<org>/orgvue/: each file reaches its org's own dataset with its org's own token, beta's with beta's
+    import options (an _action added, idKey) over the stack's, and no request carries another org's token."""
+    caplog.set_level(logging.INFO, logger="people_sync.progress")
+    beta_token, gamma_token = "beta-orgvue-jwt-51c0de", "gamma-orgvue-jwt-0ff1ce"
+    with (
+        dataset("BETA_HR", beta_token) as beta_orgvue,
+        dataset("GAMMA_HR", gamma_token) as gamma_orgvue,
+        offline_environment(further_targets=True, poll_initial_seconds=1, poll_max_seconds=1) as offline,
+    ):
+        assert offline.orgvue is not None
+        offline.add_org(ORG_B)
+        offline.add_org(ORG_C)
+        for org, orgvue in ((ORG_B, beta_orgvue), (ORG_C, gamma_orgvue)):
+            address = [
+                f"orgvue.baseUrl={orgvue.base_url}",
+                f"orgvue.tenantId={orgvue.config.tenant_id}",
+                f"orgvue.datasetId={orgvue.config.dataset_id}",
+            ]
+            options = ["orgvue.defaultAction=create", "orgvue.idKey=employeeID"] if org == ORG_B else []
+            said = admin(offline, "set", org, "furtherTargets=orgvue", *address, *options)
+            assert f"no orgvue token yet: `orgs set-token {org} --target orgvue`" in said
+            stored = admin(offline, "set-token", org, "--target", "orgvue", input=f"{orgvue.config.token}\n")
+            secret = f"{offline.stack.stack_name}/orgs/{org}/orgvue-token"
+            assert f"created secret {secret}" in stored
+            assert orgvue.config.token not in stored
+            shown = json.loads(admin(offline, "show", org))["effective"]["orgvue"]
+            assert (shown["baseUrl"], shown["datasetId"]) == (orgvue.base_url, orgvue.config.dataset_id)
+            assert shown["tokenSecret"] == secret
+            assert shown["stagedUnder"] == [f"staging/{org}/orgvue/"]
+        ddb = boto3.client("dynamodb", region_name=offline.stack.region)
+        registry = json.dumps(ddb.scan(TableName=offline.stack.physical["OrgTable"])["Items"])
+        for token in (beta_token, gamma_token):
+            assert token not in registry  # only the secret's name is in the org's entry
+
+        offline.stage("people.csv", ORGVUE_CSV, folder="orgvue")
+        offline.stage("people.csv", b"employeeID,fullName\nB-1,Beta One\nB-2,Beta Two\n", folder=f"{ORG_B}/orgvue")
+        offline.stage("people.csv", b"_action,employeeID,fullName\ncreate,G-1,Gamma One\n", folder=f"{ORG_C}/orgvue")
+        executions = orgvue_syncs_ended(offline, 3)
+
+        assert {e["status"] for e in executions} == {"SUCCEEDED"}
+        finals = {
+            getattr(r, "sync_id", ""): r
+            for r in caplog.records
+            if r.name == "people_sync.progress" and r.getMessage() == "sync finished"
+        }
+        assert {getattr(r, "status", None) for r in finals.values()} == {"DONE"}, [
+            getattr(r, "progress_message", "") for r in finals.values()
+        ]
+        # the sync ids (and so the execution names and loop items) name the org, beyond the stack's own
+        assert sorted(sync_id.split("-", 2)[2:] for sync_id in finals) == [[], [ORG_B], [ORG_C]]
+        assert sorted(getattr(r, "org_id", "-") for r in finals.values()) == ["-", ORG_B, ORG_C]
+        assert sorted(e["name"].split("-", 3)[3:] for e in executions) == [[], [ORG_B], [ORG_C]]
+        # each dataset got its own org's file, and only that
+        assert set(offline.orgvue.items) == {"1453878", "1453974"}
+        assert set(beta_orgvue.items) == {"B-1", "B-2"}
+        assert set(gamma_orgvue.items) == {"G-1"}
+        for orgvue in (offline.orgvue, beta_orgvue, gamma_orgvue):
+            assert len(orgvue.imports) == 1
+            assert_only_own_token(orgvue)
+        # beta's options over the stack's: an _action column added and idKey sent; gamma keeps the stack's
+        assert beta_orgvue.calls_of("import")[0].query["idKey"] == "employeeID"
+        assert beta_orgvue.uploads[0].body.startswith(b"_action,employeeID,fullName\r\ncreate,B-1")
+        assert gamma_orgvue.calls_of("import")[0].query["autoId"] == "true"
+        # one import at a time is counted per dataset: three datasets, three queues
+        queues = sorted(i["id"]["S"] for i in offline.sync_table_items() if i["id"]["S"].startswith("queue#orgvue#"))
+        assert queues == sorted(
+            f"queue#orgvue#{o.base_url.removeprefix('http://')}/{o.config.tenant_id}/{o.config.dataset_id}"
+            for o in (offline.orgvue, beta_orgvue, gamma_orgvue)
+        )
+        assert offline.failed_reports() == []
+        assert offline.sync_processes() == []  # Orgvue syncs are reported in logs, in no org's ChartHop
+
+
+def test_a_file_in_the_orgvue_folder_of_an_org_that_does_not_feed_orgvue_is_moved_aside_with_a_report() -> None:
+    """Beta feeds no further target: its staging/org-beta/orgvue/people.csv starts nothing, is moved to
+    failed/_rejected/ with a report saying why, and beta's own ChartHop shows the refusal. Gamma feeds Orgvue
+    (the stack's dataset) but has no Orgvue token of its own: the stack's token (TargetTokensSecret, the stack's
+    own org's) is not used for it; its file is moved aside saying how to store gamma's token."""
+    with offline_environment(further_targets=True) as offline:
+        assert offline.orgvue is not None
+        offline.add_org(ORG_B)
+        offline.add_org(ORG_C)
+        admin(offline, "set", ORG_C, "furtherTargets=orgvue")
+        beta_key = offline.stage("people.csv", ORGVUE_CSV, folder=f"{ORG_B}/orgvue")
+        gamma_key = offline.stage("people.csv", ORGVUE_CSV, folder=f"{ORG_C}/orgvue")
+        offline.wait_idle()
+
+        assert offline.orgvue.calls == []  # nothing reached Orgvue, with any token
+        assert [e for e in executions(offline) if e.startswith("sync-orgvue-")] == []
+        assert offline.staged_keys() == []
+        reports = {report["file"].rsplit("/", 3)[-3]: report for report in offline.failed_reports()}
+        beta, gamma = reports[ORG_B], reports[ORG_C]
+        assert beta["code"] == "target-not-enabled"
+        assert f"Org {ORG_B} does not feed Orgvue" in beta["message"]
+        assert f"staging/{ORG_B}/orgvue/" in beta["message"]
+        assert f"orgs set {ORG_B} furtherTargets=" in beta["message"]
+        assert gamma["code"] == "target-not-configured"
+        assert f"No API token for orgvue for org {ORG_C}" in gamma["message"]
+        assert f"orgs set-token {ORG_C} --target orgvue" in gamma["message"]
+        for report, key in ((beta, beta_key), (gamma, gamma_key)):
+            assert report["file"] == f"s3://{offline.bucket}/{key}"
+            assert report["movedTo"].startswith(f"s3://{offline.bucket}/failed/_rejected/")
+            assert offline.read(report["movedTo"].split(f"s3://{offline.bucket}/", 1)[1]) == ORGVUE_CSV
+        # each refusal is shown in its own org's ChartHop, never in another org's
+        for org, code in ((ORG_B, "does not feed Orgvue"), (ORG_C, "No API token for orgvue")):
+            [shown] = offline.sync_processes_of(org)
+            assert offline.wait_for_process(str(shown["id"]))["status"] == "ERROR"
+            assert code in offline.emulator.process(str(shown["id"]))["message"]
+        assert offline.sync_processes_of(offline.org_id) == []
+
+        # the operator stores gamma's token and stages its file again from failed/: it is imported now
+        admin(offline, "set-token", ORG_C, "--target", "orgvue", input=f"{offline.orgvue.config.token}\n")
+        moved = gamma["movedTo"].split(f"s3://{offline.bucket}/", 1)[1]
+        assert f'stagedKey": "{gamma_key}"' in operator(offline, "failed", "retry", moved, "--json")
+        [execution] = orgvue_syncs_ended(offline, 1)
+        assert execution["status"] == "SUCCEEDED"
+        assert execution["name"].endswith(f"-{ORG_C}")
+        assert set(offline.orgvue.items) == {"1453878", "1453974"}
+
+
+def operator(offline: Offline, *args: str) -> str:
+    deployment = Deployment(from_offline_stack(offline.stack), boto3.Session())
+    result = CliRunner().invoke(cli, list(args), obj=deployment)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def executions(offline: Offline) -> list[str]:
+    sfn = boto3.client("stepfunctions", region_name=offline.stack.region)
+    return [e["name"] for e in sfn.list_executions(stateMachineArn=offline.stack.state_machine_arn())["executions"]]

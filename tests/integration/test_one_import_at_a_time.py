@@ -49,3 +49,9 @@ def test_files_staged_together_are_imported_one_after_another_in_staging_order()
             values = offline.progress_values(sync["id"])
             assert values == sorted(values), values
             assert len(set(values)) == len(values), values
+        # the waiting ones parked their loops (WaitForTurn) and were woken when the turn was freed, instead of
+        # asking again every second: about two StartImport tasks per file (queued, then its turn)
+        tasks = [invocation.event for invocation in offline.runtime.invocations_of("ImportStarterFunction")]
+        assert any("awaitTurn" in event for event in tasks), "no start was parked"
+        starts = [event for event in tasks if "startSync" in event]
+        assert len(starts) <= 3 * len(names), f"{len(starts)} StartImport tasks for {len(names)} files"

@@ -58,7 +58,7 @@ BAD_INPUTS = [
     ("odd-file-name", "roster;rm -rf *.csv", ROSTER, "odd-file-name", "characters we do not accept"),
     ("control-char-name", "ros\u0007ter.csv", ROSTER, "odd-file-name", "characters we do not accept"),
     ("nested-folder", "sub/roster.csv", ROSTER, "wrong-place", "must be staged as"),
-    ("unknown-org", "/staging/some-other-org/roster.csv", ROSTER, "wrong-place", "no target of this deployment reads"),
+    ("unconfigured-target", "/staging/orgvue/roster.csv", ROSTER, "wrong-place", "no target of this deployment reads"),
     ("no-org-folder", "/staging/roster.csv", ROSTER, "wrong-place", "must be staged as"),
 ]
 
@@ -90,6 +90,27 @@ def test_bad_input_is_refused_reported_and_kept(
     assert offline.staged_keys() == []  # moved, not copied and left behind ...
     moved = report["movedTo"].split(f"s3://{offline.bucket}/", 1)[1]
     assert offline.read(moved) == body  # ... and not lost
+
+
+def test_a_file_in_an_unknown_orgs_folder_is_set_aside_and_shown_in_no_charthop(offline: Offline) -> None:
+    """Another org's folder (one this deployment does not serve): no ChartHop is told, not even the stack's own
+    (the report would show another customer's file names); the file is kept in failed/<that folder>/ with its report."""
+    key = "staging/some-other-org/roster.csv"
+    offline.put(key, ROSTER)
+    offline.wait_idle()
+    assert offline.sync_processes() == []
+    assert offline.emulator.calls == []
+    [report] = offline.failed_reports()
+    assert (report["code"], report["orgReason"], report["file"]) == (
+        "org-not-served",
+        "unknown",
+        f"s3://{offline.bucket}/{key}",
+    )
+    assert "some-other-org is not registered with this deployment" in report["message"]
+    moved = report["movedTo"].split(f"s3://{offline.bucket}/", 1)[1]
+    assert moved.startswith("failed/some-other-org/")
+    assert offline.staged_keys() == []
+    assert offline.read(moved) == ROSTER
 
 
 def test_utf8_with_bom_is_accepted(offline: Offline) -> None:

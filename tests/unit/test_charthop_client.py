@@ -213,3 +213,87 @@ def test_import_gives_up_after_repeated_429(emulator: ChartHopEmulator, client: 
             sleep=lambda _: None,
         )
     assert emulator.uploads == []
+
+
+# --- a token source: a refused token is replaced once per call (issue 13) ---------------------------------------
+
+
+class Tokens:
+    """A token source that hands out `fresh` (once) when ChartHop refuses the first token."""
+
+    def __init__(self, first: str, fresh: str | None) -> None:
+        self.current = first
+        self.fresh = fresh
+        self.refusals: list[str] = []
+
+    def token(self) -> str:
+        return self.current
+
+    def refused(self, token: str) -> str | None:
+        self.refusals.append(token)
+        if self.fresh is None:
+            return None
+        self.current = self.fresh
+        return self.fresh
+
+
+def test_a_refused_token_is_replaced_once_and_the_call_goes_on(emulator: ChartHopEmulator) -> None:
+    created = emulator.create_sync_process()
+    tokens = Tokens("stale-token", emulator.config.token)
+    client = ChartHopClient(tokens, base_url=emulator.base_url, retry=default_retry(total=2, backoff_factor=0.01))
+    assert client.get_process(emulator.config.org_id, created["id"]).id == created["id"]
+    assert [call.status for call in emulator.calls_of("getProcess")] == [401, 200]
+    assert tokens.refusals == ["stale-token"]
+    client.get_process(emulator.config.org_id, created["id"])  # the fresh token from now on, nothing refused
+    assert tokens.refusals == ["stale-token"]
+
+
+def test_a_fresh_token_that_is_refused_too_stands_refused_without_a_loop(emulator: ChartHopEmulator) -> None:
+    from people_sync.errors import ChartHopTokenRefused
+
+    created = emulator.create_sync_process()
+    tokens = Tokens("stale-token", "also-refused")
+    client = ChartHopClient(tokens, base_url=emulator.base_url, retry=default_retry(total=2, backoff_factor=0.01))
+    with pytest.raises(ChartHopTokenRefused) as refused:
+        client.get_process(emulator.config.org_id, created["id"])
+    assert refused.value.operation == "read the process"
+    assert "also-refused" not in str(refused.value)
+    assert "stale-token" not in str(refused.value)
+    assert [call.status for call in emulator.calls_of("getProcess")] == [401, 401]
+    assert tokens.refusals == ["stale-token"]  # asked once per call, never again for the fresh one
+
+
+def test_no_fresh_token_means_one_request_and_a_token_refused_error(emulator: ChartHopEmulator) -> None:
+    from people_sync.errors import ChartHopTokenRefused
+
+    created = emulator.create_sync_process()
+    tokens = Tokens("stale-token", None)
+    client = ChartHopClient(tokens, base_url=emulator.base_url, retry=default_retry(total=2, backoff_factor=0.01))
+    with pytest.raises(ChartHopTokenRefused):
+        client.get_process(emulator.config.org_id, created["id"])
+    assert len(emulator.calls_of("getProcess")) == 1
+
+
+def test_an_import_refused_for_its_token_is_sent_once_more_with_a_fresh_one(emulator: ChartHopEmulator) -> None:
+    """A 401 comes before ChartHop acts on the POST: sending it again with a fresh token imports the file once."""
+    parent = emulator.create_sync_process()
+    tokens = Tokens("stale-token", emulator.config.token)
+    client = ChartHopClient(tokens, base_url=emulator.base_url, retry=default_retry(total=2, backoff_factor=0.01))
+    source = Source()
+    imported = import_roster(client, emulator, source, parent["id"])
+    assert [call.status for call in emulator.calls_of("importDataCsv")] == [401, 200]
+    assert [upload.import_process_id for upload in emulator.uploads] == [imported.id]
+    assert source.opened == 2
+    assert tokens.refusals == ["stale-token"]
+
+
+def test_an_import_whose_fresh_token_is_refused_too_is_not_sent_a_third_time(emulator: ChartHopEmulator) -> None:
+    from people_sync.errors import ChartHopTokenRefused
+
+    parent = emulator.create_sync_process()
+    tokens = Tokens("stale-token", "also-refused")
+    client = ChartHopClient(tokens, base_url=emulator.base_url, retry=default_retry(total=2, backoff_factor=0.01))
+    with pytest.raises(ChartHopTokenRefused):
+        import_roster(client, emulator, Source(), parent["id"])
+    assert [call.status for call in emulator.calls_of("importDataCsv")] == [401, 401]
+    assert emulator.uploads == []

@@ -148,6 +148,17 @@ def test_keys_outside_the_layout_are_invalid(key: str) -> None:
         staged_file_from_s3_record("b", key, None, 1, prefix="staging/")
 
 
+def test_an_orgs_further_target_folder_is_the_files_folder() -> None:
+    folders = ("orgvue", "elma365")
+    staged = staged_file_from_s3_record(
+        "b", "staging/beta/orgvue/p.csv", "v1", 1, prefix="staging/", target_folders=folders
+    )
+    assert (staged.org_id, staged.name) == ("beta/orgvue", "p.csv")
+    for key in ("staging/beta/sub/p.csv", "staging/orgvue/elma365/p.csv", "staging/beta/orgvue/x/p.csv"):
+        with pytest.raises(InvalidStagedFile):
+            staged_file_from_s3_record("b", key, None, 1, prefix="staging/", target_folders=folders)
+
+
 def test_waits_past_the_cap_grow_with_elapsed_time_but_never_past_a_tenth_of_it() -> None:
     for age in range(0, 7200, 7):
         assert bar.wait_for(poll(), now=age) <= max(60, 0.1 * age), age

@@ -37,7 +37,12 @@ from tests.fakes import FakeClock
 
 STAGED = StagedFile(bucket="staging", key="acme/roster.csv", org_id="acme")
 SMALL = b'Employee ID,Name,Notes\nE1,Ada,\nE2,Grace,"two\nlines"\nE3,Alan,\n'
-SLOT = "slot#elma365#hr/employees"
+
+
+def slot(elma: Elma365Emulator, code: str = "employees") -> str:
+    """The app's import slot: per ELMA365 instance (its host) and app, never shared with a look-alike app
+    (hr/employees) of another company's ELMA365."""
+    return f"slot#elma365#{elma.base_url.removeprefix('http://')}/hr/{code}"
 
 
 class Source:
@@ -154,14 +159,14 @@ def test_small_file_is_imported(elma: Elma365Emulator, slots: InMemorySlots, clo
     assert job.import_id == elma.imports[0].id
     assert job.detail["hash"] == elma.uploads[0].hash  # ELMA365 does not return the hash: we keep ours
     assert elma.uploads[0].rows == 3
-    assert slots.holder(SLOT) == "sync-1"
+    assert slots.holder(slot(elma)) == "sync-1"
     statuses, job = run_to_end(elma, slots, clock, job, source)
     assert [status.state for status in statuses] == ["running", "done"]
     assert statuses[-1].progress == 1.0
     assert statuses[-1].results == {"imported": 3, "rows": 3, "chunks": 1, "chunksDone": 1}
     assert statuses[-1].message == "ELMA365 imported 3 of 3 rows into hr.employees"
     assert elma.imported_rows() == 3
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
     assert source.opened == 1  # one chunk: the file was read once
 
 
@@ -170,10 +175,10 @@ def test_abandoning_an_import_frees_the_slot_for_the_next_sync(
 ) -> None:
     target = make_target(elma, slots, clock)
     job = target.start_import(STAGED, Source(SMALL), sync_id="sync-1")
-    assert slots.holder(SLOT) == "sync-1"
+    assert slots.holder(slot(elma)) == "sync-1"
     target.abandon(job)  # the loop timed out on it
-    assert slots.holder(SLOT) is None
-    assert slots.acquire(SLOT, "sync-2", 60)
+    assert slots.holder(slot(elma)) is None
+    assert slots.acquire(slot(elma), "sync-2", 60)
 
 
 def test_import_error_is_reported_with_elma365s_reason(
@@ -186,7 +191,7 @@ def test_import_error_is_reported_with_elma365s_reason(
     assert statuses[-1].state == "failed"
     assert statuses[-1].message == "ELMA365 could not import the file: Field 'Email' is required."
     assert statuses[-1].results["error"] == "Field 'Email' is required"
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_blocked_start_waits_then_imports(elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock) -> None:
@@ -247,7 +252,7 @@ def test_120000_rows_are_imported_in_3_chunks_one_after_another(
     assert elma.imported_rows() == 120_000
     polls = [call.at for call in elma.calls_of(IMPORT_STATUS)]
     assert all(b - a >= 1 for a, b in itertools.pairwise(polls))
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_chunks_keep_multiline_records_whole(elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock) -> None:
@@ -274,7 +279,7 @@ def test_failure_in_a_later_chunk_says_earlier_rows_stay(
     assert statuses[-1].results["imported"] == 2
     assert statuses[-1].results["failedChunk"] == 2
     assert len(elma.own_imports()) == 2  # chunk 3 was never started
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_waiting_chunk_is_uploaded_again_before_its_upload_expires(
@@ -300,7 +305,7 @@ def test_waiting_chunk_is_uploaded_again_before_its_upload_expires(
 def test_slot_held_by_another_sync_keeps_the_job_waiting(
     elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock
 ) -> None:
-    assert slots.acquire(SLOT, "other-sync", 600)
+    assert slots.acquire(slot(elma), "other-sync", 600)
     source = Source(SMALL)
     job = make_target(elma, slots, clock).start_import(STAGED, source, sync_id="sync-1")
     assert (job.detail["waiting"], job.detail["waitingFor"]) == (True, "slot")
@@ -309,7 +314,7 @@ def test_slot_held_by_another_sync_keeps_the_job_waiting(
     assert status.message == "Another sync is importing into ELMA365 hr.employees; waiting to start the file"
     assert elma.uploads == []  # nothing is uploaded while the slot is taken (it would only expire)
     assert elma.starts == []
-    slots.release(SLOT, "other-sync")
+    slots.release(slot(elma), "other-sync")
     statuses, _ = run_to_end(elma, slots, clock, job, source)
     assert statuses[-1].state == "done"
     assert len(elma.uploads) == 1
@@ -351,7 +356,7 @@ def test_5xx_on_the_start_is_not_repeated(elma: Elma365Emulator, slots: InMemory
     with pytest.raises(TargetUnavailable):
         make_target(elma, slots, clock).start_import(STAGED, Source(SMALL), sync_id="sync-1")
     assert [call.status for call in elma.calls_of(START_IMPORT)] == [503]
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_read_timeout_on_the_start_is_not_repeated(
@@ -380,7 +385,7 @@ def test_status_check_unavailable_after_retries(elma: Elma365Emulator, slots: In
     elma.inject(IMPORT_STATUS, *[Fault.http(503)] * 4)
     with pytest.raises(TargetUnavailable):
         check(elma, slots, clock, job, source)
-    assert slots.holder(SLOT) == "sync-1"  # a transient failure keeps the slot: the loop checks again
+    assert slots.holder(slot(elma)) == "sync-1"  # a transient failure keeps the slot: the loop checks again
 
 
 def test_failed_upload_is_repeated_under_a_new_hash(
@@ -405,7 +410,7 @@ def test_refused_token_and_unknown_app_are_rejected(
     with pytest.raises(TargetRejected, match=r"hr\.nothing") as not_found:
         missing.start_import(STAGED, Source(SMALL), sync_id="sync-1")
     assert not_found.value.status == 404
-    assert slots.holder("slot#elma365#hr/nothing") is None
+    assert slots.holder(slot(elma, "nothing")) is None
 
 
 def test_expired_upload_is_rejected_with_elma365s_reason(
@@ -419,7 +424,7 @@ def test_expired_upload_is_rejected_with_elma365s_reason(
     with pytest.raises(TargetRejected, match="not found or expired") as rejected:
         check(elma, slots, clock, job, source)
     assert rejected.value.status == 400
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_csv_rejected_by_the_checks_propagates_before_anything_is_sent(
@@ -429,7 +434,7 @@ def test_csv_rejected_by_the_checks_propagates_before_anything_is_sent(
     with pytest.raises(CsvRejected, match="fields differs"):
         make_target(elma, slots, clock).start_import(STAGED, source, sync_id="sync-1")
     assert elma.calls == []
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_a_valid_file_passes_through_the_checks_in_chunks(
@@ -488,7 +493,7 @@ def test_directory_upload_is_one_upload_and_one_import_of_the_whole_file(
     assert statuses[-1].message == "ELMA365 imported 120,000 rows into hr.employees"
     assert source.opened == 1  # uploaded once, never read again for a chunk
     assert 0 < source.largest_read <= 1024 * 1024  # streamed in blocks, never held whole
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_directory_upload_counts_rows_through_the_checks_and_keeps_its_hash_while_blocked(
@@ -543,7 +548,7 @@ def test_directory_upload_refused_by_the_checks_starts_nothing(
         )
     assert elma.uploads == []  # cut off before its end: ELMA365 holds no file
     assert elma.calls_of(START_IMPORT) == []
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_rate_limited_directory_upload_reopens_the_file(
@@ -587,7 +592,7 @@ def test_an_interrupted_directory_start_is_closed_not_repeated(
     assert "cannot tell whether the import began" in (status.message or "")
     assert len(elma.imports) == 1
     assert [start.outcome for start in elma.starts] == ["blocked", "started"]
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 # --- blocked with a non-2xx status ---------------------------------------------------------------------
@@ -652,7 +657,7 @@ def test_a_chunk_start_whose_check_died_is_closed_not_repeated(
     assert (status.message or "").endswith("The 10 rows of chunk 1 stay imported.")
     assert len(elma.own_imports()) == 2
     assert [start.outcome for start in elma.starts] == ["started", "started"]
-    assert slots.holder(SLOT) is None
+    assert slots.holder(slot(elma)) is None
 
 
 def test_a_first_chunk_start_repeated_by_a_retried_start_is_closed_not_repeated(

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from people_sync import status_loop
+from people_sync.errors import TargetUnavailable
 from people_sync.loop_memory import CLOSER, CheckInProgress, DynamoDBLoopMemory, InMemoryLoopMemory, LoopMemory
 from people_sync.models import ImportJob, ImportStatus, StagedFile, SyncState
 from people_sync.sync_service import SyncContext, close_sync, report_progress
@@ -340,3 +341,35 @@ def test_errors_in_every_check_end_the_loop_after_the_allowance() -> None:
         clock.now += 60
     with pytest.raises(RuntimeError):
         status_loop.follow_import(ctx, _state(clock), "token-last")
+
+
+def test_a_close_whose_final_write_was_given_up_is_finished_by_the_next_check() -> None:
+    """Campaign seed 902: the import starter closed the sync (loop memory: closed, final decided) but the final
+    updateProcess kept failing and its retries ran out. Every later check found the sync closed and only
+    waited, so it stayed RUNNING in ChartHop for good. The next check writes the decided final itself."""
+
+    class FailingOnce(RecordingReporter):
+        failed = False
+
+        def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None:
+            if not self.failed:
+                self.failed = True
+                raise TargetUnavailable("ChartHop did not answer when trying to update the sync process.")
+            super().finish(sync_id, succeeded=succeeded, message=message, results=results, summary=summary)
+
+    target = ScriptedTarget([])
+    ctx, _, clock, memory, sfn = _context(target)
+    reporter = FailingOnce()
+    ctx.reporter = reporter
+    with pytest.raises(TargetUnavailable):
+        close_sync(ctx, SYNC, succeeded=False, message="roster.csv was refused", results={}, summary="refused")
+    assert reporter.finished == []
+
+    clock.now += 60
+    assert status_loop.follow_import(ctx, _state(clock), "token") == "busy"
+    assert [entry["message"] for entry in reporter.finished] == ["roster.csv was refused"]
+    assert memory.load(SYNC).final_written
+    assert status_loop.follow_import(ctx, _state(clock), "token-2") == "busy"
+    assert len(reporter.finished) == 1  # written once
+    assert target.seen_jobs == []
+    assert sfn.sent == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -15,6 +16,7 @@ from moto import mock_aws
 from offline.aws_stack import load_template
 from people_sync.models import ImportOptions
 from people_sync.org_registry import (
+    Elma365Config,
     InvalidOrgSettings,
     NotServed,
     OrgConfig,
@@ -25,6 +27,7 @@ from people_sync.org_registry import (
     OrgRegistry,
     OrgSettings,
     OrgState,
+    OrgvueConfig,
     SettingsSource,
     StackDefaults,
     merge_settings,
@@ -33,6 +36,8 @@ from people_sync.org_registry import (
     resolve_org,
     settings_from_assignments,
 )
+from people_sync.target_queue import queue_key
+from tests.fakes import app_settings
 
 DEFAULT_ORG = "acme"
 STACK_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:stack-ChartHopApiTokenSecret-AbCdEf"
@@ -415,3 +420,178 @@ def test_resolve_org_reads_its_registry_and_defaults_from_the_functions_environm
     assert own.settings.required_columns == ("Id",)
     assert isinstance(paused, NotServed)
     assert paused.reason == "paused"
+
+
+# --- an org's token metadata (issue 13: org_tokens.py writes it; never the token) -------------------------------
+
+
+def test_a_refused_token_is_marked_on_the_entry_and_a_fresh_one_clears_it(registry: OrgRegistry) -> None:
+    from people_sync.org_registry import TokenRefusal
+
+    registry.add(OrgRecord("beta", "app-user-beta", token_secret="stack/orgs/beta/charthop-token"))
+    refusal = TokenRefusal("2026-11-26T10:00:00Z", "read the process", "sync-1", "ChartHop refused (HTTP 401)")
+    registry.mark_token_refused("beta", refusal)
+    record = registry.get("beta")
+    assert record is not None
+    assert (record.token_refused, record.version) == (refusal, 2)
+    assert record.to_json_dict()["tokenRefused"]["syncProcessId"] == "sync-1"
+    assert refusal.describe("beta") == (
+        "token refused at 2026-11-26T10:00:00Z (read the process); sync process sync-1 was left open; "
+        "run `orgs set-token beta`"
+    )
+    registry.note_token("beta", issued_at=1_000, expires_at=4_600)
+    record = registry.get("beta")
+    assert record is not None
+    assert (record.token_refused, record.token_issued_at, record.token_expires_at) == (None, 1_000, 4_600)
+    assert record.version == 3
+    resolved = resolve_org("beta", registry=registry, defaults=DEFAULTS)
+    assert isinstance(resolved, OrgConfig)
+    assert (resolved.token_issued_at, resolved.token_expires_at) == (1_000, 4_600)
+
+
+def test_a_token_mark_is_never_lost_to_an_operators_concurrent_edit(registry: OrgRegistry) -> None:
+    """The mark bumps the version: an edit from a read before it is refused, and modify() keeps the mark."""
+    from people_sync.org_registry import TokenRefusal
+
+    registry.add(OrgRecord("beta", "app-user-beta", token_secret="secret"))
+    read_before = registry.get("beta")
+    assert read_before is not None
+    registry.mark_token_refused("beta", TokenRefusal("2026-11-26T10:00:00Z", "create a sync process"))
+    with pytest.raises(OrgConflict):
+        registry.save(replace(read_before, state=OrgState.PAUSED))
+    registry.modify("beta", lambda record: replace(record, state=OrgState.PAUSED))
+    record = registry.get("beta")
+    assert record is not None
+    assert record.state is OrgState.PAUSED
+    assert record.token_refused is not None
+
+
+def test_the_stacks_own_org_gets_an_entry_for_its_mark_and_still_resolves_as_before(registry: OrgRegistry) -> None:
+    from people_sync.org_registry import TokenRefusal
+
+    with pytest.raises(OrgNotFound):
+        registry.mark_token_refused("stranger", TokenRefusal("2026-11-26T10:00:00Z", "read the process"))
+    assert registry.get("stranger") is None
+    before = resolve_org(DEFAULT_ORG, registry=registry, defaults=DEFAULTS)
+    registry.mark_token_refused(
+        DEFAULT_ORG, TokenRefusal("2026-11-26T10:00:00Z", "read the process"), default_app_user_id="app-user-acme"
+    )
+    record = registry.get(DEFAULT_ORG)
+    assert record is not None
+    assert (record.app_user_id, record.state, record.token_secret, record.version) == (
+        "app-user-acme",
+        OrgState.ACTIVE,
+        "",
+        1,
+    )
+    after = resolve_org(DEFAULT_ORG, registry=registry, defaults=DEFAULTS)
+    assert isinstance(before, OrgConfig)
+    assert isinstance(after, OrgConfig)
+    assert (after.token_secret, after.app_user_id, after.settings) == (
+        before.token_secret,
+        before.app_user_id,
+        before.settings,
+    )
+
+
+# --- further targets per org ----------------------------------------------------------------------
+
+STACK_ORGVUE = OrgvueConfig(base_url="https://orgvue.example.com", tenant_id="ACME_HR", dataset_id="stack-ds")
+WITH_TARGETS = replace(DEFAULTS, orgvue=STACK_ORGVUE)
+
+
+def test_an_orgs_orgvue_and_elma365_settings_go_over_the_stacks_and_are_stored_and_unset() -> None:
+    settings = settings_from_assignments(
+        {
+            "furtherTargets": "orgvue,elma365",
+            "orgvue.datasetId": "beta-ds",
+            "orgvue.idKey": "employeeID",
+            "orgvue.implicitDelete": "false",
+            "elma365.baseUrl": "https://beta.elma365.example/",
+            "elma365.namespace": "hr",
+            "elma365.code": "employees",
+            "elma365.chunkRows": "1000",
+        }
+    )
+    effective = merge_settings(WITH_TARGETS, settings, default_org=False)
+    assert effective.target_config("orgvue") == replace(STACK_ORGVUE, dataset_id="beta-ds", id_key="employeeID")
+    assert effective.target_config("elma365") == Elma365Config(
+        base_url="https://beta.elma365.example", namespace="hr", code="employees", chunk_rows=1000
+    )
+    assert settings.to_document()["orgvue"] == {"datasetId": "beta-ds", "idKey": "employeeID", "implicitDelete": False}
+    record = OrgRecord(org_id="beta", app_user_id="u", settings=settings, target_secrets={"orgvue": "s/orgvue-token"})
+    assert OrgRecord.from_item(record.to_item()) == record
+    cleared = settings.updated({}, unset=["elma365", "orgvue.idKey"])
+    assert "elma365" not in cleared.to_document()
+    assert cleared.to_document()["orgvue"] == {"datasetId": "beta-ds", "implicitDelete": False}
+
+
+@pytest.mark.parametrize(
+    ("assignments", "problem"),
+    [
+        ({"orgvue.baseUrl": "http://orgvue.example.com"}, "use https"),
+        ({"orgvue.baseUrl": "https://orgvue.example.com?x=1"}, "not a base URL"),
+        ({"orgvue.tenantId": "acme"}, "not an Orgvue tenant id"),
+        ({"orgvue.datasetId": "a/b"}, "not a dataset id"),
+        ({"orgvue.dateFormat": "YY"}, "orgvue.dateFormat"),
+        ({"elma365.chunkRows": "60000"}, "elma365.chunkRows"),
+        ({"elma365.code": "hr employees"}, "not an ELMA365 app code"),
+        ({"orgvue.token": "x"}, "unknown setting 'orgvue.token'"),
+    ],
+)
+def test_bad_target_settings_are_refused(assignments: dict[str, str], problem: str) -> None:
+    with pytest.raises(InvalidOrgSettings, match=re.escape(problem)):
+        settings_from_assignments(assignments)
+
+
+def test_a_target_an_org_names_needs_a_whole_address_from_the_stack_or_its_own_settings() -> None:
+    # the stack configures Orgvue: an org may feed it as the stack's parameters say (shared dataset) ...
+    assert merge_settings(WITH_TARGETS, settings_from_assignments({"furtherTargets": "orgvue"}), default_org=False)
+    # ... ELMA365 is not configured by the stack: the org must give its own address, all of it
+    with pytest.raises(InvalidOrgSettings, match="elma365 not configured in this deployment"):
+        merge_settings(WITH_TARGETS, settings_from_assignments({"furtherTargets": "elma365"}), default_org=False)
+    half = settings_from_assignments({"furtherTargets": "elma365", "elma365.baseUrl": "https://b.elma365.example"})
+    with pytest.raises(InvalidOrgSettings, match=r"elma365: set elma365.namespace, elma365.code"):
+        merge_settings(WITH_TARGETS, half, default_org=False)
+    whole = half.updated({"elma365.namespace": "hr", "elma365.code": "staff"})
+    assert merge_settings(WITH_TARGETS, whole, default_org=False).further_targets == ("elma365",)
+
+
+def test_target_settings_are_never_read_from_charthop(registry: OrgRegistry) -> None:
+    """An org whose settings live in ChartHop keeps the registry's Orgvue address: its ChartHop admins may turn
+    targets on and off, but never point its data (or its token) at another host or dataset."""
+    from people_sync.charthop_apps import settings_from_options
+
+    own = settings_from_assignments({"orgvue.datasetId": "beta-ds", "orgvue.tenantId": "BETA_HR"})
+    registry.add(beta(settings_source=SettingsSource.CHARTHOP, settings=own, target_secrets={"orgvue": "b/orgvue"}))
+    options = {"furtherTargets": "orgvue", "orgvue.baseUrl": "https://elsewhere.example", "orgvue.datasetId": "x"}
+
+    resolved = resolve_org(
+        "beta",
+        registry=registry,
+        defaults=WITH_TARGETS,
+        charthop_settings=lambda _record, _secret: settings_from_options(options),
+    )
+
+    assert isinstance(resolved, OrgConfig)
+    assert resolved.settings.further_targets == ("orgvue",)
+    assert resolved.settings.target_config("orgvue") == replace(STACK_ORGVUE, tenant_id="BETA_HR", dataset_id="beta-ds")
+    assert resolved.target_secrets == {"orgvue": "b/orgvue"}
+
+
+def test_two_orgs_share_a_queue_only_when_they_point_at_the_same_dataset_or_app() -> None:
+    stack = app_settings(
+        orgvue_base_url="https://orgvue.example.com", orgvue_tenant_id="ACME_HR", orgvue_dataset_id="ds-1"
+    )
+    beta_same = replace(stack)  # an org that points at the stack's dataset: one queue for both
+    beta_own = replace(stack, orgvue_dataset_id="ds-2")
+    elma_a = replace(stack, elma365_base_url="https://acme.elma365.example", elma365_namespace="hr", elma365_code="e")
+    elma_b = replace(elma_a, elma365_base_url="https://beta.elma365.example")  # hr/e in another company's ELMA365
+    assert queue_key("orgvue", stack, "orgvue") == "queue#orgvue#orgvue.example.com/ACME_HR/ds-1"
+    assert queue_key("orgvue", beta_same, "org-beta/orgvue") == queue_key("orgvue", stack, "orgvue")
+    assert queue_key("orgvue", beta_own, "org-beta/orgvue") != queue_key("orgvue", stack, "orgvue")
+    assert queue_key("elma365", elma_a, "elma365") == "queue#elma365#acme.elma365.example/hr/e"
+    assert queue_key("elma365", elma_b, "org-beta/elma365") != queue_key("elma365", elma_a, "elma365")
+    assert queue_key("elma365", replace(elma_a, elma365_base_url="HTTPS://Acme.ELMA365.example/"), "x") == (
+        queue_key("elma365", elma_a, "elma365")
+    )

@@ -28,10 +28,49 @@ ALL = dataclasses.replace(BASE, orgvue_base_url="https://orgvue", elma365_base_u
         ("staging/orgvue/people.csv", BASE, "charthop"),  # Orgvue not configured: ChartHop's flow refuses it
         ("staging/other/roster.csv", ALL, "charthop"),
         ("elsewhere/orgvue/people.csv", ALL, "charthop"),
+        # an org's own further-target folders: its settings (not the stack's parameters) say whether it feeds them
+        ("staging/org-beta/orgvue/people.csv", BASE, "orgvue"),
+        ("staging/org-beta/elma365/roster.csv", ALL, "elma365"),
+        (f"staging/{ORG}/orgvue/people.csv", ALL, "orgvue"),
+        ("staging/org-beta/sub/roster.csv", ALL, "charthop"),  # not a target's folder: ChartHop's flow refuses it
+        ("staging/orgvue/elma365/roster.csv", ALL, "orgvue"),  # the stack's orgvue/ folder has no sub-folders
+        ("staging/org-beta/orgvue/", ALL, "charthop"),  # a folder marker, not a file
     ],
 )
 def test_the_staging_folder_names_the_target(key: str, settings: AppSettings, target: str) -> None:
     assert routing.target_for_key(key, settings) == target
+
+
+@pytest.mark.parametrize(
+    ("key", "org"),
+    [
+        ("staging/org-beta/roster.csv", "org-beta"),
+        ("staging/org-beta/orgvue/people.csv", "org-beta"),
+        ("staging/org-beta/elma365/roster.csv", "org-beta"),
+        ("staging/orgvue/people.csv", None),  # the stack's own org's Orgvue folder
+        ("staging/org-beta/sub/roster.csv", "org-beta"),  # refused in its own org, never another's
+        ("staging/roster.csv", None),
+    ],
+)
+def test_the_folder_names_the_org(key: str, org: str | None) -> None:
+    assert routing.org_for_key(key, ALL) == org
+
+
+def test_the_stacks_own_org_reads_its_further_targets_from_both_folders_another_org_from_its_own() -> None:
+    assert routing.folders_of_target("orgvue", ALL) == ("orgvue", f"{ORG}/orgvue")
+    assert routing.folders_of_target("orgvue", ALL, "org-beta") == ("org-beta/orgvue",)
+    assert routing.folder_of_target("elma365", ALL, "org-beta") == "org-beta/elma365"
+    assert routing.folder_of_target("charthop", ALL, "org-beta") == "org-beta"
+
+
+def test_log_reporter_ids_of_another_org_name_it_after_the_part_that_tells_syncs_apart() -> None:
+    own, beta = LogProgressReporter("orgvue"), LogProgressReporter("orgvue", org_id="org-beta")
+    source = "s3://b/staging/org-beta/orgvue/people.csv"
+    assert beta.start_sync("people.csv", source, "v1") == f"{own.start_sync('people.csv', source, 'v1')}-org-beta"
+    long_org = LogProgressReporter("orgvue", org_id="o" * 128)
+    first = long_org.start_sync("people.csv", source, "v1")
+    second = long_org.start_sync("people.csv", source, "v2")
+    assert f"sync-{first}"[:80] != f"sync-{second}"[:80]  # execution names, cut to 80, still differ
 
 
 def test_only_configured_targets_are_offered_as_places_to_stage() -> None:

@@ -571,3 +571,51 @@ def test_a_slot_release_that_fails_once_is_tried_again_when_the_sync_closes(aws,
     ctx.slots.release = flaky_release  # type: ignore[method-assign]
     sync_service.fail_sync(ctx, first, "The sync of roster.csv stopped: ...")
     assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) is None
+
+
+# --- ChartHop refuses the org's token half-way through a start (issue 13) ---------------------------------------
+
+
+@pytest.mark.parametrize("close_refused_too", [False, True], ids=["close-written", "close-refused-too"])
+def test_a_token_refused_mid_start_keeps_the_file_staged_records_it_and_holds_nothing(
+    aws, emulator, client, monkeypatch: pytest.MonkeyPatch, close_refused_too: bool
+) -> None:
+    """Not the file's fault: it stays staged (no copy in failed/); the refusal is recorded for the org with the
+    sync; the org's Sync Now slot and its queue turn are freed even when the close cannot be written either."""
+    from people_sync import org_tokens
+    from people_sync.errors import ChartHopTokenRefused
+
+    refused = ChartHopTokenRefused("ChartHop refused to start the import (HTTP 401).", operation="start the import")
+    target = ScriptedTarget(fail=refused)
+    ctx, reporter, clock = make_ctx(aws, emulator, client, target)
+    noted: list[tuple[str, str, str | None]] = []
+
+    def note(settings: AppSettings, org_id: str, error: ChartHopTokenRefused, *, sync_process_id: str | None = None):
+        noted.append((org_id, error.operation, sync_process_id))
+
+    monkeypatch.setattr(org_tokens, "note_refusal", note)
+    if close_refused_too:
+
+        def finish(*args: Any, **kwargs: Any) -> None:
+            raise ChartHopTokenRefused("ChartHop refused to update the sync process (HTTP 401).", operation="update")
+
+        monkeypatch.setattr(reporter, "finish", finish)
+    staged = stage(aws, "roster.csv")
+    slot = sync_service.sync_now_slot(ORG)
+    assert ctx.slots.acquire(slot, "sync-1", 600)
+    ctx.queue.join(sync_service.target_queue_key(ctx), "sync-1", at=clock(), name=staged.name, now=clock())
+
+    assert sync_start.start_import(ctx, staged, "sync-1") is None
+
+    assert noted == [(ORG, "start the import", "sync-1")]
+    assert aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix="failed/").get("KeyCount") == 0
+    assert aws["s3"].head_object(Bucket=BUCKET, Key=staged.key)["VersionId"] == staged.version_id
+    assert ctx.slots.holder(slot) is None
+    turn = ctx.queue.take_turn(
+        sync_service.target_queue_key(ctx), "sync-2", at=clock(), name="next.csv", now=clock() + 5, hold_seconds=60
+    )
+    assert turn.granted  # nobody is ahead: sync-1 left the queue
+    if not close_refused_too:
+        [finished] = reporter.finished
+        assert "ChartHop refused the app's token (start the import)" in finished["message"]
+        assert "stays staged" in finished["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import boto3
@@ -10,15 +11,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from people_sync import target_queue
 from people_sync.target_queue import (
+    ENTRY_BYTES,
+    HEARTBEAT_SECONDS,
+    MAX_WAITING,
     SETTLE_SECONDS,
     STALE_AFTER_SECONDS,
     DynamoDBTargetQueue,
     InMemoryTargetQueue,
     TargetQueue,
+    entry_json,
 )
 
 KEY = "queue#charthop#org"
+EXAMPLES = itertools.count()
 HOLD = 600
 
 
@@ -95,7 +102,7 @@ def test_a_file_staged_a_moment_ago_lets_an_earlier_one_join_first(queue: Target
 def test_one_holder_at_a_time_and_turns_go_in_staging_order(queue: TargetQueue, steps: list[tuple[str, int]]) -> None:
     """Whatever the syncs do, at most one holds the target, and each turn goes to the earliest-staged of those
     waiting (staged at = their number; they keep asking, so none is stale)."""
-    key = f"queue#charthop#{id(steps)}"
+    key = f"queue#charthop#{next(EXAMPLES)}"  # a fresh queue per example (an id() is reused once freed)
     holder: str | None = None
     waiting: set[int] = set()
     done: set[int] = set()
@@ -121,3 +128,85 @@ def test_one_holder_at_a_time_and_turns_go_in_staging_order(queue: TargetQueue, 
             assert number == min(waiting), f"{sync_id} went before s{min(waiting)}"
             holder = sync_id
             waiting.discard(number)
+
+
+# --- hundreds of files for one target (issue 13) -----------------------------------------------------------------
+
+
+def test_past_its_deadline_a_waiting_file_is_not_given_the_turn_but_a_holder_keeps_it(queue: TargetQueue) -> None:
+    assert ask(queue, "holder", at=0.0, now=10.0)
+    assert not ask(queue, "waiting", at=1.0, now=10.0)
+    queue.leave(KEY, "holder")
+    late = queue.take_turn(KEY, "waiting", at=1.0, name="waiting.csv", now=20.0, hold_seconds=HOLD, deadline=20.0)
+    assert (late.granted, late.expired) == (False, True)
+    queue.leave(KEY, "waiting")  # its sync is closed, saying why
+    # a holder asking again past its deadline (its start task retried) keeps the turn it has
+    assert queue.take_turn(KEY, "next", at=2.0, name="next.csv", now=21.0, hold_seconds=HOLD).granted
+    assert queue.take_turn(KEY, "next", at=2.0, name="next.csv", now=30.0, hold_seconds=HOLD, deadline=25.0).granted
+
+
+def test_a_full_queue_refuses_one_more_file_until_one_leaves(
+    queue: TargetQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(target_queue, "MAX_WAITING", 3)
+    assert ask(queue, "holder", at=0.0, now=10.0)
+    assert all(queue.join(KEY, f"w{n}", at=float(n), name=f"w{n}.csv", now=10.0) for n in (1, 2, 3))
+    assert not queue.join(KEY, "w4", at=4.0, name="w4.csv", now=10.0)
+    refused = queue.take_turn(KEY, "w4", at=4.0, name="w4.csv", now=11.0, hold_seconds=HOLD)
+    assert (refused.granted, refused.full, refused.ahead, refused.ahead_count) == (False, True, "holder.csv", 4)
+    # those already waiting stay (renewing their entry is not joining anew)
+    renewed = queue.take_turn(KEY, "w3", at=3.0, name="w3.csv", now=11.0 + HEARTBEAT_SECONDS, hold_seconds=HOLD)
+    assert (renewed.granted, renewed.full) == (False, False)
+    queue.leave(KEY, "w1")
+    assert queue.join(KEY, "w4", at=4.0, name="w4.csv", now=12.0)
+
+
+def test_the_queue_item_stays_under_dynamodbs_item_limit_at_the_most_files_that_may_wait() -> None:
+    """A full queue: MAX_WAITING entries, each under the longest sync id (ELMA365's, 32 characters; 40 here)
+    and a file name that JSON escapes at length (S3 keys may hold up to 1,024 bytes)."""
+    nasty = '"\\' * 400 + "é" * 300 + "\x01" * 100
+    entry = entry_json(1_700_000_000.123456, nasty, 1_700_000_000.654321)
+    assert len(entry.encode()) <= ENTRY_BYTES
+    item_bytes = MAX_WAITING * (40 + ENTRY_BYTES + 3) + 4 * 1024  # + the holder's name, keys and the rest
+    assert item_bytes < 400 * 1024
+
+
+def test_the_next_in_line_is_the_earliest_waiting_file_once_the_turn_is_free(queue: TargetQueue) -> None:
+    assert queue.next_in_line(KEY, 10.0) is None  # nobody waits
+    assert ask(queue, "holder", at=0.0, now=10.0)
+    queue.join(KEY, "second", at=2.0, name="second.csv", now=10.0)
+    queue.join(KEY, "first", at=1.0, name="first.csv", now=10.0)
+    assert queue.next_in_line(KEY, 11.0) is None  # the holder has it
+    queue.leave(KEY, "holder")
+    assert queue.next_in_line(KEY, 12.0) == "first"
+    queue.park(KEY, "first", "token-1")
+    queue.park(KEY, "first", "token-2")  # parked again: the newest token
+    assert queue.parked_token(KEY, "first") == "token-2"
+    assert queue.parked_token(KEY, "second") is None
+
+
+def test_an_ask_while_waiting_is_one_read_and_writes_only_to_stay_in_the_queue() -> None:
+    """Every ask used to read the queue item twice and rewrite it twice (DynamoDB bills a write by the item's
+    size): with hundreds of files waiting, hundreds of rewrites of a large item a minute, on one partition."""
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(
+            TableName="sync",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        queue = DynamoDBTargetQueue("sync", client)
+        calls: list[str] = []
+        client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+        assert queue.take_turn(KEY, "holder", at=0.0, name="holder.csv", now=10.0, hold_seconds=HOLD).granted
+        assert queue.join(KEY, "waiting", at=1.0, name="waiting.csv", now=10.0)  # the trigger joins
+        calls.clear()
+        assert not queue.take_turn(KEY, "waiting", at=1.0, name="waiting.csv", now=20.0, hold_seconds=HOLD).granted
+        assert calls == ["GetItem"]
+        calls.clear()
+        renewed = queue.take_turn(
+            KEY, "waiting", at=1.0, name="waiting.csv", now=10.0 + HEARTBEAT_SECONDS, hold_seconds=HOLD
+        )
+        assert not renewed.granted
+        assert calls == ["GetItem", "UpdateItem"]  # its entry renewed, so it is not passed over as stale

@@ -78,7 +78,14 @@ def test_only_the_loops_functions_may_answer_its_task_tokens_and_only_for_it() -
         for policy in fn["Properties"].get("Policies", []):
             if isinstance(policy, dict) and "StepFunctionsCallbackPolicy" in policy:
                 answering[name] = policy["StepFunctionsCallbackPolicy"]["StateMachineName"]
-    assert answering == {"StatusCheckerFunction": machine_name, "TargetCallbackFunction": machine_name}
+    # the checker and the callback end a check's wait; the import starter and the finalizer close syncs, which
+    # wakes the next file's parked start (WaitForTurn), and the import starter wakes its own when the turn is free
+    assert answering == {
+        "StatusCheckerFunction": machine_name,
+        "TargetCallbackFunction": machine_name,
+        "ImportStarterFunction": machine_name,
+        "SyncFinalizerFunction": machine_name,
+    }
 
 
 def test_the_loop_waits_on_a_task_token_for_the_wait_from_its_input() -> None:
@@ -89,6 +96,45 @@ def test_the_loop_waits_on_a_task_token_for_the_wait_from_its_input() -> None:
     [timeout_catch] = [c for c in follow["Catch"] if c["ErrorEquals"] == ["States.Timeout"]]
     assert timeout_catch["Next"] == "FollowImport"  # a wait that ran out is one transition, back into the task
     assert int(TEMPLATE["Parameters"]["PollInitialSeconds"]["MinValue"]) >= 1  # a task timeout is at least 1 s
+
+
+def test_a_queued_start_parks_on_a_task_token_and_asks_again_when_its_wait_runs_out() -> None:
+    definition = json.loads((REPO_ROOT / "statemachine" / "sync_status.asl.json").read_text())
+    park = definition["States"]["WaitForTurn"]
+    assert park["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert park["Parameters"]["FunctionName"] == "${ImportStarterFunctionArn}"
+    assert park["Parameters"]["Payload"] == {"awaitTurn.$": "$", "taskToken.$": "$$.Task.Token"}
+    assert park["TimeoutSecondsPath"] == "$.queueWaitSeconds"
+    assert park["ResultPath"] is None  # woken or not, the start asks again with the data it had
+    assert park["Next"] == "StartImport"
+    catches = {tuple(c["ErrorEquals"]): c for c in park["Catch"]}
+    assert catches[("States.Timeout",)]["Next"] == "StartImport"
+    failed = definition["States"][catches[("States.ALL",)]["Next"]]  # a park that fails waits, then asks again
+    assert (failed["Type"], failed["SecondsPath"], failed["Next"]) == ("Wait", "$.queueWaitSeconds", "StartImport")
+
+
+def test_throttled_loop_tasks_are_retried_for_minutes_not_seconds() -> None:
+    """A flood of uploads fills the import starter's reserved concurrency for a while (each upload's trigger and
+    its loop's first task): a loop task throttled meanwhile must not end its sync ERROR after a few seconds."""
+    definition = json.loads((REPO_ROOT / "statemachine" / "sync_status.asl.json").read_text())
+    for name in ("StartImport", "WaitForTurn", "FollowImport"):
+        retries = definition["States"][name]["Retry"]
+        [retry] = [r for r in retries if "Lambda.TooManyRequestsException" in r["ErrorEquals"]]
+        delays = [
+            min(retry["IntervalSeconds"] * retry["BackoffRate"] ** attempt, retry.get("MaxDelaySeconds", 1e9))
+            for attempt in range(retry["MaxAttempts"])
+        ]
+        assert sum(delays) >= 300, (name, delays)
+
+
+def test_the_loops_time_limit_is_the_one_the_code_plans_a_queued_start_by() -> None:
+    from people_sync.sync_service import LOOP_TIME_LIMIT_SECONDS, START_AND_CLOSE_SECONDS
+
+    definition = json.loads((REPO_ROOT / "statemachine" / "sync_status.asl.json").read_text())
+    assert definition["TimeoutSeconds"] == LOOP_TIME_LIMIT_SECONDS
+    # even at the longest import timeout, a queued start may wait hours and still import and close in time
+    longest = int(TEMPLATE["Parameters"]["ImportTimeoutSeconds"]["MaxValue"])
+    assert LOOP_TIME_LIMIT_SECONDS - longest - START_AND_CLOSE_SECONDS >= 3 * 3600
 
 
 def test_the_finalizer_may_write_row_error_reports_and_only_put_them() -> None:
@@ -343,10 +389,10 @@ def test_personal_data_expires_current_and_old_versions_alike() -> None:
     whole_bucket = by_prefix[""]
     assert whole_bucket["ExpiredObjectDeleteMarker"] is True
     assert whole_bucket["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
-    # An import reads the exact version it started with for up to ImportTimeoutSeconds: old versions outlive it.
-    assert TEMPLATE["Parameters"]["PersonalDataNoncurrentDays"]["MinValue"] * 86400 > int(
-        TEMPLATE["Parameters"]["ImportTimeoutSeconds"]["MaxValue"]
-    )
+    # An import reads the exact version it was staged as, up to the status loop's time limit (its wait for the
+    # target's turn, then ImportTimeoutSeconds): old versions outlive it.
+    definition = json.loads((REPO_ROOT / "statemachine" / "sync_status.asl.json").read_text())
+    assert TEMPLATE["Parameters"]["PersonalDataNoncurrentDays"]["MinValue"] * 86400 > definition["TimeoutSeconds"]
 
 
 def test_alarms_publish_to_a_topic_whose_key_admits_cloudwatch() -> None:
@@ -419,12 +465,18 @@ def emitted_metrics() -> dict[str, str]:
         for name in re.findall(r'sync_metrics\.emit\(\s*ctx,\s*"(\w+)"', path.read_text()):
             assert name in sync_metrics.METRICS, f"{name} ({path.name}) is not in sync_metrics.METRICS"
             found[name] = "target-org"
+        # emit_for(target, org, name, ...): where there is no sync context (an org's token, an unserved org's file)
+        for name in re.findall(r'sync_metrics\.emit_for\(\s*[^,()]+,\s*[^,()]+,\s*"(\w+)"', path.read_text()):
+            assert name in sync_metrics.METRICS, f"{name} ({path.name}) is not in sync_metrics.METRICS"
+            found[name] = "target-org"
     return found
 
 
 def test_the_code_emits_the_metrics_the_dashboard_is_made_of() -> None:
     found = emitted_metrics()
     for name in ("SyncsStarted", "SyncsDone", "SyncsFailed", "ImportDurationSeconds", "UploadBytes", "ChecksPerSync"):
+        assert found.get(name) == "target-org", name
+    for name in ("OrgTokenRefused", "OrgTokenRefreshed", "UnservedOrgFiles"):  # issue 13: per org too
         assert found.get(name) == "target-org", name
     assert found.get("DuplicateDeliveries") == "service"
 

@@ -38,10 +38,36 @@ def test_the_functions_that_run_syncs_may_only_read_one_org_and_the_orgs_token_s
     assert all(s["Effect"] == "Allow" for s in statements.values())
 
 
-def test_no_function_may_write_the_registry() -> None:
+def test_no_function_may_write_the_registry_but_its_token_marks() -> None:
     for name, resource in RESOURCES.items():
         for policy in resource.get("Properties", {}).get("Policies", []) or []:
             assert "OrgTable" not in str(policy), name
+    writers = [
+        logical_id
+        for logical_id, resource in RESOURCES.items()
+        if resource["Type"] == "AWS::IAM::Policy"
+        and logical_id not in ("OrgRegistryReadPolicy", "WebhookOrgLookupPolicy")
+        and "OrgTable" in str(resource["Properties"]["PolicyDocument"])
+    ]
+    assert writers == ["OrgTokenMaintenancePolicy"]
+
+
+def test_the_sync_functions_may_only_mark_an_orgs_token_and_store_a_fetched_one_in_its_secret() -> None:
+    """org_tokens.py: UpdateItem of an entry's token fields, PutSecretValue of the orgs' own secrets; no more."""
+    policy = RESOURCES["OrgTokenMaintenancePolicy"]["Properties"]
+    assert sorted(role["Ref"] for role in policy["Roles"]) == [
+        "ImportStarterFunctionRole",
+        "StatusCheckerFunctionRole",
+        "SyncFinalizerFunctionRole",
+    ]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert set(statements) == {"MarkOrgTokens", "StoreFetchedOrgTokens"}
+    assert statements["MarkOrgTokens"]["Action"] == "dynamodb:UpdateItem"
+    assert statements["MarkOrgTokens"]["Resource"] == {"Fn::GetAtt": ["OrgTable", "Arn"]}
+    assert statements["StoreFetchedOrgTokens"]["Action"] == "secretsmanager:PutSecretValue"
+    secrets = statements["StoreFetchedOrgTokens"]["Resource"]["Fn::Sub"]
+    assert secrets.endswith(":secret:${AWS::StackName}/orgs/*")  # never the stack's own token secret
+    assert all(s["Effect"] == "Allow" for s in statements.values())
 
 
 def test_the_tool_finds_the_table_and_the_secret_prefix_in_the_outputs() -> None:

@@ -4,8 +4,11 @@
     orgs show ORG_ID                                     one org's entry and the settings its syncs use
     orgs add ORG_ID --app-user-id ID [--token-stdin]     register an org (or reinstall a removed one)
     orgs pause|resume|remove ORG_ID                      stop / restart its syncs; remove keeps its files
-    orgs set-token ORG_ID                                its ChartHop token, from stdin or a hidden prompt
-    orgs set ORG_ID key=value ... [--unset key]          its settings over the stack's defaults
+    orgs set-token ORG_ID [--target orgvue|elma365]      its ChartHop (or further target's) token, from stdin
+                                                         or a hidden prompt, into its own secret (a ChartHop
+                                                         token clears a "token refused" mark)
+    orgs set ORG_ID key=value ... [--unset key]          its settings over the stack's defaults (orgvue.* and
+                                                         elma365.*: where its further targets' files go)
     orgs sync-installs [--fetch-tokens]                  register the orgs ChartHop lists as installs
 
 Every command that writes takes --dry-run. The stack comes from --stack (or PEOPLE_SYNC_STACK) and is read
@@ -27,7 +30,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from people_sync.errors import ChartHopRejected, ChartHopUnavailable
 from people_sync.org_registry import (
+    FURTHER_TARGETS,
     SETTING_KEYS,
+    TARGET_SETTING_KEYS,
     InvalidOrgSettings,
     OrgConflict,
     OrgNotFound,
@@ -178,7 +183,7 @@ def list_orgs(ctx: click.Context, as_json: bool) -> None:
         (
             view.org_id + (" *" if view.default_org else ""),
             view.state,
-            "yes" if view.served else f"no ({view.reason})",
+            ("yes" if view.served else f"no ({view.reason})") + (" !" if view.token_note else ""),
             view.app_user_id or "-",
             view.token,
             view.settings_source,
@@ -188,6 +193,9 @@ def list_orgs(ctx: click.Context, as_json: bool) -> None:
     ]
     _table(rows, ("ORG", "STATE", "SERVED", "APP USER", "TOKEN SECRET", "SETTINGS FROM", "OVERRIDES"))
     click.echo("* the stack's own org (ChartHopOrgId)")
+    for view in views:  # what an operator must act on: ChartHop refused the org's token
+        if view.token_note:
+            click.echo(f"! {view.org_id}: {view.token_note}")
 
 
 def _value(value: Any) -> str:
@@ -250,20 +258,32 @@ _state_command("remove", OrgState.UNINSTALLED, "Mark ORG_ID uninstalled: no more
 
 @orgs.command("set-token")
 @click.argument("org_id")
+@click.option(
+    "--target",
+    type=click.Choice(["charthop", *FURTHER_TARGETS]),
+    default="charthop",
+    show_default=True,
+    help="Whose token: the org's ChartHop app token, or its API token for a further target it feeds.",
+)
 @dry_run_option
 @click.pass_context
 @friendly_errors
-def set_token(ctx: click.Context, org_id: str, dry_run: bool) -> None:
-    """Store ORG_ID's ChartHop token (stdin, or a prompt that hides it) in its own secret."""
-    token = NOT_READ if dry_run else _read_token(hidden_prompt=True)
-    _report(_admin(ctx).onboarding(dry_run).set_token(org_id, token))
+def set_token(ctx: click.Context, org_id: str, target: str, dry_run: bool) -> None:
+    """Store ORG_ID's ChartHop token, or its Orgvue / ELMA365 API token (--target), in its own secret (stdin,
+    or a prompt that hides it). Never written to the org table or printed."""
+    token = NOT_READ if dry_run else _read_token(hidden_prompt=True, what=TOKEN_NAMES[target])
+    _report(_admin(ctx).onboarding(dry_run).set_token(org_id, token, target))
 
 
-def _read_token(*, hidden_prompt: bool) -> str:
+#: What each target's token is called at the hidden prompt.
+TOKEN_NAMES = {"charthop": "ChartHop token", "orgvue": "Orgvue API token (JWT)", "elma365": "ELMA365 API token"}
+
+
+def _read_token(*, hidden_prompt: bool, what: str = "ChartHop token") -> str:
     """The token from stdin (piped), or typed at a hidden prompt; never echoed."""
     stdin = sys.stdin
     if hidden_prompt and stdin.isatty():
-        token = str(click.prompt("ChartHop token", hide_input=True, confirmation_prompt=True, err=True))
+        token = str(click.prompt(what, hide_input=True, confirmation_prompt=True, err=True))
     else:
         token = stdin.readline()
     token = token.strip()
@@ -294,9 +314,16 @@ def set_settings(
 
     Keys: skipErrors, upsert, createGroups, disableSyncHireDate, disableOverwritePerson, importDryRun,
     notifyUserIds, notifyAppName, importSource, requiredColumns, furtherTargets, importOnUpload.
+
+    Further targets (where the files the org stages under <orgId>/orgvue/ and <orgId>/elma365/ go, over the
+    stack's Orgvue and ELMA365 parameters; set here only, never from ChartHop): orgvue.baseUrl,
+    orgvue.tenantId, orgvue.datasetId, orgvue.defaultAction, orgvue.idKey, orgvue.dateFormat,
+    orgvue.implicitDelete, elma365.baseUrl, elma365.namespace, elma365.code, elma365.chunkRows,
+    elma365.directoryId. `--unset orgvue` drops all of a target's keys.
     """
     if not assignments and not unset and not settings_from:
-        raise click.UsageError(f"give key=value pairs, --unset KEY or --settings-from; keys: {', '.join(SETTING_KEYS)}")
+        keys = ", ".join((*SETTING_KEYS, *TARGET_SETTING_KEYS))
+        raise click.UsageError(f"give key=value pairs, --unset KEY or --settings-from; keys: {keys}")
     parsed = dict(parse_assignment(text) for text in assignments)
     source = SettingsSource(settings_from) if settings_from else None
     _report(_admin(ctx).onboarding(dry_run).set_settings(org_id, parsed, unset, source), as_json)

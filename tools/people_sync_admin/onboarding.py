@@ -8,14 +8,16 @@ Tokens pass through here only on their way into Secrets Manager; they are never 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
+from pydantic.alias_generators import to_camel
 
 from people_sync.charthop_apps import ChartHopApps, InstalledApp
 from people_sync.charthop_client import ChartHopClient
 from people_sync.org_registry import (
+    FURTHER_TARGETS,
     InvalidOrgSettings,
     NotServed,
     OrgConfig,
@@ -60,6 +62,9 @@ class OrgView:
     reason: str
     default_org: bool
     version: int
+    #: What to tell the operator about the org's token: "token refused at ...; run `orgs set-token ...`", or "".
+    token_note: str = ""
+    token_refused: dict[str, str] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +78,7 @@ class OrgView:
             "reason": self.reason,
             "defaultOrg": self.default_org,
             "version": self.version,
+            **({"tokenRefused": self.token_refused, "tokenNote": self.token_note} if self.token_refused else {}),
         }
 
 
@@ -139,11 +145,12 @@ class Onboarding:
                 )
                 continue
             token = record.token_secret or ("(stack secret)" if org_id == defaults.org_id else "(none)")
+            refused = record.token_refused
             views.append(
                 OrgView(
                     org_id,
                     record.state.value,
-                    record.app_user_id,
+                    record.app_user_id or (defaults.app_user_id if org_id == defaults.org_id else ""),
                     token,
                     record.settings_source.value,
                     record.settings.as_assignments(),
@@ -151,6 +158,8 @@ class Onboarding:
                     reason,
                     org_id == defaults.org_id,
                     record.version,
+                    token_note=refused.describe(org_id) if refused is not None else "",
+                    token_refused=refused.to_document() if refused is not None else None,
                 )
             )
         return views
@@ -171,6 +180,8 @@ class Onboarding:
         shown: dict[str, Any] = {"orgId": org_id, "registered": self.registry.get_item(org_id) is not None}
         if record is not None:
             shown.update(record.to_json_dict())
+            if record.token_refused is not None:
+                shown["attention"] = record.token_refused.describe(org_id)
         if isinstance(resolved, NotServed):
             shown.update(served=False, reason=resolved.reason, message=resolved.message)
             return shown
@@ -184,9 +195,21 @@ class Onboarding:
                 "requiredColumns": list(effective.required_columns),
                 "furtherTargets": list(effective.further_targets),
                 "importOnUpload": effective.import_on_upload,
+                **{target: self._target_view(resolved, target) for target in effective.further_targets},
             },
         )
         return shown
+
+    def _target_view(self, org: OrgConfig, target: str) -> dict[str, Any]:
+        """Where the org's files for a further target go, its staging folder and its token's secret (a name)."""
+        config = org.settings.target_config(target)
+        default_org = org.org_id == self.target.default_org_id
+        secret = org.target_secrets.get(target) or ("(stack TargetTokensSecret)" if default_org else "(none)")
+        folders = [f"{self.target.staging_prefix}{org.org_id}/{target}/"]
+        if default_org:
+            folders.insert(0, f"{self.target.staging_prefix}{target}/")
+        address = {to_camel(key): value for key, value in asdict(config).items()} if config is not None else {}
+        return {**address, "tokenSecret": secret, "stagedUnder": folders}
 
     def _settings_from_charthop(self, record: OrgRecord, token_secret: str) -> OrgSettings:
         from people_sync.charthop_apps import settings_from_options
@@ -286,7 +309,9 @@ class Onboarding:
             lines.append(self._would(f"read org {org_id}'s settings from {source.value}"))
         if not lines:
             return Outcome([f"org {org_id}: nothing to change"], current)
-        if source is SettingsSource.CHARTHOP and (assignments or unset):
+        lines.extend(self._target_notes(org_id, current, new_settings))
+        charthop_keys = [key for key in [*assignments, *unset] if key.split(".", 1)[0] not in FURTHER_TARGETS]
+        if source is SettingsSource.CHARTHOP and charthop_keys:
             lines.append(
                 "note: this org reads its settings from ChartHop; the registry's copy applies only if it "
                 "is switched back (--settings-from registry)"
@@ -300,24 +325,97 @@ class Onboarding:
 
         return Outcome(lines, self._write(current, change), changed=True)
 
-    def set_token(self, org_id: str, token: str) -> Outcome:
-        """Stores the org's ChartHop token in its own secret (created when missing) and points its entry at
-        it. The stack's own org without a secret of its own keeps using the stack's token secret."""
+    def _target_notes(self, org_id: str, current: OrgRecord, settings: OrgSettings) -> list[str]:
+        """What an operator should know about the further targets the org will feed: a token still missing,
+        and a dataset or app it shares with the stack's own org (one import at a time across both)."""
+        defaults = self.deployment.stack_defaults()
+        default_org = org_id == self.target.default_org_id
+        effective = merge_settings(defaults, settings, default_org=default_org)
+        notes = []
+        for target in effective.further_targets:
+            config = effective.target_config(target)
+            if not current.target_secrets.get(target) and not default_org:
+                notes.append(
+                    f"note: org {org_id} has no {target} token yet: `orgs set-token {org_id} --target {target}` "
+                    "(until then its files there are moved aside)"
+                )
+            stack_config = defaults.orgvue if target == "orgvue" else defaults.elma365
+            if not default_org and config is not None and config.resource == stack_config.resource:
+                notes.append(
+                    f"note: org {org_id}'s {target} files go to the stack's own {target} "
+                    f"({'/'.join(config.resource)}), shared with org {self.target.default_org_id}: one import "
+                    f"at a time across both; set {target}.* for one of its own"
+                )
+        return notes
+
+    def set_token(self, org_id: str, token: str, target: str = "charthop") -> Outcome:
+        """Stores the org's ChartHop token (or, with `target`, its API token for a further target) in its own
+        secret (created when missing) and points its entry at it. The stack's own org without a ChartHop
+        secret of its own keeps using the stack's token secret; a further target's token always goes into the
+        org's own secret <prefix><orgId>/<target>-token (for the stack's own org it then wins over
+        TargetTokensSecret), never into the table, the output or another org's secret."""
         check_org_id(org_id)
+        if target not in ("charthop", *FURTHER_TARGETS):
+            raise OnboardingError(f"unknown target {target!r}; one of charthop, {', '.join(FURTHER_TARGETS)}")
         if not token.strip():
             raise OnboardingError("the token is empty; nothing was stored")
         current = self._current_or_default(org_id)
         if current.state is OrgState.UNINSTALLED:
             raise OnboardingError(f"org {org_id} was removed; register it again with `orgs add {org_id} ...`")
+        if target != "charthop":
+            return self._set_target_token(current, target, token)
         if org_id == self.target.default_org_id and not current.token_secret:
-            return Outcome([self._store_token(self.target.default_token_secret, token)], current, changed=True)
+            lines = [self._store_token(self.target.default_token_secret, token)]
+            return Outcome(lines, self._clear_token_marks(current, lines), changed=True)
         secret = self.target.org_secret_name(org_id)
         lines = [self._store_token(secret, token)]
         record = current
         if current.token_secret != secret:
             record = self._write(current, lambda r: replace(r, token_secret=secret))
             lines.append(self._would(f"point org {org_id} at secret {secret}"))
+        return Outcome(lines, self._clear_token_marks(record, lines), changed=True)
+
+    def _clear_token_marks(self, record: OrgRecord, lines: list[str]) -> OrgRecord:
+        """An operator's token replaces a fetched one (it is not known to expire) and ends a refusal mark."""
+        if record.token_refused is None and not record.token_expires_at:
+            return record
+        if record.token_refused is not None:
+            lines.append(self._would(f"clear the mark: {record.token_refused.describe(record.org_id)}"))
+
+        def cleared(r: OrgRecord) -> OrgRecord:
+            return replace(r, token_refused=None, token_issued_at=0, token_expires_at=0)
+
+        return self._write(record, cleared)
+
+    def _set_target_token(self, current: OrgRecord, target: str, token: str) -> Outcome:
+        org_id = current.org_id
+        secret = self.target.org_secret_name(org_id, target)
+        lines = [self._store_token(secret, token, what=f"{target} API token")]
+        record = current
+        if current.target_secrets.get(target) != secret:
+
+            def point(record: OrgRecord) -> OrgRecord:
+                return replace(record, target_secrets={**record.target_secrets, target: secret})
+
+            record = self._write(current, point)
+            lines.append(self._would(f"point org {org_id}'s {target} token at secret {secret}"))
+        fed = self._fed_targets(org_id)
+        if fed is not None and target not in fed:
+            lines.append(
+                f"note: org {org_id} does not feed {target} yet: `orgs set {org_id} furtherTargets={target}` "
+                f"(and its {target}.* settings) to import what it stages under {org_id}/{target}/"
+            )
         return Outcome(lines, record, changed=True)
+
+    def _fed_targets(self, org_id: str) -> tuple[str, ...] | None:
+        resolved = resolve_org(
+            org_id,
+            registry=self.registry,
+            defaults=self.deployment.stack_defaults(),
+            charthop_settings=lambda r, _s: r.settings,
+            continuing=True,
+        )
+        return resolved.settings.further_targets if isinstance(resolved, OrgConfig) else None
 
     def _token_secret_of(self, org_id: str, record: OrgRecord | None) -> str:
         """The secret set-token would write for the org."""
@@ -344,7 +442,7 @@ class Onboarding:
                 pass  # registered meanwhile: apply the change to that entry
         return self.registry.modify(current.org_id, change)
 
-    def _store_token(self, secret: str, token: str) -> str:
+    def _store_token(self, secret: str, token: str, *, what: str = "ChartHop app token") -> str:
         """Writes the token into the secret (created if missing); the line says where, never what."""
         secrets = self.deployment.client("secretsmanager")
         try:
@@ -362,7 +460,7 @@ class Onboarding:
         secrets.create_secret(
             Name=secret,
             SecretString=token,
-            Description=f"ChartHop app token of org {secret.rsplit('/', 2)[-2]} (people-sync {self.target.stack_name})",
+            Description=f"{what} of org {secret.rsplit('/', 2)[-2]} (people-sync {self.target.stack_name})",
             Tags=[{"Key": "people-sync:stack", "Value": self.target.stack_name}],
         )
         return f"created secret {secret} and stored the token in it"

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from people_sync.routing import TARGET_FOLDERS
 from people_sync.staging import FAILED_PREFIX
 from people_sync.sync_history import SyncHistoryReader
 from tools.people_sync_admin.stack import Deployment, StackNotReady
@@ -158,10 +159,12 @@ def retry_failed(deployment: Deployment, key: str, *, to: str | None = None, dry
     if not staged_key:
         raise OperationRefused(f"the report of {key} does not say where it came from; name the key with --to")
     rest = staged_key[len(prefix) :].split("/") if staged_key.startswith(prefix) else []
-    if len(rest) != 2 or not all(rest):
+    # <folder>/<file>, or an org's further target's <orgId>/orgvue/<file> (routing.py)
+    further = len(rest) == 3 and rest[1] in TARGET_FOLDERS.values() and rest[0] not in TARGET_FOLDERS.values()
+    if len(rest) not in (2, 3) or not all(rest) or (len(rest) == 3 and not further):
         raise OperationRefused(
-            f"{staged_key} is not under the staging prefix {prefix} as {prefix}<folder>/<file>; "
-            "nothing was staged (name another key with --to)"
+            f"{staged_key} is not under the staging prefix {prefix} as {prefix}<folder>/<file> (or "
+            f"{prefix}<orgId>/<further target>/<file>); nothing was staged (name another key with --to)"
         )
     retry = Retry(key, staged_key)
     if dry_run:

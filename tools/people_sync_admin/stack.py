@@ -13,7 +13,7 @@ import boto3
 
 from people_sync.csv_checks import CsvRules
 from people_sync.models import ImportOptions
-from people_sync.org_registry import FURTHER_TARGETS, OrgRegistry, StackDefaults
+from people_sync.org_registry import FURTHER_TARGETS, Elma365Config, OrgRegistry, OrgvueConfig, StackDefaults
 
 if TYPE_CHECKING:
     from offline.aws_stack import OfflineStack
@@ -49,10 +49,14 @@ class StackTarget:
     failed_events_queue: str = ""
     finalizer_function: str = ""
     retention_days: int = 30
+    #: The stack's Orgvue and ELMA365 parameters (what an org's `orgvue.*` / `elma365.*` settings override).
+    orgvue: OrgvueConfig = field(default_factory=OrgvueConfig)
+    elma365: Elma365Config = field(default_factory=Elma365Config)
 
-    def org_secret_name(self, org_id: str) -> str:
-        """The secret holding a registered org's ChartHop token (the functions may read <prefix>*)."""
-        return f"{self.token_secret_prefix}{org_id}/charthop-token"
+    def org_secret_name(self, org_id: str, target: str = "charthop") -> str:
+        """The secret holding a registered org's ChartHop token, or its API token for a further target (the
+        functions may read <prefix>*): <prefix><orgId>/charthop-token, .../orgvue-token, .../elma365-token."""
+        return f"{self.token_secret_prefix}{org_id}/{target}-token"
 
     @classmethod
     def from_parameters(cls, stack_name: str, outputs: Mapping[str, str], parameters: Mapping[str, str]) -> StackTarget:
@@ -79,6 +83,22 @@ class StackTarget:
             failed_events_queue=outputs.get("FailedEventsQueueUrl", ""),
             finalizer_function=outputs.get("SyncFinalizerFunctionName", ""),
             retention_days=int(parameters.get("PersonalDataRetentionDays") or 30),
+            orgvue=OrgvueConfig(
+                base_url=parameters.get("OrgvueBaseUrl", ""),
+                tenant_id=parameters.get("OrgvueTenantId", ""),
+                dataset_id=parameters.get("OrgvueDatasetId", ""),
+                default_action=parameters.get("OrgvueDefaultAction", ""),
+                id_key=parameters.get("OrgvueIdKey", ""),
+                date_format=parameters.get("OrgvueDateFormat") or "YYYY-MM-DD",
+                implicit_delete=parameters.get("OrgvueImplicitDelete", "false").lower() == "true",
+            ),
+            elma365=Elma365Config(
+                base_url=parameters.get("Elma365BaseUrl", ""),
+                namespace=parameters.get("Elma365Namespace", ""),
+                code=parameters.get("Elma365Code", ""),
+                chunk_rows=int(parameters.get("Elma365ChunkRows") or 50_000),
+                directory_id=parameters.get("Elma365DirectoryId", "").strip(),
+            ),
         )
 
 
@@ -136,4 +156,6 @@ class Deployment:
             further_targets=self.target.further_targets,
             import_on_upload=self.target.import_on_upload,
             csv_rules=rules.model_dump(by_alias=True, exclude={"required_columns"}),
+            orgvue=self.target.orgvue,
+            elma365=self.target.elma365,
         )

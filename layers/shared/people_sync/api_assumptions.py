@@ -584,3 +584,22 @@ CHARTHOP_INSTALLS_HAS_RUN_PROCESS_PARAM = "hasRunProcess"
 #: token may call getAccessToken for each install, answering that org's app token (expiring after
 #: `expires_in` seconds). An org's own app token can read its own getInstalledApp. Confirm: call both with
 #: the developer org's app token and with an installing org's token; note which answer 403.
+
+# getAccessToken (found, vendored contracts/charthop/charthop-app-api-openapi.yml): GET
+# /v1/app/org/{orgId}/install/{appUserId}/token, no query parameters, 200 -> AccessTokenResponse with required
+# `access_token` (string) and `expires_in` (int32, "expiration time of token, in seconds"); optional token_type,
+# refresh_token, scope, redirect_uri; 400/401/403/404 documented without bodies.
+#: (assumption) The stack's own org (ChartHopOrgId, its token in ChartHopApiTokenSecret) is the org that
+#: publishes the app, so its token may call getAccessToken for another org's install (the answer is that org's
+#: app token). The app never asks for the stack's own org's token this way: a refused own token needs an operator.
+CHARTHOP_ACCESS_TOKEN_CALLER = "stack-org"  # noqa: S105 - names the caller, not a secret
+#: (assumption) `expires_in` counts from the answer. A token answered by getAccessToken is valid in the install's
+#: org until then, and one answered earlier stays valid until its own expiry (so containers that still hold it
+#: keep working while others refresh). `expires_in` <= 0 means "not known to expire". Each call may answer a new
+#: token or the current one; the app handles both (the same token with no longer life is not asked for again for
+#: a minute). Confirm: call getAccessToken twice a minute apart and use both tokens.
+#: (assumption) ChartHop answers an expired token as it answers any token it does not take: 401. The app cannot
+#: tell "expired" from "revoked" and treats both alike (read the secret again, then fetch a fresh token once).
+CHARTHOP_TOKEN_EXPIRED_STATUS = 401
+#: (assumption) getAccessToken answers 404 for an install that is gone (uninstalled app) and 403 when the caller's
+#: token may not read the install's token; either way no fresh token can be had and the refusal is recorded.

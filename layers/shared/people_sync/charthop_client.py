@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any, Self, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, Self, cast
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -18,7 +18,7 @@ from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
 from people_sync import api_assumptions as assumed
-from people_sync.errors import ChartHopRejected, ChartHopUnavailable
+from people_sync.errors import ChartHopRejected, ChartHopTokenRefused, ChartHopUnavailable
 from people_sync.models import ImportOptions, Process, ProcessStatus
 
 if TYPE_CHECKING:
@@ -228,8 +228,40 @@ class _SizedStream:
         return chunk
 
 
+#: ChartHop's answer to a token it does not take (found: 401 "not authorized"); an expired token too (assumption).
+TOKEN_REFUSED_STATUS = 401
+
+
+class TokenSource(Protocol):
+    """Where a client's bearer token comes from. `token()` is the token to send now (a source may refresh it
+    before it expires); `refused(token)` is told that ChartHop answered 401 to `token` and returns a fresh
+    token to try once more, or None when it has none (the 401 then stands)."""
+
+    def token(self) -> str: ...
+
+    def refused(self, token: str) -> str | None: ...
+
+
+class StaticToken:
+    """A token that never changes (a test's, or the operator tool's): a 401 stands."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def token(self) -> str:
+        return self._token
+
+    def refused(self, token: str) -> str | None:
+        return None
+
+
 class ChartHopClient:
-    """The ChartHop calls this app makes; every method raises ChartHopUnavailable or ChartHopRejected.
+    """The ChartHop calls this app makes; every method raises ChartHopUnavailable or ChartHopRejected
+    (ChartHopTokenRefused when ChartHop refuses the token and its source has no fresh one).
+
+    The token comes from a TokenSource (a plain string is a StaticToken) and is read for every request, so a
+    refreshed token is used at once without a new client (its connections stay warm). A 401 is answered once
+    per call: the source is told, and a fresh token it hands back is tried once more; never a loop.
 
     Every call ends within a time budget, retries and backoffs included: `call_budget_seconds` (default:
     the retry policy's, 20 s), `import_budget_seconds` for importDataCsv, each tightened by any
@@ -238,7 +270,7 @@ class ChartHopClient:
 
     def __init__(
         self,
-        token: str,
+        token: str | TokenSource,
         *,
         base_url: str = DEFAULT_BASE_URL,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
@@ -262,7 +294,8 @@ class ChartHopClient:
         self.session = session or requests.Session()
         self.session.mount("https://", BudgetAdapter(max_retries=self.retry))
         self.session.mount("http://", BudgetAdapter(max_retries=self.retry))
-        self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        self.session.headers.update({"Accept": "application/json"})
+        self.tokens: TokenSource = StaticToken(token) if isinstance(token, str) else token
 
     # --- processes -------------------------------------------------------------------------------
 
@@ -433,6 +466,7 @@ class ChartHopClient:
         query = options.to_query(parent_process_id)
         started = time.time()
         last_error: ChartHopUnavailable | None = None
+        refreshed = False  # a fresh token is asked for once per call, never in a loop
         with time_budget(self.import_budget_seconds):
             for attempt in range(attempts):
                 if attempt and last_error is not None and parent_process_id:
@@ -446,14 +480,14 @@ class ChartHopClient:
                 left = time_left()
                 if left is not None and left < MIN_ATTEMPT_SECONDS:
                     break
-                raw, size = open_body()
-                encoder = MultipartEncoder(fields={"file": (file_name, _SizedStream(raw, size), "text/csv")})
-                try:
-                    response = self._post_once(path, query, encoder)
-                finally:
-                    close = getattr(raw, "close", None)
-                    if close:
-                        close()
+                token = self.tokens.token()
+                response = self._post_file(path, query, open_body, file_name, MultipartEncoder, token)
+                if response is not None and response.status_code == TOKEN_REFUSED_STATUS and not refreshed:
+                    # refused before ChartHop acted on it (no import started): sent once more with a fresh token
+                    refreshed = True
+                    fresh = self._fresh_token(token)
+                    if fresh is not None:
+                        response = self._post_file(path, query, open_body, file_name, MultipartEncoder, fresh)
                 if response is not None and response.ok:
                     return Process.model_validate(response.json())
                 if response is not None and response.status_code not in RETRYABLE_STATUSES:
@@ -472,16 +506,38 @@ class ChartHopClient:
             raise ChartHopUnavailable("ChartHop's time budget was spent before the import could be sent.")
         raise last_error
 
-    def _post_once(self, path: str, query: dict[str, str], encoder: MultipartEncoder) -> requests.Response | None:
+    def _post_file(
+        self,
+        path: str,
+        query: dict[str, str],
+        open_body: Callable[[], tuple[IO[bytes], int]],
+        file_name: str,
+        encoder_class: type[MultipartEncoder],
+        token: str,
+    ) -> requests.Response | None:
+        """One POST of the file, opened afresh (a streamed body cannot be sent twice)."""
+        raw, size = open_body()
+        encoder = encoder_class(fields={"file": (file_name, _SizedStream(raw, size), "text/csv")})
+        try:
+            return self._post_once(path, query, encoder, token)
+        finally:
+            close = getattr(raw, "close", None)
+            if close:
+                close()
+
+    def _post_once(
+        self, path: str, query: dict[str, str], encoder: MultipartEncoder, token: str
+    ) -> requests.Response | None:
         left = time_left()
         connect, read = self.timeout
         timeout = self.timeout if left is None else (min(connect, left), min(read, left))
+        headers = {**self.session.headers, "Authorization": f"Bearer {token}", "Content-Type": encoder.content_type}
         try:
             return requests.post(  # a bare request: the session's retrying adapter must not replay it
                 f"{self.base_url}{path}",
                 params=query,
                 data=encoder,
-                headers={**self.session.headers, "Content-Type": encoder.content_type},
+                headers=headers,
                 timeout=timeout,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -505,12 +561,27 @@ class ChartHopClient:
     def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
         # the client's budget holds even with a retry policy that carries none (a plain urllib3 Retry)
         with _translate_transport_errors(what), time_budget(self.call_budget_seconds):
-            response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs)
+            token = self.tokens.token()
+            response = self._request(method, path, token, **kwargs)
+            if response.status_code == TOKEN_REFUSED_STATUS:
+                fresh = self._fresh_token(token)
+                if fresh is not None:  # once: a fresh token that is refused too stands refused
+                    response.close()
+                    response = self._request(method, path, fresh, **kwargs)
         if response.ok:
             return response
         if response.status_code in RETRYABLE_STATUSES:
             raise _unavailable(response, what)
         raise _rejected(response, what)
+
+    def _request(self, method: str, path: str, token: str, **kwargs: Any) -> requests.Response:
+        headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
+        return self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout, headers=headers, **kwargs)
+
+    def _fresh_token(self, refused: str) -> str | None:
+        """The token source's fresh token after ChartHop refused `refused`; None: none (or the same one)."""
+        fresh = self.tokens.refused(refused)
+        return fresh if fresh and fresh != refused else None
 
 
 @contextmanager
@@ -534,6 +605,13 @@ def _unavailable(response: requests.Response | None, what: str) -> ChartHopUnava
 
 def _rejected(response: requests.Response, what: str) -> ChartHopRejected:
     reason = _error_text(response)
+    if response.status_code == TOKEN_REFUSED_STATUS:
+        return ChartHopTokenRefused(
+            f"ChartHop refused to {what} (HTTP 401: {reason}); check the API token stored in Secrets Manager "
+            "(orgs set-token).",
+            operation=what,
+            detail=response.text[:500],
+        )
     hints = {
         401: "check the API token stored in Secrets Manager",
         403: "the app needs Primary Editor permission in ChartHop",

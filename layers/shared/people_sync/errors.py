@@ -37,6 +37,16 @@ class ChartHopRejected(TargetRejected):
     """ChartHop refused the request (4xx other than 429): retrying will not help."""
 
 
+class ChartHopTokenRefused(ChartHopRejected):
+    """ChartHop refused the org's token (401) and no fresh one could be had (see org_tokens.py): nothing can be
+    written to that org's ChartHop until an operator stores a working token (`orgs set-token`). `operation`
+    says what was being done; the token itself is never in the error."""
+
+    def __init__(self, user_message: str, *, operation: str, detail: str | None = None) -> None:
+        super().__init__(user_message, status=401, detail=detail)
+        self.operation = operation
+
+
 class NoStagedFile(SyncError):
     """ "Sync Now" was pressed but nothing is staged for the org."""
 
@@ -47,6 +57,15 @@ class InvalidStagedFile(SyncError):
 
 class TargetNotConfigured(SyncError):
     """A file was routed to a target this deployment has no settings or token for."""
+
+    #: The code of the refused file's report.
+    code = "target-not-configured"
+
+
+class TargetNotEnabled(TargetNotConfigured):
+    """A file was staged in an org's further-target folder, and the org's settings do not feed that target."""
+
+    code = "target-not-enabled"
 
 
 class OrgNotServed(SyncError):

@@ -156,6 +156,9 @@ class StartRequest(CamelModel):
     app_id: str | None = None
     #: When the file was staged (or "Sync Now" pressed), epoch seconds: the target's queue goes in this order.
     staged_at: float | None = None
+    #: When its status loop was started, epoch seconds: the state machine's time limit counts from here, so the
+    #: start stops waiting for its target's turn in time (sync_start.turn_deadline).
+    loop_started_at: float | None = None
 
 
 class PollState(CamelModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Collection
 from datetime import UTC
 from typing import IO, TYPE_CHECKING, Any
 
@@ -22,13 +23,23 @@ REPORTS_PREFIX = "reports/"
 
 
 def staged_file_from_s3_record(
-    bucket: str, raw_key: str, version_id: str | None, size: int | None, *, prefix: str
+    bucket: str,
+    raw_key: str,
+    version_id: str | None,
+    size: int | None,
+    *,
+    prefix: str,
+    target_folders: Collection[str] = (),
 ) -> StagedFile:
-    """Reads `{prefix}{orgId}/{name}` out of an object key."""
+    """Reads `{prefix}{folder}/{name}` out of an object key. The folder is the org id, or (for an org's
+    further target, one of `target_folders`) `{orgId}/{target folder}`: the StagedFile's `org_id` is that
+    folder, which refused files are moved under (failed/<folder>/)."""
     key = raw_key
     if not key.startswith(prefix):
         raise InvalidStagedFile(f"{key} is outside the staging prefix {prefix}.")
     parts = key[len(prefix) :].split("/")
+    if len(parts) == 3 and all(parts) and parts[1] in target_folders and parts[0] not in target_folders:
+        return StagedFile(bucket=bucket, key=key, version_id=version_id, org_id=f"{parts[0]}/{parts[1]}", size=size)
     if len(parts) != 2 or not parts[0] or not parts[1]:
         raise InvalidStagedFile(f"{key} must be staged as {prefix}<orgId>/<file>.csv.")
     return StagedFile(bucket=bucket, key=key, version_id=version_id, org_id=parts[0], size=size)

@@ -20,7 +20,7 @@ from people_sync import sync_history
 from people_sync.errors import SyncError
 from people_sync.loop_memory import LoopRecord
 from people_sync.models import SyncState
-from people_sync.sync_service import CHECK_LEASE_SECONDS, SyncContext, check_import
+from people_sync.sync_service import CHECK_LEASE_SECONDS, SyncContext, check_import, close_sync
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,36 @@ def follow_import(
     owner = uuid.uuid4().hex
     if not ctx.loop_memory.acquire_check(sync_id, owner, ctx.clock(), lease_seconds):
         logger.warning("another check of this sync is running, or it is closed; only waiting")
+        _finish_a_stranded_close(ctx, sync_id)
         return "busy"
     try:
         return _follow(ctx, state, task_token, owner)
     finally:
         ctx.loop_memory.release_check(sync_id, owner)
+
+
+def _finish_a_stranded_close(ctx: SyncContext, sync_id: str) -> None:
+    """A close decided the sync's final status but could not write it, and whoever closed it gave up (campaign
+    seed 902: the import starter's close hit a run of 500s from updateProcess and its retries ran out). Every
+    later check finds the sync closed and only waits, so nothing else would ever write it: the check writes
+    the decided final status itself (the very one decided; close_sync keeps it). A failure is left to the next
+    check."""
+    memory = ctx.loop_memory.load(sync_id)
+    if memory.closed_at is None or memory.final is None or memory.final_written:
+        return
+    final = memory.final
+    logger.warning("the sync was closed but its final status never written; writing it")
+    try:
+        close_sync(
+            ctx,
+            sync_id,
+            succeeded=bool(final["succeeded"]),
+            message=str(final["message"]),
+            results=dict(final["results"]),
+            summary=str(final["summary"]),
+        )
+    except Exception:
+        logger.warning("could not write the final status yet; the next check tries again", exc_info=True)
 
 
 def _follow(ctx: SyncContext, state: SyncState, task_token: str, owner: str) -> TurnOutcome:

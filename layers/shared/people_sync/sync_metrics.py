@@ -36,6 +36,10 @@ METRICS = {
     "UploadSeconds": "Seconds",
     "ImportDurationSeconds": "Seconds",
     "ChecksPerSync": "Count",
+    # an org's token (org_tokens.py) and files staged for an org that is not served (sync_start.py)
+    "OrgTokenRefused": "Count",
+    "OrgTokenRefreshed": "Count",
+    "UnservedOrgFiles": "Count",
 }
 _ORG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -71,10 +75,16 @@ def disabled() -> bool:
 
 def emit(ctx: SyncContext, name: str, value: float, *, unit: str | None = None) -> None:
     """Writes the metric for the context's target and org; a failure is logged, never raised."""
+    emit_for(ctx.target.name, ctx.org_id, name, value, unit=unit)
+
+
+def emit_for(target: str, org: str, name: str, value: float, *, unit: str | None = None) -> None:
+    """Writes the metric for `target` and `org` where there is no sync context (an org's token, a file of an org
+    not served: pass "other" for an org the registry does not know); a failure is logged, never raised."""
     try:
         if disabled():
             return
-        dims = dimensions(ctx.target.name, ctx.org_id)
+        dims = dimensions(target, org)
         namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE_DEFAULT
         line = document(name, value, unit or METRICS.get(name, "Count"), dims, namespace, time.time())
         print(json.dumps(line, separators=(",", ":")), flush=True)  # EMF: CloudWatch reads it from stdout

@@ -71,6 +71,15 @@ class SyncContext:
 
 #: A Sync Now slot outlives the longest import by this much, then expires even if nobody frees it.
 SLOT_GRACE_SECONDS = 600
+#: The state machine's overall limit on a status loop (`TimeoutSeconds` in statemachine/sync_status.asl.json):
+#: the time a sync may wait for its target's turn, then import and close.
+LOOP_TIME_LIMIT_SECONDS = 21600
+#: What a loop needs after its turn comes, besides the import itself: the start task (the import starter's 15
+#: minutes at most), the check that notices the import's timeout (10% of it at most) and the close's retries.
+START_AND_CLOSE_SECONDS = 1800
+#: The import starter's Lambda timeout: a turn is held this long beyond the import's own timeout, since the
+#: import's time starts only once the file is uploaded.
+START_TASK_SECONDS = 900
 #: How long one check (or the closing step) may hold a sync's lease: the status checker's Lambda timeout
 #: (60 s) with room to spare. A holder that dies loses it after this long.
 CHECK_LEASE_SECONDS = 90
@@ -206,7 +215,7 @@ def finish_sync(ctx: SyncContext, state: SyncState) -> dict[str, Any]:
                 state.file.bucket,
                 state.file.key,
                 state.file.version_id,
-                state.org_id,
+                state.file.org_id,  # the file's folder (failed/orgvue/, failed/<org>/orgvue/)
                 problem,
                 state.sync_process_id,
             )
@@ -373,8 +382,44 @@ def target_queue_key(ctx: SyncContext) -> str:
     return queue_key(ctx.target.name, ctx.settings, ctx.folder)
 
 
+def max_queue_wait(settings: AppSettings) -> float:
+    """How long a sync may wait for its target's turn: whatever its status loop's time limit leaves once the
+    import (up to ImportTimeoutSeconds), its start and its close are counted (4 h 25 min by default)."""
+    return max(0.0, LOOP_TIME_LIMIT_SECONDS - settings.import_timeout_seconds - START_AND_CLOSE_SECONDS)
+
+
+def turn_hold_seconds(settings: AppSettings) -> float:
+    """How long a turn is held at most (a holder that died loses it then): its start, its import, a grace."""
+    return START_TASK_SECONDS + settings.import_timeout_seconds + SLOT_GRACE_SECONDS
+
+
 def _leave_queue(ctx: SyncContext, sync_id: str) -> None:
     _release(ctx, "could not leave the target's queue", lambda: ctx.queue.leave(target_queue_key(ctx), sync_id))
+    wake_next_in_line(ctx)
+
+
+def wake_next_in_line(ctx: SyncContext) -> None:
+    """Wakes the parked start of the sync whose turn it now is (if any), so the target is not left idle until
+    that start's own wait runs out. Best effort: a wake that fails or finds the wait already over changes
+    nothing, since the start asks again when its wait runs out."""
+    key = target_queue_key(ctx)
+    try:
+        sync_id = ctx.queue.next_in_line(key, ctx.clock())
+        token = ctx.queue.parked_token(key, sync_id) if sync_id is not None else None
+        if token is None:
+            return
+        wake(ctx, token)
+    except Exception:  # the next start's own wait covers it
+        logger.warning("could not wake the next file in the target's queue", exc_info=True)
+
+
+def wake(ctx: SyncContext, task_token: str) -> None:
+    """Ends a parked start's wait (WaitForTurn), so its loop asks for the turn at once."""
+    errors = ctx.stepfunctions.exceptions
+    try:
+        ctx.stepfunctions.send_task_success(taskToken=task_token, output="{}")
+    except (errors.TaskTimedOut, errors.TaskDoesNotExist, errors.InvalidToken):
+        logger.info("the parked start was no longer waiting (woken already, or its wait ran out)")
 
 
 def _quarantine(
@@ -537,7 +582,7 @@ def loop_state(ctx: SyncContext, staged: StagedFile, sync_id: str, job: ImportJo
     first_wait = max(settings.poll_initial_seconds, ctx.target.min_check_interval_seconds)
     return SyncState(
         target=ctx.target.name,
-        org_id=staged.org_id,
+        org_id=ctx.org_id,
         sync_process_id=sync_id,
         import_id=job.import_id,
         import_detail=job.detail,

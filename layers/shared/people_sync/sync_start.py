@@ -12,22 +12,24 @@ the dead one stopped instead of importing the file again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from people_sync import api_assumptions as assumed
+from people_sync import org_tokens, routing, sync_history, sync_metrics
 from people_sync import progress as bar
-from people_sync import sync_history
 from people_sync.charthop_client import created_at
 from people_sync.csv_checks import CsvCheckFailed, CsvProblem, CsvRejected
 from people_sync.errors import (
     ChartHopRejected,
+    ChartHopTokenRefused,
     ChartHopUnavailable,
     ImportMayHaveStarted,
     InvalidStagedFile,
@@ -36,7 +38,8 @@ from people_sync.errors import (
     TargetRejected,
 )
 from people_sync.models import ImportJob, Process, ProcessStatus, StagedFile, StartRequest, SyncState
-from people_sync.routing import staging_folders
+from people_sync.org_registry import ORG_ID_PATTERN
+from people_sync.routing import TARGET_FOLDERS, folders_of_target, staging_folders
 from people_sync.staging import latest_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.start_journal import upload_trigger
 from people_sync.sync_service import (
@@ -48,12 +51,15 @@ from people_sync.sync_service import (
     execution_name,
     fail_sync,
     loop_state,
+    max_queue_wait,
     report_progress,
     started_import,
     sync_now_slot,
     target_queue_key,
+    turn_hold_seconds,
+    wake,
 )
-from people_sync.target_queue import Turn
+from people_sync.target_queue import MAX_WAITING, Turn
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,8 +68,12 @@ logger = logging.getLogger(__name__)
 
 NOT_STARTED = "this one was not started. Press Sync Now again when it has finished."
 ECHO_IGNORED = "echo of our own process; ignored"
-#: The longest a queued start waits before it asks for its target's turn again.
+#: The longest the next file in line waits before it asks for its target's turn again (it is woken sooner
+#: when the turn is freed).
 MAX_QUEUE_WAIT_SECONDS = 60
+#: The longest a file with others ahead of it waits before it asks again (to show it is still waiting, and to
+#: give up in time): it is woken when its turn comes, so asking more often would only cost.
+MAX_PARK_SECONDS = 300
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -83,8 +93,10 @@ def object_staged(
         logger.info("a folder marker, not a file; nothing to import", extra={"key": key})
         return None
     try:
-        staged = staged_file_from_s3_record(bucket, key, version_id, size, prefix=ctx.settings.staging_prefix)
-        if staged.org_id != ctx.folder:
+        staged = staged_file_from_s3_record(
+            bucket, key, version_id, size, prefix=ctx.settings.staging_prefix, target_folders=TARGET_FOLDERS.values()
+        )
+        if staged.org_id not in {ctx.folder, *folders_of_target(ctx.target.name, ctx.settings, ctx.org_id)}:
             places = " or ".join(staging_folders(ctx.settings))
             raise InvalidStagedFile(
                 f"{staged.key} is staged in a folder no target of this deployment reads ({staged.org_id}/); "
@@ -109,7 +121,7 @@ def file_dropped(ctx: SyncContext, staged: StagedFile, staged_at: float | None =
     request = StartRequest(
         kind="upload",
         target=ctx.target.name,
-        org_id=staged.org_id,
+        org_id=ctx.org_id,  # the org whose settings and tokens the sync runs with (the file's folder may differ)
         sync_process_id=sync_id,
         file=staged,
         staged_at=at,
@@ -167,6 +179,7 @@ def sync_now_requested(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: s
 def start_status_loop(ctx: SyncContext, request: StartRequest) -> None:
     """Starts the one status loop of this sync; a repeated start is refused by the execution name. Any
     other failure is raised: the trigger is retried (and ends in the failed-events queue after that)."""
+    request = request.model_copy(update={"loop_started_at": ctx.clock()})  # the loop's time limit counts from here
     sync_history.sync_opened(ctx, request)
     try:
         ctx.stepfunctions.start_execution(
@@ -180,35 +193,44 @@ def start_status_loop(ctx: SyncContext, request: StartRequest) -> None:
 
 def object_of_unserved_org(
     s3: S3Client,
-    own_org: Callable[[], SyncContext],
     refused: OrgNotServed,
     bucket: str,
     key: str,
     version_id: str | None,
-    size: int | None,
-) -> None:
-    """An object staged in the folder of an org this deployment does not sync for now; nothing starts.
+    size: int | None = None,
+) -> str | None:
+    """An object staged in the folder of an org this deployment does not sync for now. Nothing starts, and
+    nothing about it is sent to any org's ChartHop or written to another org's records: another customer must
+    never see its file names. Returns where it was moved, None when it stays staged.
 
-    A paused org's file stays staged (resumed, a Sync Now imports it) and an uninstalled org's is kept; a
-    folder of an org the registry does not know is refused as a wrong place by the stack's own org's flow
-    (moved to failed/_rejected/ and reported there, as always); a registered org that cannot be served (no
-    token yet, refused settings) has it moved to failed/_rejected/ with a report, and shown in no org's
-    ChartHop (another org must not see its files)."""
-    where = {"key": key, "org_id": refused.org_id, "org_reason": refused.reason, "reason": refused.user_message}
+    A paused org's file stays staged (resumed, a Sync Now imports it), and so does an uninstalled org's (kept,
+    as `orgs remove` promises). A folder of an org the registry does not know, or of a registered org that
+    cannot be served (no token yet, refused settings), has it moved to failed/<that folder>/ with a report
+    (failed/_rejected/ when the folder cannot be an org id). Either way an ERROR or WARNING line names the folder,
+    the org state and the reason, and `UnservedOrgFiles` counts it (org dimension "other" for an unknown org)."""
+    if key.endswith("/"):
+        logger.info("a folder marker, not a file; nothing to import", extra={"key": key})
+        return None
+    folder = refused.org_id
+    where = {
+        "key": key,
+        "folder": folder,
+        "org_id": folder,
+        "org_reason": refused.reason,
+        "reason": refused.user_message,
+    }
+    sync_metrics.emit_for(routing.CHARTHOP, folder if refused.reason != "unknown" else "other", "UnservedOrgFiles", 1)
     if refused.reason in ("paused", "uninstalled"):
         logger.warning("file staged for an org that is not synced now; it stays staged", extra=where)
-        return
-    if refused.reason == "unknown":
-        try:
-            ctx = own_org()
-        except OrgNotServed:
-            pass  # the stack's own org is not served either: set it aside below, reported in no org
-        else:
-            object_staged(ctx, bucket, key, version_id, size)
-            return
+        return None
     report = {"code": "org-not-served", "message": refused.user_message, "orgReason": refused.reason, "lines": []}
-    moved = quarantine(s3, bucket=bucket, key=key, version_id=version_id, folder="_rejected", report=report)
-    logger.error("file staged for an org that is not synced; moved aside", extra={**where, "moved_to": moved})
+    place = folder if ORG_ID_PATTERN.match(folder) else "_rejected"
+    moved = quarantine(s3, bucket=bucket, key=key, version_id=version_id, folder=place, report=report)
+    logger.error(
+        "file staged for an org that is not synced; moved aside and shown in no org's ChartHop",
+        extra={**where, "moved_to": moved},
+    )
+    return moved
 
 
 def reject_object(
@@ -243,30 +265,95 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         staged = request.file
     if staged is None:
         return None
-    turn = _take_turn(ctx, request, staged)
+    deadline = turn_deadline(ctx, request)
+    turn = _take_turn(ctx, request, staged, deadline)
     if turn.settling:  # staged a moment ago: a file staged just before it may still be on its way
         ctx.sleep(turn.settling)
-        turn = _take_turn(ctx, request, staged)
+        turn = _take_turn(ctx, request, staged, deadline)
     if turn.settling:
         return Queued("", max(1, math.ceil(turn.settling)))
+    if turn.full or turn.expired:
+        fail_sync(ctx, sync_id, _not_queued(ctx, staged, turn, deadline), results={"file": staged.name})
+        return None
     if not turn.granted:
-        target = ctx.target.display_name
-        report_progress(
-            ctx,
-            sync_id,
-            bar.QUEUED_PROGRESS,
-            f"{staged.name} is queued behind {turn.ahead or 'an earlier file'}: {target} imports one file at a "
-            "time, in the order they were staged",
-        )
-        # Asks again after QUEUE_WAIT_SECONDS, growing with the time already waited (up to a minute), so a
-        # file queued behind an hour-long import costs tens of state transitions, not hundreds.
-        waited = ctx.clock() - (request.staged_at if request.staged_at is not None else ctx.clock())
-        wait = max(ctx.settings.queue_wait_seconds, min(MAX_QUEUE_WAIT_SECONDS, int(waited / 10)))
-        return Queued(turn.ahead, wait)
+        report_progress(ctx, sync_id, bar.QUEUED_PROGRESS, _queued_message(ctx, staged, turn, deadline))
+        return Queued(turn.ahead, _queue_wait(ctx, request, turn, deadline))
     return start_import(ctx, staged, sync_id)
 
 
-def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile) -> Turn:
+def turn_deadline(ctx: SyncContext, request: StartRequest) -> float | None:
+    """When a waiting sync stops waiting for its turn: late enough for hours of files ahead of it, early enough
+    that its import, once started, still has its whole ImportTimeoutSeconds and its close before the state
+    machine's time limit ends the loop (an import cut off there would be left running, unfollowed, while the
+    next file's import starts). None: the loop's start is not known (a loop started before this was deployed)."""
+    started = request.loop_started_at if request.loop_started_at is not None else request.staged_at
+    return None if started is None else started + max_queue_wait(ctx.settings)
+
+
+def _queue_wait(ctx: SyncContext, request: StartRequest, turn: Turn, deadline: float | None) -> int:
+    """How long the parked start waits before it asks again, unless it is woken first (when the turn is freed).
+    The next in line asks after QUEUE_WAIT_SECONDS, growing with the time already waited (up to a minute): it
+    must notice a holder whose turn expired. The others ask every few minutes (spread by sync id, so files
+    staged together do not ask together): only to stay in the queue and to give up in time."""
+    now = ctx.clock()
+    if turn.first:
+        waited = now - (request.staged_at if request.staged_at is not None else now)
+        wait = max(ctx.settings.queue_wait_seconds, min(MAX_QUEUE_WAIT_SECONDS, int(waited / 10)))
+    else:
+        longest = min(MAX_PARK_SECONDS, 60 * ctx.settings.queue_wait_seconds)
+        spread = int(hashlib.sha256(request.sync_process_id.encode()).hexdigest()[:4], 16) / 0xFFFF
+        wait = max(ctx.settings.queue_wait_seconds, int(longest * (0.6 + 0.4 * spread)))
+    if deadline is not None:
+        wait = min(wait, max(1, math.ceil(deadline - now)))
+    return wait
+
+
+def _queued_message(ctx: SyncContext, staged: StagedFile, turn: Turn, deadline: float | None) -> str:
+    target = ctx.target.display_name
+    more = turn.ahead_count - 1
+    behind = turn.ahead or "an earlier file"
+    if more > 0:
+        behind += f" and {more:,} more file{'s' if more > 1 else ''}"
+    message = (
+        f"{staged.name} is queued behind {behind}: {target} imports one file at a time, in the order they were staged"
+    )
+    if deadline is not None:
+        message += f". If its turn has not come by {_clock_time(deadline)}, it is not imported and stays staged"
+    return message
+
+
+def _not_queued(ctx: SyncContext, staged: StagedFile, turn: Turn, deadline: float | None) -> str:
+    target = ctx.target.display_name
+    if turn.full:
+        why = (
+            f"{MAX_WAITING:,} files are already waiting for {target} here ({target} imports one file at a time, "
+            "in the order they were staged), so it was not queued"
+        )
+    else:
+        waited = max_queue_wait(ctx.settings)
+        ahead = f"; {turn.ahead} was still ahead of it" if turn.ahead else ""
+        when = f" (by {_clock_time(deadline)})" if deadline is not None else ""
+        why = (
+            f"its turn did not come within {_duration(waited)}{when}: {target} imports one file at a time, in the "
+            f"order they were staged{ahead}"
+        )
+    return (
+        f"{staged.name} was not imported: {why}. Nothing was imported from it; the file stays staged. Files staged "
+        "after it that get their turn are still imported: stage it again (it is then imported after them) only if "
+        "it should still be applied."
+    )
+
+
+def _clock_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
+def _duration(seconds: float) -> str:
+    hours, minutes = divmod(int(seconds) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile, deadline: float | None) -> Turn:
     now = ctx.clock()
     return ctx.queue.take_turn(
         target_queue_key(ctx),
@@ -274,8 +361,24 @@ def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile) -> T
         at=request.staged_at if request.staged_at is not None else now,
         name=staged.name,
         now=now,
-        hold_seconds=ctx.settings.import_timeout_seconds + SLOT_GRACE_SECONDS,
+        hold_seconds=turn_hold_seconds(ctx.settings),
+        deadline=deadline,
     )
+
+
+def await_turn(ctx: SyncContext, request: StartRequest, task_token: str) -> None:
+    """The loop's WaitForTurn task: parks its task token where whoever frees the turn finds it, then wakes
+    itself at once if the turn is free for it already (freed before the token was parked) or its deadline has
+    passed; otherwise the token stays unanswered until it is woken or the wait (queueWaitSeconds) runs out.
+
+    Parked first, looked second: a sync that frees the turn leaves the queue first and reads the token second,
+    so either it finds this token or this look finds the turn free."""
+    key = target_queue_key(ctx)
+    ctx.queue.park(key, request.sync_process_id, task_token)
+    now = ctx.clock()
+    deadline = turn_deadline(ctx, request)
+    if (deadline is not None and now >= deadline) or ctx.queue.next_in_line(key, now) == request.sync_process_id:
+        wake(ctx, task_token)
 
 
 def sync_now(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | None = None) -> SyncState | None:
@@ -295,6 +398,12 @@ def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | 
         return None
     try:
         process = ctx.charthop.get_process(org_id, sync_id)
+    except ChartHopTokenRefused as error:
+        # Nothing can be written to this org's ChartHop (no fresh token could be had): the press stays PENDING
+        # there, and the refusal is recorded where the operator looks (the org's entry, an ERROR, a metric).
+        # No slot or queue turn was taken; other orgs are not touched.
+        org_tokens.note_refusal(ctx.settings, org_id, error, sync_process_id=sync_id)
+        return None
     except ChartHopRejected as error:
         logger.warning(
             "Sync Now for a process ChartHop does not show us; ignored",
@@ -421,6 +530,10 @@ def start_import(ctx: SyncContext, staged: StagedFile, sync_id: str) -> SyncStat
     except CsvRejected as rejected:
         refuse_file(ctx, staged, sync_id, rejected.problem)
         return None
+    except ChartHopTokenRefused as error:  # not the file's fault: it stays staged
+        ctx.journal.not_imported(sync_id)
+        token_refused(ctx, sync_id, error, f"{staged.name} was not imported and stays staged.")
+        return None
     except TargetRejected as error:
         problem = f"{ctx.target.display_name} refused {staged.name}: {error.user_message}"
         refuse_file(ctx, staged, sync_id, CsvProblem("rejected-by-target", problem))
@@ -483,6 +596,20 @@ def _interrupted_start(ctx: SyncContext, staged: StagedFile, sync_id: str) -> Sy
         "The file stays staged.",
     )
     return _Closed()
+
+
+def token_refused(ctx: SyncContext, sync_id: str, error: ChartHopTokenRefused, outcome: str) -> None:
+    """ChartHop refused the org's token mid-sync and no fresh one could be had: recorded (the org's entry, an
+    ERROR, a metric), and the sync closed as far as it can be: its slot and queue turn are freed even though
+    ChartHop, refusing the token, cannot be told (the close's write fails and is not retried)."""
+    org_tokens.note_refusal(ctx.settings, ctx.org_id, error, sync_process_id=sync_id)
+    try:
+        fail_sync(ctx, sync_id, f"ChartHop refused the app's token ({error.operation}). {outcome}")
+    except ChartHopTokenRefused:
+        logger.warning(
+            "the sync could not be closed in ChartHop (token refused); its slot and turn are freed",
+            extra={"sync_process_id": sync_id},
+        )
 
 
 def refuse_file(ctx: SyncContext, staged: StagedFile, sync_id: str, problem: CsvProblem) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import IO, Any, Protocol
+from urllib.parse import urlsplit
 
 from people_sync.models import ImportJob, ImportStatus, StagedFile
 
@@ -72,4 +73,13 @@ class ProgressReporter(Protocol):
     def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None: ...
 
 
-__all__ = ["ImportJob", "ImportTarget", "OpenBody", "ProgressReporter"]
+def instance_key(base_url: str) -> str:
+    """A target instance as part of a key (a queue's, a slot's): its base URL's host (lower case, with its port)
+    and path, so two companies' ELMA365 apps both called hr/employees, or datasets of two Orgvue hosts, never
+    share one by accident, while two orgs that really point at one dataset or app do."""
+    parts = urlsplit(base_url.strip())
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return f"{host}{parts.path.rstrip('/')}" if host else base_url.strip().rstrip("/").lower()
+
+
+__all__ = ["ImportJob", "ImportTarget", "OpenBody", "ProgressReporter", "instance_key"]

@@ -36,7 +36,7 @@ from people_sync.csv_checks import CsvProblem, CsvRejected
 from people_sync.errors import ImportMayHaveStarted, TargetRejected, TargetUnavailable
 from people_sync.models import ImportJob, ImportState, ImportStatus, StagedFile
 from people_sync.slots import ImportSlots
-from people_sync.targets.base import OpenBody
+from people_sync.targets.base import OpenBody, instance_key
 
 logger = logging.getLogger(__name__)
 
@@ -510,7 +510,8 @@ class Elma365Target:
 
     @property
     def slot_key(self) -> str:
-        return f"slot#elma365#{self.client.namespace}/{self.client.code}"
+        """The app's import slot: per ELMA365 instance and app (see target_queue.queue_key for why not per org)."""
+        return f"slot#elma365#{instance_key(self.client.base_url)}/{self.client.namespace}/{self.client.code}"
 
     # --- ImportTarget ----------------------------------------------------------------------------
 

@@ -45,11 +45,15 @@ class LogProgressReporter:
         self,
         target: str,
         *,
+        org_id: str | None = None,
         table: str | None = None,
         client: DynamoDBClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = target
+        #: The org whose syncs these are, when it is not the stack's own: its sync ids name it.
+        self.org_id = org_id
+        self._org: dict[str, str] = {"org_id": org_id} if org_id else {}
         self.store = SyncTableStore(table, client) if table else None
         self.clock = clock
         #: Syncs whose final line this container wrote (with a table, a shortcut before asking it).
@@ -57,10 +61,15 @@ class LogProgressReporter:
         self._lock = threading.Lock()
 
     def start_sync(self, name: str, source: str, version_id: str | None) -> str:
-        """A deterministic id (the same object version is the same sync), short enough for an execution name."""
+        """A deterministic id (the same object version is the same sync), short enough for an execution name:
+        `<target>-<digest>`, and `-<org>` after it for an org other than the stack's own (the digest first, so
+        that cutting a long org id to fit an execution name never cuts the part that tells syncs apart)."""
         digest = hashlib.sha256(f"{source}#{version_id}".encode()).hexdigest()[:24]
-        sync_id = f"{self.target}-{digest}"
-        logger.info("sync started", extra={"sync_id": sync_id, "target": self.target, "file": name, "source": source})
+        sync_id = f"{self.target}-{digest}" + (f"-{self.org_id}" if self.org_id else "")
+        logger.info(
+            "sync started",
+            extra={"sync_id": sync_id, "target": self.target, **self._org, "file": name, "source": source},
+        )
         return sync_id
 
     def is_closed(self, sync_id: str) -> bool:
@@ -76,6 +85,7 @@ class LogProgressReporter:
             extra={
                 "sync_id": sync_id,
                 "target": self.target,
+                **self._org,
                 "progress": round(progress, 3),
                 "progress_message": message,
             },
@@ -95,6 +105,7 @@ class LogProgressReporter:
             extra={
                 "sync_id": sync_id,
                 "target": self.target,
+                **self._org,
                 "status": final["status"],
                 "progress_message": final["message"],
                 "results": final["results"],

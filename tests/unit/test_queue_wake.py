@@ -1,0 +1,185 @@
+"""A start queued behind another file parks its status loop (WaitForTurn) and is woken when the turn is freed;
+it stops waiting in time for its import to fit in the loop's time limit (issue 13, "Fairness and limits")."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from offline.queue_sim import BUCKET, Simulation
+from people_sync import sync_service, sync_start, target_queue
+from people_sync.models import StagedFile, StartRequest
+from people_sync.sync_service import SyncContext, max_queue_wait, target_queue_key
+
+ORG = "org-a"
+HOLD = 600.0
+
+
+class RecordingStepFunctions:
+    """send_task_success, recorded; a token in `over` is a wait that already ended."""
+
+    class exceptions:  # noqa: N801 - boto3's client attribute
+        class TaskTimedOut(Exception):
+            pass
+
+        class TaskDoesNotExist(Exception):
+            pass
+
+        class InvalidToken(Exception):
+            pass
+
+    def __init__(self) -> None:
+        self.woken: list[str] = []
+        self.over: set[str] = set()
+
+    def send_task_success(self, *, taskToken: str, output: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        if taskToken in self.over:
+            raise self.exceptions.TaskTimedOut(taskToken)
+        self.woken.append(taskToken)
+        return {}
+
+
+@pytest.fixture
+def sim() -> Simulation:
+    return Simulation()
+
+
+@pytest.fixture
+def ctx(sim: Simulation) -> SyncContext:
+    return dataclasses.replace(sim.context(ORG), stepfunctions=RecordingStepFunctions())  # type: ignore[arg-type]
+
+
+def woken(ctx: SyncContext) -> list[str]:
+    recorder: RecordingStepFunctions = ctx.stepfunctions  # type: ignore[assignment]
+    return recorder.woken
+
+
+def request(sync_id: str, at: float, *, loop_started_at: float | None = None) -> StartRequest:
+    key = f"staging/{ORG}/{sync_id}.csv"
+    return StartRequest(
+        kind="upload",
+        org_id=ORG,
+        sync_process_id=sync_id,
+        file=StagedFile(bucket=BUCKET, key=key, version_id="v1", org_id=ORG),
+        staged_at=at,
+        loop_started_at=at if loop_started_at is None else loop_started_at,
+    )
+
+
+def take(ctx: SyncContext, sync_id: str, at: float) -> bool:
+    return ctx.queue.take_turn(
+        target_queue_key(ctx), sync_id, at=at, name=f"{sync_id}.csv", now=ctx.clock(), hold_seconds=HOLD
+    ).granted
+
+
+def close(ctx: SyncContext, sync_id: str) -> None:
+    sync_service.close_sync(ctx, sync_id, succeeded=True, message="Imported", results={}, summary="Imported")
+
+
+def test_closing_the_holder_wakes_the_start_next_in_line_and_only_it(ctx: SyncContext) -> None:
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 30)
+    for sync_id, at in (("second", now - 10), ("first", now - 20)):
+        ctx.queue.join(target_queue_key(ctx), sync_id, at=at, name=f"{sync_id}.csv", now=now)
+        sync_start.await_turn(ctx, request(sync_id, at), f"token-of-{sync_id}")
+    assert woken(ctx) == []  # the holder still has the turn: both wait
+    close(ctx, "holder")
+    assert woken(ctx) == ["token-of-first"]
+
+
+def test_a_start_that_parks_after_the_turn_was_freed_wakes_itself(ctx: SyncContext) -> None:
+    """The close looked for a parked token before this start parked it: the start's own look finds the turn free."""
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 30)
+    ctx.queue.join(target_queue_key(ctx), "next", at=now - 20, name="next.csv", now=now)
+    close(ctx, "holder")
+    assert woken(ctx) == []  # nothing parked yet
+    sync_start.await_turn(ctx, request("next", now - 20), "token-of-next")
+    assert woken(ctx) == ["token-of-next"]
+
+
+def test_a_wake_that_finds_the_wait_already_over_changes_nothing(ctx: SyncContext) -> None:
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 30)
+    ctx.queue.join(target_queue_key(ctx), "next", at=now - 20, name="next.csv", now=now)
+    sync_start.await_turn(ctx, request("next", now - 20), "token-of-next")
+    recorder: RecordingStepFunctions = ctx.stepfunctions  # type: ignore[assignment]
+    recorder.over.add("token-of-next")  # its wait ran out: it is asking again anyway
+    close(ctx, "holder")
+    assert ctx.loop_memory.load("holder").final_written
+    assert ctx.queue.next_in_line(target_queue_key(ctx), ctx.clock()) == "next"
+
+
+def test_a_queued_start_says_how_many_files_are_ahead_and_until_when_it_waits(
+    sim: Simulation, ctx: SyncContext
+) -> None:
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 30)
+    for number in range(1, 4):
+        ctx.queue.join(target_queue_key(ctx), f"w{number}", at=now - 20 + number, name=f"w{number}.csv", now=now)
+    queued = sync_start.begin_sync(ctx, request("w3", now - 17))
+    assert isinstance(queued, sync_start.Queued)
+    [(_at, _sync, _progress, message)] = [entry for entry in sim.progress if entry[1] == "w3"]
+    deadline = sync_start._clock_time(now - 17 + max_queue_wait(ctx.settings))
+    assert message == (
+        "w3.csv is queued behind holder.csv and 2 more files: ChartHop imports one file at a time, in the order they "
+        f"were staged. If its turn has not come by {deadline}, it is not imported and stays staged"
+    )
+
+
+def test_the_next_in_line_asks_again_within_a_minute_the_others_after_minutes(ctx: SyncContext) -> None:
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 3600)
+    ctx.queue.join(target_queue_key(ctx), "first", at=now - 3000, name="first.csv", now=now)
+    first = sync_start.begin_sync(ctx, request("first", now - 3000))
+    assert isinstance(first, sync_start.Queued)
+    assert first.wait_seconds == sync_start.MAX_QUEUE_WAIT_SECONDS  # waited long: once a minute, unless woken
+    behind = [sync_start.begin_sync(ctx, request(f"w{n}", now - 100 + n)) for n in range(20)]
+    waits = [queued.wait_seconds for queued in behind if isinstance(queued, sync_start.Queued)]
+    assert len(waits) == 20
+    assert all(0.6 * sync_start.MAX_PARK_SECONDS <= wait <= sync_start.MAX_PARK_SECONDS for wait in waits), waits
+    assert len(set(waits)) > 10  # spread, so that files staged together do not ask together
+    # ... but never past the moment it must stop waiting
+    late = sync_start.begin_sync(
+        ctx, request("late", now - 50, loop_started_at=now + 100 - max_queue_wait(ctx.settings))
+    )
+    assert isinstance(late, sync_start.Queued)
+    assert late.wait_seconds == 100
+
+
+def test_a_start_whose_turn_does_not_come_in_time_is_closed_saying_so_and_its_file_stays_staged(
+    sim: Simulation, ctx: SyncContext
+) -> None:
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 7 * 3600)
+    started = now - max_queue_wait(ctx.settings)  # its loop started this long ago: its import would not fit any more
+    ctx.queue.join(target_queue_key(ctx), "late", at=started, name="late.csv", now=now)
+    sync_start.await_turn(ctx, request("late", started), "token-of-late")
+    assert woken(ctx) == ["token-of-late"]  # parked past its deadline: asks again at once, to be closed
+    assert sync_start.begin_sync(ctx, request("late", started)) is None
+    _at, status, message = sim.finals["late"]
+    assert status == "ERROR"
+    assert message.startswith("late.csv was not imported: its turn did not come within 4 h 25 min (by ")
+    assert "holder.csv was still ahead of it" in message
+    assert "Nothing was imported from it; the file stays staged" in message
+    assert sim.deleted_objects == []
+    assert ctx.queue.next_in_line(target_queue_key(ctx), now + 7 * 3600) is None  # it left the queue
+
+
+def test_a_file_beyond_the_most_that_may_wait_is_closed_saying_so(
+    sim: Simulation, ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(target_queue, "MAX_WAITING", 2)
+    monkeypatch.setattr(sync_start, "MAX_WAITING", 2)
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 30)
+    for number in (1, 2, 3):  # the triggers join; the third finds the queue full
+        ctx.queue.join(target_queue_key(ctx), f"w{number}", at=now - 20 + number, name=f"w{number}.csv", now=now)
+    assert isinstance(sync_start.begin_sync(ctx, request("w2", now - 18)), sync_start.Queued)
+    assert sync_start.begin_sync(ctx, request("w3", now - 17)) is None
+    _at, status, message = sim.finals["w3"]
+    assert status == "ERROR"
+    assert message.startswith("w3.csv was not imported: 2 files are already waiting for ChartHop here")
+    assert "the file stays staged" in message
