@@ -75,7 +75,9 @@ class SimSync:
     failed: str | None = None
 
 
-class _Exceptions:
+class StepFunctionsExceptions:
+    """The boto3 Step Functions client's exceptions the sync code catches (a fake client's `exceptions`)."""
+
     class ExecutionAlreadyExists(Exception):
         pass
 
@@ -92,7 +94,7 @@ class _Exceptions:
 class SimStepFunctions:
     """start_execution and send_task_success, scheduled on the simulation's clock."""
 
-    exceptions = _Exceptions
+    exceptions = StepFunctionsExceptions
 
     def __init__(self, sim: Simulation) -> None:
         self._sim = sim
@@ -395,7 +397,7 @@ class Simulation:
     def start_execution(self, name: str, data: dict[str, Any]) -> None:
         sync_id = data["syncProcessId"]
         if sync_id in self._executions:
-            raise _Exceptions.ExecutionAlreadyExists(name)
+            raise StepFunctionsExceptions.ExecutionAlreadyExists(name)
         execution = _Execution(sync_id, data["orgId"], self.clock(), data)
         self._executions[sync_id] = execution
         self._at(self.clock() + TRANSITION_SECONDS, lambda: self._start_import(execution))
@@ -404,7 +406,7 @@ class Simulation:
     def task_success(self, token: str) -> None:
         woken = next((e for e in self._executions.values() if e.token == token and not e.done), None)
         if woken is None:
-            raise _Exceptions.TaskTimedOut(token)
+            raise StepFunctionsExceptions.TaskTimedOut(token)
         woken.token = None
         self._at(self.clock() + TRANSITION_SECONDS, lambda: self._start_import(woken))
 

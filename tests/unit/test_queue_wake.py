@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from offline.queue_sim import BUCKET, Simulation
+from offline.queue_sim import BUCKET, Simulation, StepFunctionsExceptions
 from people_sync import sync_service, sync_start, target_queue
 from people_sync.models import StagedFile, StartRequest
 from people_sync.sync_service import SyncContext, max_queue_wait, target_queue_key
@@ -20,15 +20,7 @@ HOLD = 600.0
 class RecordingStepFunctions:
     """send_task_success, recorded; a token in `over` is a wait that already ended."""
 
-    class exceptions:  # noqa: N801 - boto3's client attribute
-        class TaskTimedOut(Exception):
-            pass
-
-        class TaskDoesNotExist(Exception):
-            pass
-
-        class InvalidToken(Exception):
-            pass
+    exceptions = StepFunctionsExceptions
 
     def __init__(self) -> None:
         self.woken: list[str] = []
