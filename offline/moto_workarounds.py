@@ -11,6 +11,7 @@ from unittest import mock
 from moto.s3 import notifications
 from moto.stepfunctions.parser.asl.component.common.catch.catcher_decl import CatcherDecl
 from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+from moto.stepfunctions.parser.backend.execution import Execution
 
 _original_catch_body = CatcherDecl._eval_body
 _original_set_next = CommonStateField._set_next
@@ -56,11 +57,20 @@ def _s3_event(event_name: str, bucket: Any, key: Any, notification_id: str) -> d
     return event
 
 
+def _execution_status(self: Execution) -> str:
+    """moto (5.2.5) lists an execution before it starts it, and its status is None until then, so a
+    ListExecutions on another thread in that window fails with `AttributeError: 'NoneType' object has no
+    attribute 'value'` (the fault campaign's seed 770). StartExecution answers only once the execution
+    runs, so what AWS would list there is a RUNNING execution."""
+    return "RUNNING" if self.exec_status is None else str(self.exec_status.value)
+
+
 @contextmanager
 def moto_workarounds() -> Iterator[None]:
     with (
         mock.patch.object(notifications, "_get_s3_event", _s3_event),
         mock.patch.object(CatcherDecl, "_eval_body", _catch_body),
         mock.patch.object(CommonStateField, "_set_next", _set_next),
+        mock.patch.object(Execution, "status", property(_execution_status)),
     ):
         yield

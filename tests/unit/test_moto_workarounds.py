@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.stepfunctions.parser.backend.execution import Execution
 
 from offline.moto_workarounds import moto_workarounds
 
@@ -92,6 +94,31 @@ def test_a_state_machine_runs_a_second_time(sfn: Any) -> None:
         machine = sfn.create_state_machine(name="m", definition=json.dumps(PASS), roleArn=ROLE)
         statuses = [run(sfn, machine["stateMachineArn"], name)["status"] for name in ("first", "second")]
     assert statuses == ["SUCCEEDED", "SUCCEEDED"]
+
+
+def statuses_listed_while_starting(sfn: Any, patches: AbstractContextManager[None]) -> list[str]:
+    """Lists the executions from inside moto's Execution.start, before it sets the status: the window in
+    which another thread's ListExecutions sees an execution moto has listed but not started."""
+    listed: list[str] = []
+    original_start = Execution.start
+
+    def start_after_a_listing(self: Execution) -> None:
+        listed.extend(e["status"] for e in sfn.list_executions(stateMachineArn=self.state_machine_arn)["executions"])
+        original_start(self)
+
+    with patches, mock.patch.object(Execution, "start", start_after_a_listing):
+        machine = sfn.create_state_machine(name="m", definition=json.dumps(PASS), roleArn=ROLE)
+        sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name="starting", input="{}")
+    return listed
+
+
+def test_an_execution_listed_while_it_starts_is_running(sfn: Any) -> None:
+    assert statuses_listed_while_starting(sfn, moto_workarounds()) == ["RUNNING"]
+
+
+def test_moto_still_cannot_list_an_execution_while_it_starts(sfn: Any) -> None:
+    with pytest.raises(Exception, match="'NoneType' object has no attribute 'value'"):
+        statuses_listed_while_starting(sfn, nullcontext())
 
 
 def staged_event(patches: AbstractContextManager[None]) -> tuple[str, dict[str, Any]]:
