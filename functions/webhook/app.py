@@ -68,7 +68,7 @@ def receive_event() -> Response[dict[str, Any]]:
     logger.append_keys(org_id=org_id)
     refused = org_registry.refusal(
         org_id,
-        registry=org_registry.OrgRegistry(os.environ.get(org_registry.ORG_TABLE_ENV, ""), aws_clients.dynamodb()),
+        registry=org_registry.OrgRegistry.from_env(),
         default_org_id=os.environ["CHARTHOP_ORG_ID"],
     )
     if refused is not None:  # acknowledged (ChartHop must not redeliver it), and nothing starts

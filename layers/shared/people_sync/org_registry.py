@@ -662,6 +662,11 @@ class OrgRegistry:
         self._client = client
         self.clock = clock
 
+    @classmethod
+    def from_env(cls) -> OrgRegistry:
+        """The deployment's registry: the table the stack names in the functions' environment."""
+        return cls(os.environ.get(ORG_TABLE_ENV, ""), aws_clients.dynamodb())
+
     @property
     def client(self) -> DynamoDBClient:
         if self._client is None:
@@ -858,7 +863,7 @@ def resolve_org(
 
         settings = AppSettings.from_env()
         defaults = defaults or StackDefaults.from_settings(settings)
-        registry = registry or OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""))
+        registry = registry or OrgRegistry.from_env()
     if not ORG_ID_PATTERN.match(org_id):
         return NotServed(org_id, "unknown", f"{org_id!r} is not an org id this deployment serves")
     default_org = org_id == defaults.org_id

@@ -23,7 +23,6 @@ its own token, its own Sync Now slot and its own import queue.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from people_sync import sync_metrics
 from people_sync.errors import ChartHopTokenRefused, SyncError
-from people_sync.org_registry import ORG_TABLE_ENV, OrgRegistry, TokenRefusal
+from people_sync.org_registry import OrgRegistry, TokenRefusal
 
 if TYPE_CHECKING:
     from people_sync.charthop_apps import AccessToken
@@ -237,9 +236,7 @@ def note_refusal(
 ) -> TokenRefusal:
     """record_refusal in a function: the registry named by its environment; `settings` are the sync context's
     (the org's own app user when it is the stack's own org, whose entry may have to be made)."""
-    from people_sync import aws_clients
-
-    registry = OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""), aws_clients.dynamodb())
+    registry = OrgRegistry.from_env()
     own = org_id == settings.org_id
     return record_refusal(
         registry,

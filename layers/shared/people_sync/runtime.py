@@ -21,7 +21,6 @@ the stack's own org's token). A new token therefore never rebuilds a context.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -41,7 +40,7 @@ from people_sync.config import (
 from people_sync.errors import ChartHopRejected, OrgNotServed, TargetNotConfigured, TargetNotEnabled
 from people_sync.loop_memory import DynamoDBLoopMemory
 from people_sync.models import ImportOptions
-from people_sync.org_registry import ORG_TABLE_ENV, OrgConfig, OrgRegistry, OrgvueConfig, StackDefaults, resolve_org
+from people_sync.org_registry import OrgConfig, OrgRegistry, OrgvueConfig, StackDefaults, resolve_org
 from people_sync.org_tokens import OrgToken
 from people_sync.slots import DynamoDBSlots
 from people_sync.start_journal import DynamoDBStartJournal
@@ -129,7 +128,7 @@ def _read_inputs(target: str, stack: AppSettings, org_id: str, *, continuing: bo
         raise TargetNotConfigured(f"{target} is not configured in this deployment")
     resolved = resolve_org(
         org_id,
-        registry=OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""), aws_clients.dynamodb()),
+        registry=OrgRegistry.from_env(),
         defaults=StackDefaults.from_settings(stack),
         continuing=continuing,
     )
@@ -233,7 +232,7 @@ def _minter(stack: AppSettings, org: OrgConfig) -> Callable[[], AccessToken]:
     an assumption: see api_assumptions.CHARTHOP_ACCESS_TOKEN_CALLER)."""
 
     def mint() -> AccessToken:
-        registry = OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""), aws_clients.dynamodb())
+        registry = OrgRegistry.from_env()
         own = registry.get(stack.org_id) if registry.table_name else None
         secret = (own.token_secret if own is not None else "") or stack.token_secret_name
         try:
@@ -257,7 +256,7 @@ def _keeper(org: OrgConfig) -> Callable[[str, int, int], None]:
     def keep(token: str, issued_at: int, expires_at: int) -> None:
         aws_clients.secretsmanager().put_secret_value(SecretId=org.token_secret, SecretString=token)
         _read_secret(org.token_secret, fresh=True)
-        registry = OrgRegistry(os.environ.get(ORG_TABLE_ENV, ""), aws_clients.dynamodb())
+        registry = OrgRegistry.from_env()
         if registry.table_name:
             registry.note_token(org.org_id, issued_at=issued_at, expires_at=expires_at)
 
