@@ -10,8 +10,9 @@ Integration", "Keeping Track of a Request", "Query Parameters", "Secure Temporar
 * `PUT .../datasets/{datasetId}/items/import` (a POST gets 405) answers a job ticket
   ({"_links": {"self": {"url", ...}}, "jobStatus", "_createdAt", "_createdBy", "X-Amzn-Trace-Id"}); its
   pre-signed `_links.self.url` answers the ticket again with the job's status (created, running, then
-  completed or failed). Unknown query parameters are refused; `implicitDelete=true` deletes items missing from
-  the upload; items are matched by `idKey`, by the dataset's autoId property (`autoId=true`) or by `_id`.
+  completed or failed). Unknown query parameters are refused; the import is a refresh as the recipe says
+  (items missing from the upload are deleted) unless `implicitDelete=false` (assumed to keep them); items are
+  matched by `idKey`, by the dataset's autoId property (`autoId=true`) or by `_id`.
 * The job runs on a background thread after `duration_s` of its clock (or after N ticket polls), writes the
   result document to the result location, and calls the callback URL.
 * Errors come as {"errors": [{"name", "code", "message"}]}. Everything is recorded; faults can be injected.
@@ -561,8 +562,9 @@ class OrgvueEmulator(FaultInjectingServer):
     def _apply(
         self, header: list[str], rows: list[list[str]], params: Mapping[str, str]
     ) -> tuple[dict[str, int], list[dict[str, Any]]]:
-        """Applies the rows; items are matched by `idKey`, the autoId property or `_id` ("Query Parameters"),
-        and with `implicitDelete=true` items missing from the upload are deleted."""
+        """Applies the rows; items are matched by `idKey`, the autoId property or `_id` ("Query Parameters").
+        The import is a refresh as the recipe describes it (items missing from the upload are deleted), unless
+        `implicitDelete=false` (an assumption, see api_assumptions)."""
         action_at = header.index(ACTION_COLUMN)
         properties = [(index, name) for index, name in enumerate(header) if index != action_at]
         if params.get("idKey"):
@@ -571,7 +573,7 @@ class OrgvueEmulator(FaultInjectingServer):
             key_name = self.config.auto_id_property
         else:
             key_name = assumed.ORGVUE_DEFAULT_ID_PROPERTY
-        refresh = params.get("implicitDelete") == assumed.ORGVUE_QUERY_TRUE
+        refresh = _refreshes(params.get("implicitDelete"))
         if key_name not in header and key_name != assumed.ORGVUE_DEFAULT_ID_PROPERTY:
             raise ValueError(f"the import data has no {key_name} column to identify items by")
         key_at = header.index(key_name) if key_name in header else -1
@@ -628,6 +630,16 @@ class OrgvueEmulator(FaultInjectingServer):
             answer = 0
         with self._lock:
             self.callbacks.append(RecordedCallback(url, answer))
+
+
+def _refreshes(implicit_delete: str | None) -> bool:
+    """Whether an import deletes the items missing from its upload: the recipe's refresh when `implicitDelete` is
+    absent (found), none with `implicitDelete=false` (assumption), a refresh with `true`."""
+    if implicit_delete is None:
+        return assumed.ORGVUE_IMPORT_REFRESHES_BY_DEFAULT
+    if implicit_delete == assumed.ORGVUE_QUERY_FALSE:
+        return not assumed.ORGVUE_IMPLICIT_DELETE_FALSE_KEEPS_MISSING_ITEMS
+    return implicit_delete == assumed.ORGVUE_QUERY_TRUE
 
 
 def _import_body_problem(body: Any) -> str | None:

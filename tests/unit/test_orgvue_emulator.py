@@ -317,22 +317,44 @@ def test_actions_update_delete_and_row_errors(orgvue: OrgvueEmulator) -> None:
     assert orgvue.items == {"E1": {"employeeID": "E1", "fullName": "Ada Lovelace"}}
 
 
-@pytest.mark.parametrize(("implicit_delete", "left"), [("true", {"E1"}), ("false", {"E1", "E2"})])
-def test_implicit_delete_only_deletes_missing_items_when_true(
-    orgvue: OrgvueEmulator, implicit_delete: str, left: set[str]
+@pytest.mark.parametrize(
+    ("implicit_delete", "left"), [(None, {"E1"}), ("true", {"E1"}), ("false", {"E1", "E2"})], ids=str
+)
+def test_the_import_is_a_refresh_unless_implicit_delete_is_false(
+    orgvue: OrgvueEmulator, implicit_delete: str | None, left: set[str]
 ) -> None:
+    """Absent: the recipe's refresh (found); `false` keeps missing items (assumption, api_assumptions)."""
     orgvue.import_behaviour.duration_s = 0
     _start(orgvue)
     orgvue.wait_until_processed()
-    _start(
-        orgvue,
-        b"_action,employeeID,fullName\nupdate,E1,Ada\n",
-        params={"implicitDelete": implicit_delete, "autoId": "true"},
-    )
+    params = {"autoId": "true"} if implicit_delete is None else {"implicitDelete": implicit_delete, "autoId": "true"}
+    _start(orgvue, b"_action,employeeID,fullName\nupdate,E1,Ada\n", params=params)
     record = orgvue.wait_until_processed()
     assert record.result is not None
     assert record.result[assumed.ORGVUE_RESULT_SUMMARY_FIELD]["deleted"] == len({"E1", "E2"} - left)
     assert set(orgvue.items) == left
+
+
+def test_an_import_without_implicit_delete_is_a_refresh_as_the_recipe_describes(clock: FakeClock) -> None:
+    """Reference README (Orgvue): "the current recipe describes the async import as a refresh: add new records,
+    update existing ones, delete records not present in the uploaded data". (Review finding: the emulator
+    deleted missing items only with implicitDelete=true, i.e. it assumed the opposite default.)"""
+    with OrgvueEmulator(OrgvueEmulatorConfig(), clock=clock) as orgvue:
+        orgvue.import_behaviour.duration_s = 0
+        orgvue.items = {"E2": {"employeeID": "E2", "fullName": "Grace Hopper"}}
+        data = _generate(orgvue)
+        assert requests.put(data["put"], data=b"_action,employeeID,fullName\ncreate,E1,Ada\n", timeout=5).ok
+        answer = requests.put(
+            _import_url(orgvue),
+            params={"autoId": "true"},  # no implicitDelete: the recipe's behaviour
+            json={"importLocation": {"method": "GET", "url": data["get"]}},
+            headers=_auth(orgvue),
+            timeout=5,
+        )
+        assert answer.ok, answer.text
+        orgvue.wait_until_processed()
+        assert "E2" not in orgvue.items, "E2 is not in the uploaded data, yet the emulator kept it"
+        assert set(orgvue.items) == {"E1"}
 
 
 def test_items_are_matched_by_id_key(orgvue: OrgvueEmulator) -> None:

@@ -341,7 +341,19 @@ def test_implicit_delete_id_key_and_date_format_are_sent_as_configured(orgvue: O
     assert set(orgvue.items) == {"E1", "E2"}
 
 
+@pytest.mark.parametrize("id_key", [None, "employeeID"])
+@pytest.mark.parametrize("implicit_delete", [False, True])
+def test_implicit_delete_is_always_sent_explicitly(
+    orgvue: OrgvueEmulator, implicit_delete: bool, id_key: str | None
+) -> None:
+    """Without `implicitDelete` Orgvue's async import is a refresh that deletes the items missing from the file
+    (the recipe): the client never leaves the parameter out, so the choice is always OrgvueImplicitDelete's."""
+    query = OrgvueTarget(make_client(orgvue), implicit_delete=implicit_delete, id_key=id_key).query()
+    assert query["implicitDelete"] == ("true" if implicit_delete else "false")
+
+
 def test_without_implicit_delete_items_missing_from_the_file_stay(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    """OrgvueImplicitDelete off sends implicitDelete=false, assumed to keep missing items (api_assumptions)."""
     orgvue.items = {"E9": {"employeeID": "E9", "fullName": "Kept"}}
     job = target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
     assert _status_after_processing(orgvue, target, job).results["deleted"] == 0

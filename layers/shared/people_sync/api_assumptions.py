@@ -347,6 +347,17 @@ ORGVUE_TEMP_EXPIRED_TEXT = "expired"
 
 #: (found, "Query Parameters") Items endpoints take these query parameters. The app sends `implicitDelete`
 #: (always, default false), `dateFormat` (always) and either `idKey=<property>` or `autoId=true`.
+#: (found, "Async Import Integration" recipe) The async import is a refresh: it adds new records, updates
+#: existing ones and DELETES records not present in the uploaded data; "Query Parameters" documents
+#: `implicitDelete` as "whether to delete items not in the payload" without naming its default. So an import
+#: without `implicitDelete` deletes the items missing from the file (the emulator does so).
+ORGVUE_IMPORT_REFRESHES_BY_DEFAULT = True
+#: (assumption) `implicitDelete=false` on the async import turns that refresh off: items missing from the file
+#: are kept, and only rows with `_action` delete. The app's "deletion is explicit" rests on it, which is why it
+#: always sends the parameter (false unless OrgvueImplicitDelete=true). Nothing published says the async import
+#: honours the Items parameter this way. Confirm: on a test dataset with an item X, import a file without X
+#: with `implicitDelete=false` and check X is still there (and, without the parameter, that X is deleted).
+ORGVUE_IMPLICIT_DELETE_FALSE_KEEPS_MISSING_ITEMS = True
 ORGVUE_QUERY_PARAMETERS = frozenset(
     {
         "dateFormat",
