@@ -403,24 +403,28 @@ class ChartHopEmulator(FaultInjectingServer):
         return self._answer(environ, start_response, endpoint, request, work, _error)
 
     def _refuse_outside_contract(self, request: Request) -> Response | None:
-        """400 with the validator's reasons when the spec does not define this request."""
+        """400 with the validator's reasons when the spec does not define this request; 415 for a body whose
+        media type (or the lack of one) is not one of the operation's requestBody media types."""
         size = request.content_length
         body = request.get_data(cache=True) if size is not None and size <= CONTRACT_BODY_LIMIT else None
+        content_type = request.headers.get("Content-Type") or ""
+        unsupported = _unsupported_media_type(request, content_type)
+        if unsupported is not None:
+            return self._refuse(request, assumed.CHARTHOP_UNSUPPORTED_MEDIA_TYPE_STATUS, [unsupported])
         reasons = contract().check_request(
-            request.method,
-            request.path,
-            list(request.args.items(multi=True)),
-            body,
-            request.headers.get("Content-Type") or "application/json",
+            request.method, request.path, list(request.args.items(multi=True)), body, content_type
         )
         if not reasons:
             return None
+        return self._refuse(request, 400, reasons)
+
+    def _refuse(self, request: Request, status: int, reasons: list[str]) -> Response:
         violation = ContractViolation("request", request.method, request.path, tuple(reasons))
         operation = contract().operation_id(request.method, request.path) or "outside-contract"
         with self._lock:
             self.refused_requests.append(violation)
-        self._record(operation, request, 400)
-        return _error(400, f"the request does not follow ChartHop's API: {'; '.join(reasons)}")
+        self._record(operation, request, status)
+        return _error(status, f"the request does not follow ChartHop's API: {'; '.join(reasons)}")
 
     def _checked_dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:
         """The operation's answer, checked against the spec; an answer that leaves it is recorded."""
@@ -924,6 +928,23 @@ def _json_body(request: Request) -> Any:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _unsupported_media_type(request: Request, content_type: str) -> str | None:
+    """Why a request's body is of no media type its operation takes (None: it is, or it has no body). The spec's
+    JSON bodies are `application/json` only: a body without a Content-Type is not taken as JSON."""
+    operation = contract().find(request.method, request.path)
+    if operation is None:
+        return None
+    has_body = bool(request.content_length) or "chunked" in (request.headers.get("Transfer-Encoding") or "").lower()
+    accepted = list((operation.definition.get("requestBody") or {}).get("content") or {})
+    if not has_body or not accepted:
+        return None
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type in accepted:
+        return None
+    sent = f"Content-Type {media_type!r}" if media_type else "no Content-Type"
+    return f"{operation.operation_id} takes a body of {', '.join(accepted)}; the request sent {sent}"
 
 
 def _error(status: int, message: str) -> Response:

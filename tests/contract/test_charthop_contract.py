@@ -157,6 +157,27 @@ def test_requests_outside_the_spec_are_refused(emulator: ChartHopEmulator, case:
     assert emulator.uploads == []
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain"], ids=["no Content-Type", "text/plain"])
+def test_a_json_body_without_the_json_media_type_is_refused_with_415(
+    emulator: ChartHopEmulator, content_type: str | None
+) -> None:
+    """updateProcess's requestBody has only `application/json` content (process spec, PATCH
+    /v1/org/{orgId}/process/{processId}): a body sent without that media type is not that request, and a JAX-RS
+    API answers 415 (assumed, api_assumptions). (Review finding: the emulator took a missing Content-Type as
+    application/json and applied the update.)"""
+    sync_id = emulator.create_sync_process()["id"]
+    url = f"{emulator.base_url}/v1/org/{emulator.config.org_id}/process/{sync_id}"
+    headers = _auth(emulator) | ({"Content-Type": content_type} if content_type else {})
+    prepared = requests.Request("PATCH", url, data=json.dumps({"status": "DONE"}), headers=headers).prepare()
+    assert prepared.headers.get("Content-Type") == content_type
+    response = requests.Session().send(prepared, timeout=5)
+    assert response.status_code == assumed.CHARTHOP_UNSUPPORTED_MEDIA_TYPE_STATUS, "a body of no JSON media type"
+    assert "updateProcess takes a body of application/json" in response.json()["message"]
+    assert emulator.processes[sync_id]["status"] == "PENDING"
+    [refused] = emulator.refused_requests
+    assert refused.method == "PATCH"
+
+
 def test_the_validator_flags_the_same_requests_directly() -> None:
     spec = contract()
     path = "/v1/org/acme/process"
@@ -166,6 +187,9 @@ def test_the_validator_flags_the_same_requests_directly() -> None:
     assert spec.check_request("PUT", f"{path}/abc", body=b"{}") != []
     assert spec.check_request("PATCH", f"{path}/abc", body=json.dumps({"status": "DONE"}).encode()) == []
     assert spec.check_request("PATCH", f"{path}/abc", body=json.dumps({"status": "done"}).encode()) != []
+    done = json.dumps({"status": "DONE"}).encode()
+    assert spec.check_request("PATCH", f"{path}/abc", body=done, content_type="application/json; charset=utf-8") == []
+    assert spec.check_request("PATCH", f"{path}/abc", body=done, content_type="") != []  # no media type: not JSON
 
 
 def test_an_emulator_answer_outside_the_spec_is_caught(

@@ -63,6 +63,13 @@ CHARTHOP_RATE_LIMIT_STATUS = 429
 #: (assumption) A missing process answers 404 (the spec lists only 400/401/403).
 CHARTHOP_NOT_FOUND_STATUS = 404
 
+#: (assumption) A request body whose Content-Type is missing or not one of the operation's requestBody media
+#: types (found: the JSON bodies are `application/json` only, importDataCsv's `multipart/form-data`) is refused
+#: with 415 Unsupported Media Type, as a JAX-RS resource that @Consumes(application/json) answers (the spec lists
+#: only 400/401/403). The app always sends the media type, so it never sees this. Confirm: PATCH updateProcess
+#: with a JSON body and no Content-Type on a sandbox org.
+CHARTHOP_UNSUPPORTED_MEDIA_TYPE_STATUS = 415
+
 #: (assumption) updateProcess answers 200 with the updated Process (the spec documents no 2xx body);
 #: the client does not depend on the body.
 
