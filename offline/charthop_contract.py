@@ -112,16 +112,25 @@ class ChartHopContract:
         query: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         body: bytes | None = None,
         content_type: str = "application/json",
+        *,
+        allow_assumed: bool = False,
     ) -> list[str]:
-        """Why the spec does not define this request (empty: it does). `body` None skips the body."""
+        """Why the spec does not define this request (empty: it does). `body` None skips the body. With
+        `allow_assumed`, the query parameters api_assumptions.CHARTHOP_ASSUMED_QUERY_PARAMETERS names for the
+        operation (and only those) are let through."""
         args = MultiDict(query or {})
         operation = self.find(method, path)
         if operation is None:
             return [self._not_found_reason(method, path)]
+        assumed_names = (
+            assumed.CHARTHOP_ASSUMED_QUERY_PARAMETERS.get(operation.operation_id, frozenset())
+            if allow_assumed
+            else frozenset()
+        )
         reasons = [
             f"unknown query parameter {name!r} (not a parameter of {operation.operation_id})"
             for name in args
-            if name not in operation.query_parameters()
+            if name not in operation.query_parameters() and name not in assumed_names
         ]
         reasons += _described_enums(operation, args)
         request = _request(method, path, args, body, content_type)
@@ -136,13 +145,20 @@ class ChartHopContract:
         status: int,
         body: bytes | None,
         content_type: str = "application/json",
+        *,
+        allow_assumed: bool = False,
     ) -> list[str]:
-        """Why the spec does not define this answer to the request (empty: it does)."""
+        """Why the spec does not define this answer to the request (empty: it does). With `allow_assumed`, the
+        statuses api_assumptions.CHARTHOP_ASSUMED_STATUSES names for the operation are let through unchecked."""
         operation = self.find(method, path)
         if operation is None:
             return [self._not_found_reason(method, path)]
         documented = {str(code) for code in operation.definition.get("responses", {})}
-        if str(status) not in documented and (status in UNDOCUMENTED_STATUSES or status >= 500):
+        assumed_statuses = (
+            assumed.CHARTHOP_ASSUMED_STATUSES.get(operation.operation_id, frozenset()) if allow_assumed else frozenset()
+        )
+        undocumented_allowed = status in UNDOCUMENTED_STATUSES or status in assumed_statuses or status >= 500
+        if str(status) not in documented and undocumented_allowed:
             return []
         request = _request(method, path, MultiDict(), None, "application/json")
         response = MockResponse(body or b"", status_code=status, content_type=content_type)

@@ -70,6 +70,7 @@ __all__ = [
     "RecordedUpdate",
     "RecordedUpload",
     "drain_contract_violations",
+    "record_contract_violation",
 ]
 
 
@@ -84,6 +85,12 @@ class ContractViolation:
 
     def __str__(self) -> str:
         return f"{self.side} {self.method} {self.path}: {'; '.join(self.reasons)}"
+
+
+def record_contract_violation(violation: ContractViolation) -> None:
+    """Records an answer outside the spec process-wide (for stand-ins other than the emulator, too)."""
+    with _VIOLATIONS_LOCK:
+        _CONTRACT_VIOLATIONS.append(violation)
 
 
 def drain_contract_violations() -> list[ContractViolation]:
@@ -437,8 +444,7 @@ class ChartHopEmulator(FaultInjectingServer):
                 violation = ContractViolation("response", request.method, request.path, tuple(reasons))
                 with self._lock:
                     self.contract_violations.append(violation)
-                with _VIOLATIONS_LOCK:
-                    _CONTRACT_VIOLATIONS.append(violation)
+                record_contract_violation(violation)
         return response
 
     def _dispatch(self, endpoint: str, request: Request, args: Mapping[str, Any]) -> Response:

@@ -346,3 +346,62 @@ def test_the_validator_knows_get_access_token() -> None:
     answer = json.dumps({"access_token": "t", "expires_in": 60, "token_type": "bearer"}).encode()
     assert spec.check_response("GET", path, 200, answer) == []
     assert spec.check_response("GET", path, 200, json.dumps({"access_token": "t"}).encode()) != []
+
+
+# --- App API: getActiveAppInstalls and getInstalledApp (the admin tool's reads) --------------------------------
+
+
+def test_active_installs_requests_follow_the_app_api_but_for_the_assumed_from() -> None:
+    """getActiveAppInstalls (GET /v1/app/install/{appId}) has query parameters orgTypes, hasRunProcess and
+    internalOptions only; the client's `from=<next>` is the one named allowance
+    (api_assumptions.CHARTHOP_ASSUMED_QUERY_PARAMETERS). (Review finding: the stand-in took `from` unchecked.)"""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from people_sync.charthop_apps import ChartHopApps
+    from tests.app_installs_server import APP_ID, DEVELOPER_TOKEN, AppInstallsServer, Install
+
+    installs = [Install(f"org-{n}", f"user-{n}", f"token-{n}") for n in "abc"]
+    sent: list[requests.PreparedRequest] = []
+    session = requests.Session()
+    session.hooks["response"].append(lambda response, *args, **kwargs: sent.append(response.request))
+    with AppInstallsServer(installs) as server:
+        client = ChartHopClient(DEVELOPER_TOKEN, base_url=server.base_url, session=session, retry=default_retry(0))
+        assert len(list(ChartHopApps(client).active_installs(APP_ID))) == 3
+        assert server.refused_requests == []
+        assert server.contract_violations == []
+    spec = contract()
+    allowed: list[str] = []
+    strict: list[str] = []
+    for request in sent:
+        url = urlsplit(str(request.url))
+        allowed += spec.check_request(str(request.method), url.path, parse_qsl(url.query), allow_assumed=True)
+        strict += spec.check_request(str(request.method), url.path, parse_qsl(url.query))
+    assert allowed == []
+    assert strict == ["unknown query parameter 'from' (not a parameter of getActiveAppInstalls)"]
+    assert {"getActiveAppInstalls": frozenset({"from"})} == assumed.CHARTHOP_ASSUMED_QUERY_PARAMETERS
+
+
+def test_the_app_installs_stand_in_refuses_what_the_app_api_does_not_define() -> None:
+    from tests.app_installs_server import APP_ID, DEVELOPER_TOKEN, AppInstallsServer
+
+    with AppInstallsServer([]) as server:
+        answer = requests.get(
+            f"{server.base_url}/v1/app/install/{APP_ID}",
+            params={"limit": "5"},  # findProcesses pages with limit; getActiveAppInstalls has none
+            headers={"Authorization": f"Bearer {DEVELOPER_TOKEN}"},
+            timeout=5,
+        )
+        assert answer.status_code == 400
+        [refused] = server.refused_requests
+        assert "unknown query parameter 'limit'" in refused.reasons[0]
+
+
+def test_the_app_installs_stand_in_answers_users_as_the_app_api_defines_them() -> None:
+    """App API User requires `name`, and Name requires `last`. (Review finding: the stand-in's getInstalledApp and
+    getActiveAppInstalls answers carried `{"first": ...}` only.)"""
+    from tests.app_installs_server import Install
+
+    user = Install("org-a", "user-a", "t").user()
+    assert contract().check_response("GET", "/v1/app/org/org-a/install/user-a", 200, json.dumps(user).encode()) == []
+    listing = json.dumps({"data": [user], "next": "2"}).encode()
+    assert contract().check_response("GET", "/v1/app/install/any-app", 200, listing) == []

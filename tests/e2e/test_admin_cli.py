@@ -377,6 +377,20 @@ def test_sync_installs_registers_every_active_install_and_can_fetch_their_tokens
     ]
 
 
+def test_sync_installs_marks_no_org_uninstalled_from_a_truncated_listing(env: Env) -> None:
+    """ChartHop may ignore getActiveAppInstalls' `from` (no such parameter in the App API spec): the listing then
+    stops at the repeated page, and an org missing from it is not marked uninstalled; the row says why."""
+    env.ok("add", "old-org", "--app-user-id", "user-old")
+    env.installs.ignores_from = True
+
+    rows = {row["orgId"]: row["action"] for row in json.loads(env.ok("sync-installs", "--mark-uninstalled", "--json"))}
+
+    assert rows["beta"].startswith("register")
+    assert rows["gamma"].startswith("register")
+    assert rows["old-org"].startswith("not marked uninstalled: ChartHop's listing was incomplete")
+    assert env.listed()["old-org"]["state"] == "active"
+
+
 def test_sync_installs_can_mark_picked_up_orgs_as_configured_in_charthop(env: Env) -> None:
     env.ok("sync-installs", "--settings-from", "charthop", "--fetch-tokens")
 

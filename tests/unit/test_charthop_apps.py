@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 
+from people_sync import charthop_apps
 from people_sync.charthop_apps import ChartHopApps, OptionsSettingsReader, settings_from_options
 from people_sync.charthop_client import ChartHopClient, default_retry
 from people_sync.errors import ChartHopRejected
@@ -40,6 +42,63 @@ def test_active_installs_are_read_page_after_page(server: AppInstallsServer) -> 
     ]
     assert [path for path, _ in server.requests] == [f"/v1/app/install/{APP_ID}"] * 2
     assert "secrets" not in installs[0].model_dump()  # write-only secrets are never kept
+
+
+def test_the_listing_stops_and_is_truncated_when_charthop_ignores_the_cursor() -> None:
+    """getActiveAppInstalls defines no `from` (App API spec): should ChartHop ignore it while still naming a
+    `next`, the client stops at the first page that brings no new install and says the listing is truncated.
+    (Review finding: it read the same first page MAX_INSTALL_PAGES (100) times.)"""
+    with AppInstallsServer(INSTALLS, ignores_from=True) as server:
+        apps = ChartHopApps(client(server, DEVELOPER_TOKEN))
+        listing = apps.list_installs(APP_ID)
+        assert len(server.requests) == 2, f"{len(server.requests)} requests for one repeated page"
+        assert [install.id for install in listing.installs] == ["user-a", "user-b"]
+        assert listing.truncated  # the same cursor again, and no new install
+        assert [install.id for install in apps.active_installs(APP_ID)] == ["user-a", "user-b"]
+
+
+class _Pages:
+    """A client stand-in answering getActiveAppInstalls with the given pages, in turn."""
+
+    def __init__(self, pages: list[dict[str, Any]]) -> None:
+        self.pages = pages
+        self.params: list[dict[str, Any]] = []
+
+    def _json(self, method: str, path: str, *, what: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.params.append(dict(params))
+        return self.pages[min(len(self.params), len(self.pages)) - 1]
+
+
+def _user(user_id: str) -> dict[str, Any]:
+    return Install(f"org-{user_id}", user_id, "t").user()
+
+
+def test_a_repeated_cursor_ends_the_listing_as_truncated() -> None:
+    pages = [
+        {"data": [_user("u1")], "next": "c1"},
+        {"data": [_user("u2")], "next": "c2"},
+        {"data": [_user("u3")], "next": "c1"},  # a cursor already followed
+    ]
+    fake = _Pages(pages)
+    listing = ChartHopApps(cast(ChartHopClient, fake)).list_installs(APP_ID)
+    assert [install.id for install in listing.installs] == ["u1", "u2", "u3"]
+    assert listing.truncated is not None
+    assert "'c1' twice" in listing.truncated
+    assert [params.get("from") for params in fake.params] == [None, "c1", "c2"]
+
+
+def test_a_listing_that_hits_the_page_cap_is_truncated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(charthop_apps, "MAX_INSTALL_PAGES", 2)
+    fake = _Pages([{"data": [_user(f"u{n}")], "next": f"c{n}"} for n in range(5)])
+    listing = ChartHopApps(cast(ChartHopClient, fake)).list_installs(APP_ID)
+    assert len(fake.params) == 2
+    assert listing.truncated is not None
+    assert "2 pages" in listing.truncated
+
+
+def test_a_complete_listing_is_not_truncated(server: AppInstallsServer) -> None:
+    listing = ChartHopApps(client(server, DEVELOPER_TOKEN)).list_installs(APP_ID)
+    assert (len(listing.installs), listing.truncated) == (3, None)
 
 
 def test_an_orgs_own_token_reads_its_install_but_not_the_list(server: AppInstallsServer) -> None:

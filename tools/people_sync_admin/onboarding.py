@@ -7,6 +7,7 @@ Tokens pass through here only on their way into Secrets Manager; they are never 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -33,6 +34,8 @@ from people_sync.org_registry import (
     resolve_org,
 )
 from tools.people_sync_admin.stack import Deployment, StackTarget
+
+logger = logging.getLogger(__name__)
 
 
 class OnboardingError(Exception):
@@ -479,13 +482,16 @@ class Onboarding:
         """Registers every org ChartHop lists as an active install of the app (getActiveAppInstalls, read
         with `token` or the stack's token; see api_assumptions.py); with `fetch_tokens`, stores each org's
         app token (getAccessToken) in its secret; with `mark_uninstalled`, marks registered orgs ChartHop no
-        longer lists as uninstalled. Returns one row per org: orgId, appUserId, action."""
+        longer lists as uninstalled - unless the listing was truncated (a repeated cursor, a page without new
+        installs, the page cap): then no org is marked and each row says why. Returns one row per org: orgId,
+        appUserId, action."""
         app_id = app_id or self.target.app_id
         if not app_id:
             raise OnboardingError("the stack has no ChartHopAppId: pass --app-id")
         apps = ChartHopApps(self._charthop(token or self._read_secret(self.target.default_token_secret)))
+        listing = apps.list_installs(app_id)
         installs: dict[str, InstalledApp] = {}
-        for install in apps.active_installs(app_id):
+        for install in listing.installs:
             if install.org_id and install.installed:
                 installs[install.org_id] = install
         rows = []
@@ -497,12 +503,20 @@ class Onboarding:
                 continue
             rows.append(self._pick_up(org_id, install, apps, fetch_tokens, settings_source))
         if mark_uninstalled:
+            if listing.truncated:
+                # an org missing from an incomplete listing may well be installed: nothing is marked
+                logger.warning(
+                    "ChartHop's listing of the app's installs was incomplete; no org is marked uninstalled",
+                    extra={"app_id": app_id, "reason": listing.truncated},
+                )
             for record in self.registry.all():
                 if record.org_id not in installs and record.state is not OrgState.UNINSTALLED:
-                    self.set_state(record.org_id, OrgState.UNINSTALLED)
-                    rows.append(
-                        {"orgId": record.org_id, "appUserId": record.app_user_id, "action": self._would("uninstall")}
-                    )
+                    if listing.truncated:
+                        action = f"not marked uninstalled: ChartHop's listing was incomplete ({listing.truncated})"
+                    else:
+                        self.set_state(record.org_id, OrgState.UNINSTALLED)
+                        action = self._would("uninstall")
+                    rows.append({"orgId": record.org_id, "appUserId": record.app_user_id, "action": action})
         return rows
 
     def _pick_up(

@@ -597,7 +597,21 @@ CHARTHOP_INSTALL_GONE_STATUSES = frozenset({"UNINSTALLED", "INACTIVE"})
 #: hasRunProcess (found, "defaults to true") is sent as false, so an org that installed the app but never
 #: synced is listed too.
 CHARTHOP_INSTALLS_HAS_RUN_PROCESS_PARAM = "hasRunProcess"
-#: (assumption) getActiveAppInstalls pages like findProcesses (`next` passed back as `from`).
+#: (assumption) getActiveAppInstalls pages like findProcesses (`next` passed back as `from`). The App API spec
+#: gives it query parameters orgTypes, hasRunProcess and internalOptions only, yet its answer ResultsUser has
+#: `next`: `from` is the one query parameter we send outside the spec (CHARTHOP_ASSUMED_QUERY_PARAMETERS; the
+#: contract checks allow it by that name only). Should ChartHop ignore it, the listing stops at a repeated cursor
+#: or at a page without new installs and is marked truncated (so is one that hit the page cap), and
+#: `orgs sync-installs --mark-uninstalled` marks no org uninstalled from it. Confirm: list the installs of an
+#: app installed in more orgs than one page holds, and check the page after `from=<next>` differs.
+CHARTHOP_ASSUMED_QUERY_PARAMETERS: dict[str, frozenset[str]] = {
+    "getActiveAppInstalls": frozenset({CHARTHOP_PAGE_FROM_PARAM}),
+}
+#: (assumption) getActiveAppInstalls documents only its 200 answer; ChartHop's general errors (found: 401 not
+#: authorized, 403 permission denied) apply to it too, and a token that may not list the app's installs (see
+#: below) answers 403. The contract checks allow these statuses for it by name (CHARTHOP_ASSUMED_STATUSES).
+#: Confirm with the same calls as the caller assumption below.
+CHARTHOP_ASSUMED_STATUSES: dict[str, frozenset[int]] = {"getActiveAppInstalls": frozenset({401, 403})}
 #: (assumption) Only a token of the org that owns (publishes) the app may call getActiveAppInstalls, and that
 #: token may call getAccessToken for each install, answering that org's app token (expiring after
 #: `expires_in` seconds). An org's own app token can read its own getInstalledApp. Confirm: call both with

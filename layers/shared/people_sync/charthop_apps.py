@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -61,6 +62,15 @@ class InstalledApp(CamelModel):
         return (self.status or "").upper() not in assumed.CHARTHOP_INSTALL_GONE_STATUSES
 
 
+@dataclass(frozen=True)
+class InstallListing:
+    """What getActiveAppInstalls listed, each install once; `truncated` says why the listing may be incomplete
+    (None: every page was read to one without `next`). A truncated listing proves no install is gone."""
+
+    installs: list[InstalledApp] = field(default_factory=list)
+    truncated: str | None = None
+
+
 class AccessToken(BaseModel):
     """getAccessToken's answer (found: AccessTokenResponse; required access_token, expires_in). The token is
     a SecretStr: it never shows in a repr, a log line or an error."""
@@ -84,16 +94,41 @@ class ChartHopApps:
         return InstalledApp.model_validate(data)
 
     def active_installs(self, app_id: str) -> Iterator[InstalledApp]:
-        """Every active install of the app, page after page (getActiveAppInstalls)."""
+        """Every active install of the app that `list_installs` could read (it may be truncated: callers that
+        conclude anything from an install's absence use `list_installs`)."""
+        yield from self.list_installs(app_id).installs
+
+    def list_installs(self, app_id: str) -> InstallListing:
+        """The app's active installs, page after page (getActiveAppInstalls). The spec defines no paging
+        parameter; `next` is passed back as `from` (assumption, api_assumptions). Should ChartHop ignore `from`,
+        the listing stops at a repeated cursor or at a page that brings no new install, and says it is truncated;
+        so it does after MAX_INSTALL_PAGES pages."""
         params: dict[str, Any] = {assumed.CHARTHOP_INSTALLS_HAS_RUN_PROCESS_PARAM: "false"}
+        installs: list[InstalledApp] = []
+        ids: set[str] = set()
+        cursors: set[str] = set()
         for _ in range(MAX_INSTALL_PAGES):
             page = self.client._json("GET", f"/v1/app/install/{app_id}", what="list the app's installs", params=params)
+            new = 0
             for user in page.get("data") or []:
-                yield InstalledApp.model_validate(user)
+                install = InstalledApp.model_validate(user)
+                if install.id not in ids:
+                    ids.add(install.id)
+                    installs.append(install)
+                    new += 1
             cursor = page.get(assumed.CHARTHOP_NEXT_FIELD)
             if not cursor:
-                return
+                return InstallListing(installs)
+            cursor = str(cursor)
+            if cursor in cursors:
+                return InstallListing(installs, f"ChartHop answered the cursor {cursor!r} twice")
+            if not new:
+                return InstallListing(
+                    installs, f"a page with `{assumed.CHARTHOP_NEXT_FIELD}` brought no new install (is `from` ignored?)"
+                )
+            cursors.add(cursor)
             params = {**params, assumed.CHARTHOP_PAGE_FROM_PARAM: cursor}
+        return InstallListing(installs, f"stopped after {MAX_INSTALL_PAGES} pages with more to read")
 
     def access_token(self, org_id: str, app_user_id: str) -> AccessToken:
         data = self.client._json(
