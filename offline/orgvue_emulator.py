@@ -4,9 +4,11 @@ It follows what is known of Orgvue's API (shared/reference/README.md: seed 003 a
 Integration", "Keeping Track of a Request", "Query Parameters", "Secure Temporary Files") and
 `people_sync.api_assumptions` (section Orgvue) for the rest:
 
-* `POST .../files/generate` gives a temporary file's pre-signed GET/PUT URLs; the file expires 15 minutes
-  after it was generated, on the emulator's own clock (tests move it); a PUT must carry Content-Length
-  (chunked: 411 MissingContentLength, as S3's pre-signed URLs answer); the URLs refuse an Authorization header.
+* API calls (files/generate, items/import) must be `Content-Type: application/json` (else 415).
+* `POST .../files/generate` (`targetEncoding` "identity" only) gives a temporary file's pre-signed GET/PUT
+  URLs; the file expires 15 minutes after it was generated, on the emulator's own clock (tests move it); a PUT
+  must carry Content-Length (chunked: 411 MissingContentLength, as S3's pre-signed URLs answer); the URLs
+  refuse an Authorization header.
 * `PUT .../datasets/{datasetId}/items/import` (a POST gets 405) answers a job ticket
   ({"_links": {"self": {"url", ...}}, "jobStatus", "_createdAt", "_createdBy", "X-Amzn-Trace-Id"}); its
   pre-signed `_links.self.url` answers the ticket again with the job's status (created, running, then
@@ -54,7 +56,8 @@ OPERATIONS = ("generate", "import", "tempGet", "tempPut", "ticket")
 #: uploads and a fault injected for the app's upload is never spent on the result.
 WORKER_HEADER = "X-Orgvue-Emulator-Worker"
 TARGET_TYPES = ("json", "csv")
-TARGET_ENCODINGS = ("identity", "gzip")
+#: (found, seed 003) files/generate's `targetEncoding` is "identity"; no other value is documented.
+TARGET_ENCODINGS = ("identity",)
 #: How often the worker looks at the clock when nothing wakes it (real-clock mode).
 TICK_S = 0.02
 PLACEHOLDER = re.compile(r"\{\{(jobStatus|traceId|tenantId)\}\}")
@@ -65,6 +68,7 @@ ERROR_NAMES = {
     404: "NotFound",
     405: "MethodNotAllowed",
     411: "MissingContentLength",
+    415: "UnsupportedMediaType",
     429: "TooManyRequests",
 }
 
@@ -119,6 +123,7 @@ class RecordedCall:
     authorization: str | None = None
     chunked: bool = False
     query: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
 
 
 @dataclass
@@ -307,6 +312,19 @@ class OrgvueEmulator(FaultInjectingServer):
             return _error(assumed.ORGVUE_FOREIGN_TENANT_STATUS, f"no access to tenant {tenant}")
         return None
 
+    @staticmethod
+    def _not_json(request: Request) -> Response | None:
+        """415 for an API call whose Content-Type is not JSON (found: the recipe sends `application/json;
+        charset=UTF-8`; the status is an assumption, api_assumptions.ORGVUE_UNSUPPORTED_MEDIA_TYPE_STATUS)."""
+        if request.mimetype == "application/json":
+            return None
+        sent = f"Content-Type {request.mimetype!r}" if request.mimetype else "no Content-Type"
+        return _error(
+            assumed.ORGVUE_UNSUPPORTED_MEDIA_TYPE_STATUS,
+            f"the request must be application/json; charset=UTF-8, it sent {sent}",
+            "UnsupportedMediaType",
+        )
+
     def _record(self, operation: str, request: Request, status: int) -> None:
         with self._lock:
             self.calls.append(
@@ -319,13 +337,14 @@ class OrgvueEmulator(FaultInjectingServer):
                     request.headers.get("Authorization"),
                     _is_chunked(request),
                     dict(request.args),
+                    request.headers.get("Content-Type"),
                 )
             )
 
     # --- operations ------------------------------------------------------------------------------
 
     def _op_generate(self, request: Request, tenant: str) -> Response:
-        refused = self._authorised(request, tenant)
+        refused = self._authorised(request, tenant) or self._not_json(request)
         if refused:
             return refused
         body = _json_body(request)
@@ -427,7 +446,7 @@ class OrgvueEmulator(FaultInjectingServer):
         return ticket
 
     def _op_import(self, request: Request, tenant: str, dataset: str) -> Response:
-        refused = self._authorised(request, tenant)
+        refused = self._authorised(request, tenant) or self._not_json(request)
         if refused:
             return refused
         if dataset != self.config.dataset_id:

@@ -3,6 +3,7 @@ prove nothing."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -95,7 +96,36 @@ def test_generate_refuses_a_bad_body(orgvue: OrgvueEmulator) -> None:
     url = _api(orgvue, "/files/generate")
     for body in ({"targetType": "xml", "targetEncoding": "identity"}, {"targetEncoding": "identity"}, [1]):
         assert requests.post(url, json=body, headers=_auth(orgvue), timeout=5).status_code == 400
-    assert requests.post(url, data=b"{not json", headers=_auth(orgvue), timeout=5).status_code == 400
+    as_json = _auth(orgvue) | {"Content-Type": "application/json; charset=UTF-8"}
+    assert requests.post(url, data=b"{not json", headers=as_json, timeout=5).status_code == 400
+
+
+def test_generate_takes_only_the_documented_target_encoding(orgvue: OrgvueEmulator) -> None:
+    """The reference documents `"targetEncoding": "identity"` only. (Review finding: "gzip" was accepted.)"""
+    url = _api(orgvue, "/files/generate")
+    response = requests.post(
+        url, json={"targetType": "csv", "targetEncoding": "gzip"}, headers=_auth(orgvue), timeout=5
+    )
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert set(error) == {"name", "code", "message"}
+    assert "targetEncoding must be one of identity" in error["message"]
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain"], ids=["no Content-Type", "text/plain"])
+def test_api_calls_without_the_json_content_type_are_refused(orgvue: OrgvueEmulator, content_type: str | None) -> None:
+    """The recipe sends `Content-Type: application/json; charset=UTF-8`; a body of another (or no) media type is
+    refused with 415 (assumed status, api_assumptions) and Orgvue's error body. (Review finding: it was taken.)"""
+    headers = _auth(orgvue) | ({"Content-Type": content_type} if content_type else {})
+    body = json.dumps({"targetType": "csv", "targetEncoding": "identity"})
+    generate = requests.post(_api(orgvue, "/files/generate"), data=body, headers=headers, timeout=5)
+    assert generate.status_code == assumed.ORGVUE_UNSUPPORTED_MEDIA_TYPE_STATUS
+    assert generate.json()["errors"][0]["name"] == "UnsupportedMediaType"
+    urls = _generate(orgvue)
+    payload = json.dumps({"importLocation": {"method": "GET", "url": urls["get"]}})
+    started = requests.put(_import_url(orgvue), params=QUERY, data=payload, headers=headers, timeout=5)
+    assert started.status_code == assumed.ORGVUE_UNSUPPORTED_MEDIA_TYPE_STATUS
+    assert orgvue.imports == []
 
 
 def test_temp_file_round_trip_with_presigned_urls(orgvue: OrgvueEmulator) -> None:

@@ -341,6 +341,13 @@ def test_implicit_delete_id_key_and_date_format_are_sent_as_configured(orgvue: O
     assert set(orgvue.items) == {"E1", "E2"}
 
 
+def test_api_calls_carry_the_json_content_type_the_recipe_names(orgvue: OrgvueEmulator, target: OrgvueTarget) -> None:
+    target.start_import(STAGED, Source(WITH_ACTION), sync_id="s-1")
+    api_calls = orgvue.calls_of("generate") + orgvue.calls_of("import")
+    assert len(api_calls) == 3
+    assert {call.content_type for call in api_calls} == {"application/json; charset=UTF-8"}
+
+
 @pytest.mark.parametrize("id_key", [None, "employeeID"])
 @pytest.mark.parametrize("implicit_delete", [False, True])
 def test_implicit_delete_is_always_sent_explicitly(

@@ -395,6 +395,10 @@ ORGVUE_DEFAULT_ID_PROPERTY = "_id"
 #: for any method, the import PUT included. files/generate is safe to repeat after a 5xx (an unused temporary
 #: file expires). Confirm: Orgvue's rate limit documentation.
 ORGVUE_RATE_LIMIT_STATUS = 429
+#: (assumption) An API call (files/generate, items/import) without `Content-Type: application/json` (found: the
+#: recipe sends `application/json; charset=UTF-8`, the client always does) is refused with 415 and an error
+#: body, as a JSON API usually answers. Confirm: POST files/generate with `Content-Type: text/plain`.
+ORGVUE_UNSUPPORTED_MEDIA_TYPE_STATUS = 415
 #: (assumption) A tenant the token does not belong to answers 403; a dataset the tenant lacks answers 404.
 ORGVUE_FOREIGN_TENANT_STATUS = 403
 ORGVUE_UNKNOWN_DATASET_STATUS = 404
