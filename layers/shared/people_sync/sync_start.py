@@ -259,6 +259,8 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
     """The status loop's first task: checks a "Sync Now", waits for the target's turn, then imports the
     file. None: nothing to follow (the sync was refused and closed, or it is not this app's)."""
     sync_id = request.sync_process_id
+    if close_again_if_closed(ctx, sync_id):
+        return None
     if request.kind == "sync-now":
         staged = sync_now_file(ctx, request.org_id, sync_id, app_id=request.app_id)
     else:
@@ -279,6 +281,33 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         report_progress(ctx, sync_id, bar.QUEUED_PROGRESS, _queued_message(ctx, staged, turn, deadline))
         return Queued(turn.ahead, _queue_wait(ctx, request, turn, deadline))
     return start_import(ctx, staged, sync_id)
+
+
+def close_again_if_closed(ctx: SyncContext, sync_id: str) -> bool:
+    """A sync already closed imports nothing and holds nothing. An earlier attempt of its start (or its loop)
+    closed it, and then writing the final status failed or the task died before freeing its Sync Now slot and
+    its turn (the state machine retries the start; a "Sync Now" whose process shows the final is a replay): the
+    close is repeated with the final it kept, which writes that final if it was not written and frees the slot
+    and the turn (owner-conditional, safe to repeat). True: the sync was closed already."""
+    memory = ctx.loop_memory.load(sync_id)
+    if memory.closed_at is None:
+        return False
+    final = memory.final or {
+        "succeeded": False,
+        "message": "The sync was closed.",
+        "results": {},
+        "summary": "The sync was closed.",
+    }
+    logger.warning("start of a sync already closed; its close is repeated", extra={"sync_process_id": sync_id})
+    close_sync(
+        ctx,
+        sync_id,
+        succeeded=bool(final["succeeded"]),
+        message=str(final["message"]),
+        results=dict(final["results"]),
+        summary=str(final["summary"]),
+    )
+    return True
 
 
 def turn_deadline(ctx: SyncContext, request: StartRequest) -> float | None:
@@ -419,6 +448,8 @@ def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | 
         return None
     start = ctx.journal.start(sync_id)
     if process.status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES:
+        if close_again_if_closed(ctx, sync_id):  # ours, closed; it may still hold its slot and turn
+            return None
         logger.warning("Sync Now for a finished process (a replay); ignored", extra={"sync_process_id": sync_id})
         return None
     if start.file is not None:  # an earlier attempt passed the checks: continue with its file
