@@ -704,6 +704,53 @@ def test_a_start_retried_after_its_close_failed_writes_the_kept_final_and_frees_
     assert ctx.loop_memory.load("sync-1").final_written
 
 
+def test_a_retried_trigger_after_its_sync_closed_leaves_no_phantom_ahead_of_later_files(aws, emulator, client) -> None:
+    """The trigger's StartExecution took effect but answered a throttle: Lambda delivers the event again a minute
+    later, after the loop imported the file and closed the sync. The retry used to re-join the closed sync to the
+    target's queue, earliest-staged and fresh: every later file waited behind a sync that never asks again."""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    key = sync_service.target_queue_key(ctx)
+    first = stage(aws, "roster-1.csv")
+    staged_at = clock.now
+    sync_id = sync_start.file_dropped(ctx, first, staged_at)  # trigger attempt 1 (its loop was started)
+    clock.now += 2
+    request = StartRequest(
+        kind="upload", org_id=ORG, sync_process_id=sync_id, file=first, staged_at=staged_at, loop_started_at=staged_at
+    )
+    state = sync_start.begin_sync(ctx, request)  # the loop: turn granted, import started
+    assert isinstance(state, SyncState)
+    clock.now += 20
+    sync_service.close_sync(ctx, sync_id, succeeded=True, message="Imported", results={}, summary="Imported")
+    clock.now += 40
+    assert sync_start.file_dropped(ctx, first, staged_at) == sync_id  # Lambda's retry of the trigger: same sync
+
+    later = stage(aws, "roster-2.csv")
+    clock.now += 5
+    turn = ctx.queue.take_turn(key, "sync-later", at=clock.now - 3, name=later.name, now=clock.now, hold_seconds=600)
+    assert turn.granted, f"nothing is importing, yet the later file waits behind {turn.ahead!r} (a closed sync)"
+
+
+def test_a_trigger_that_joined_as_its_sync_closed_removes_its_entry(aws, emulator, client, monkeypatch) -> None:
+    """The retried trigger looked (import not begun) and joined; the sync closed in between (its turn expired):
+    the look after the join removes the entry. A trigger killed before that leaves it to its own retry."""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    key = sync_service.target_queue_key(ctx)
+    first = stage(aws, "roster-1.csv")
+    sync_id = sync_start.file_dropped(ctx, first, clock.now)
+    real_join = ctx.queue.join
+
+    def join_as_it_closes(*args: Any, **kwargs: Any) -> bool:
+        sync_service.fail_sync(ctx, sync_id, "roster-1.csv was not imported: its turn did not come ...")
+        return real_join(*args, **kwargs)
+
+    monkeypatch.setattr(ctx.queue, "join", join_as_it_closes)
+    clock.now += 60
+    assert sync_start.file_dropped(ctx, first, clock.now - 60) == sync_id
+    assert ctx.queue.next_in_line(key, clock.now) is None
+
+
 class _Killed(BaseException):
     """The Lambda died here (timeout, out of memory): nothing after this line runs, no `finally` either."""
 

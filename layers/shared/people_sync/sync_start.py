@@ -45,6 +45,7 @@ from people_sync.start_journal import upload_trigger
 from people_sync.sync_service import (
     SLOT_GRACE_SECONDS,
     SyncContext,
+    _leave_queue,
     _quarantine,
     checked_body,
     close_sync,
@@ -117,7 +118,19 @@ def file_dropped(ctx: SyncContext, staged: StagedFile, staged_at: float | None =
     sync_id = open_sync(ctx, staged)
     ctx.journal.own(sync_id, staged)
     at = staged_at if staged_at is not None else ctx.clock()
-    ctx.queue.join(target_queue_key(ctx), sync_id, at=at, name=staged.name, now=ctx.clock())
+    begun = ctx.journal.start(sync_id).attempts > 0  # its loop got its turn: it waits in no queue any more
+    if not begun:
+        ctx.queue.join(target_queue_key(ctx), sync_id, at=at, name=staged.name, now=ctx.clock())
+    if ctx.loop_memory.load(sync_id).closed_at is not None:
+        # A retried trigger of a sync already closed (before or since the join): nothing may wait for it. Its
+        # entry (this attempt's, or one an attempt killed here left) is removed; removing is owner-conditional
+        # and safe to repeat, and a close that came after the join removed it already.
+        logger.info("trigger of a sync already closed; not queued", extra={"sync_process_id": sync_id})
+        _leave_queue(ctx, sync_id)
+        return sync_id
+    if begun:
+        logger.info("trigger of a sync whose import began; its loop runs", extra={"sync_process_id": sync_id})
+        return sync_id
     request = StartRequest(
         kind="upload",
         target=ctx.target.name,
