@@ -733,7 +733,7 @@ def test_a_retried_trigger_after_its_sync_closed_leaves_no_phantom_ahead_of_late
 
 def test_a_trigger_that_joined_as_its_sync_closed_removes_its_entry(aws, emulator, client, monkeypatch) -> None:
     """The retried trigger looked (import not begun) and joined; the sync closed in between (its turn expired):
-    the look after the join removes the entry. A trigger killed before that leaves it to its own retry."""
+    the look after the join removes the entry. A trigger whose removal failed is retried, and the retry does."""
     target = ScriptedTarget()
     ctx, _, clock = make_ctx(aws, emulator, client, target)
     key = sync_service.target_queue_key(ctx)
@@ -745,9 +745,17 @@ def test_a_trigger_that_joined_as_its_sync_closed_removes_its_entry(aws, emulato
         sync_service.fail_sync(ctx, sync_id, "roster-1.csv was not imported: its turn did not come ...")
         return real_join(*args, **kwargs)
 
+    def leave_fails(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("DynamoDB InternalError")
+
     monkeypatch.setattr(ctx.queue, "join", join_as_it_closes)
+    monkeypatch.setattr(ctx.queue, "leave", leave_fails)
     clock.now += 60
-    assert sync_start.file_dropped(ctx, first, clock.now - 60) == sync_id
+    with pytest.raises(RuntimeError):  # the removal failed: the trigger fails and Lambda retries it
+        sync_start.file_dropped(ctx, first, clock.now - 60)
+    assert ctx.queue.next_in_line(key, clock.now) == sync_id  # a phantom, for now
+    monkeypatch.undo()
+    assert sync_start.file_dropped(ctx, first, clock.now - 60) == sync_id  # the retry
     assert ctx.queue.next_in_line(key, clock.now) is None
 
 

@@ -45,7 +45,6 @@ from people_sync.start_journal import upload_trigger
 from people_sync.sync_service import (
     SLOT_GRACE_SECONDS,
     SyncContext,
-    _leave_queue,
     _quarantine,
     checked_body,
     close_sync,
@@ -59,6 +58,7 @@ from people_sync.sync_service import (
     target_queue_key,
     turn_hold_seconds,
     wake,
+    wake_next_in_line,
 )
 from people_sync.target_queue import MAX_WAITING, Turn
 
@@ -124,9 +124,11 @@ def file_dropped(ctx: SyncContext, staged: StagedFile, staged_at: float | None =
     if ctx.loop_memory.load(sync_id).closed_at is not None:
         # A retried trigger of a sync already closed (before or since the join): nothing may wait for it. Its
         # entry (this attempt's, or one an attempt killed here left) is removed; removing is owner-conditional
-        # and safe to repeat, and a close that came after the join removed it already.
+        # and safe to repeat, and a close that came after the join removed it already. A failed removal is
+        # raised: the trigger is retried and removes it then.
         logger.info("trigger of a sync already closed; not queued", extra={"sync_process_id": sync_id})
-        _leave_queue(ctx, sync_id)
+        ctx.queue.leave(target_queue_key(ctx), sync_id)
+        wake_next_in_line(ctx)
         return sync_id
     if begun:
         logger.info("trigger of a sync whose import began; its loop runs", extra={"sync_process_id": sync_id})
