@@ -619,3 +619,196 @@ def test_a_token_refused_mid_start_keeps_the_file_staged_records_it_and_holds_no
         [finished] = reporter.finished
         assert "ChartHop refused the app's token (start the import)" in finished["message"]
         assert "stays staged" in finished["message"]
+
+
+class FailsOnceTarget(ScriptedTarget):
+    """The first start_import is refused with a transient SyncError (a 503 burst before the import took effect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def start_import(
+        self, staged: StagedFile, open_body: OpenBody, *, sync_id: str, callback_url: str | None = None
+    ) -> ImportJob:
+        self.calls += 1
+        if self.calls == 1:
+            raise TargetUnavailable("Scripted did not answer (HTTP 503).")
+        return super().start_import(staged, open_body, sync_id=sync_id, callback_url=callback_url)
+
+    def find_started_import(self, staged: StagedFile, sync_id: str) -> ImportJob | None:
+        """As ChartHop: an import under the sync process, if one was started (none was: the POST got 503s)."""
+        return None
+
+
+class FinishFailsOnceReporter(RecordingReporter):
+    """The close's final update is lost once (ChartHop 5xx burst past the client's tries, or a throttle)."""
+
+    def finish(self, sync_id: str, *, succeeded: bool, message: str, results: dict[str, Any], summary: str) -> None:
+        super().finish(sync_id, succeeded=succeeded, message=message, results=results, summary=summary)
+        if len(self.finished) == 1:
+            raise TargetUnavailable("ChartHop did not answer when trying to update the sync process.")
+
+
+def _closed_by_a_start_whose_final_write_failed(
+    aws: dict[str, Any], emulator: ChartHopEmulator, client: ChartHopClient
+) -> tuple[SyncContext, FailsOnceTarget, FinishFailsOnceReporter, Clock, StartRequest]:
+    """StartImport: the target refuses the import (transient) -> fail_sync("... The file stays staged") -> the
+    final update fails -> close_sync's finally leaves the queue -> the task fails; the state machine then
+    retries StartImport (States.TaskFailed)."""
+    target = FailsOnceTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    reporter = FinishFailsOnceReporter()
+    ctx.reporter = reporter
+    staged = stage(aws, "roster.csv")
+    request = StartRequest(
+        kind="upload",
+        org_id=ORG,
+        sync_process_id="sync-1",
+        file=staged,
+        staged_at=clock.now - 10,
+        loop_started_at=clock.now - 10,
+    )
+    ctx.queue.join(sync_service.target_queue_key(ctx), "sync-1", at=clock.now - 10, name="roster.csv", now=clock.now)
+    with pytest.raises(TargetUnavailable):  # attempt 1: the close's write failed, the task fails
+        sync_start.begin_sync(ctx, request)
+    assert ctx.loop_memory.load("sync-1").closed_at is not None
+    assert "stays staged" in reporter.finished[0]["message"]
+    clock.now += 2  # StartImport's retry (States.TaskFailed, 2 s)
+    return ctx, target, reporter, clock, request
+
+
+def test_a_start_retried_after_its_close_failed_imports_nothing_and_takes_no_turn(aws, emulator, client) -> None:
+    """Review of the turn under faults: the retry imported the file of a sync already closed ERROR ("the file
+    stays staged") and took the target's turn again (I1, I3)."""
+    ctx, target, _, clock, request = _closed_by_a_start_whose_final_write_failed(aws, emulator, client)
+    state = sync_start.begin_sync(ctx, request)
+    assert target.started == [], "the retried start imported the file of a sync already closed ERROR"
+    assert state is None
+    key = sync_service.target_queue_key(ctx)
+    assert ctx.queue.next_in_line(key, clock.now) is None
+    assert ctx.queue.items[key].get("holder") is None  # type: ignore[attr-defined]
+
+
+def test_a_start_retried_after_its_close_failed_writes_the_kept_final_and_frees_the_turn(aws, emulator, client) -> None:
+    """Before: the retry started an import, the loop's first check found the sync closed ("busy"), wrote the
+    stranded final and freed the turn while that import ran: the next file was imported alongside it. Now the
+    retry repeats the close (the final the first attempt decided) and the next file gets the turn at once."""
+    ctx, target, reporter, clock, request = _closed_by_a_start_whose_final_write_failed(aws, emulator, client)
+    sync_start.begin_sync(ctx, request)
+    key = sync_service.target_queue_key(ctx)
+    later = ctx.queue.take_turn(key, "sync-2", at=clock.now - 5, name="later.csv", now=clock.now, hold_seconds=600)
+    assert later.granted, f"the next file waits behind {later.ahead!r}, a sync already closed"
+    assert target.started == []
+    assert [entry["message"] for entry in reporter.finished] == [reporter.finished[0]["message"]] * 2
+    assert ctx.loop_memory.load("sync-1").final_written
+
+
+def test_a_retried_trigger_after_its_sync_closed_leaves_no_phantom_ahead_of_later_files(aws, emulator, client) -> None:
+    """The trigger's StartExecution took effect but answered a throttle: Lambda delivers the event again a minute
+    later, after the loop imported the file and closed the sync. The retry used to re-join the closed sync to the
+    target's queue, earliest-staged and fresh: every later file waited behind a sync that never asks again."""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    key = sync_service.target_queue_key(ctx)
+    first = stage(aws, "roster-1.csv")
+    staged_at = clock.now
+    sync_id = sync_start.file_dropped(ctx, first, staged_at)  # trigger attempt 1 (its loop was started)
+    clock.now += 2
+    request = StartRequest(
+        kind="upload", org_id=ORG, sync_process_id=sync_id, file=first, staged_at=staged_at, loop_started_at=staged_at
+    )
+    state = sync_start.begin_sync(ctx, request)  # the loop: turn granted, import started
+    assert isinstance(state, SyncState)
+    clock.now += 20
+    sync_service.close_sync(ctx, sync_id, succeeded=True, message="Imported", results={}, summary="Imported")
+    clock.now += 40
+    assert sync_start.file_dropped(ctx, first, staged_at) == sync_id  # Lambda's retry of the trigger: same sync
+
+    later = stage(aws, "roster-2.csv")
+    clock.now += 5
+    turn = ctx.queue.take_turn(key, "sync-later", at=clock.now - 3, name=later.name, now=clock.now, hold_seconds=600)
+    assert turn.granted, f"nothing is importing, yet the later file waits behind {turn.ahead!r} (a closed sync)"
+
+
+def test_a_trigger_that_joined_as_its_sync_closed_removes_its_entry(aws, emulator, client, monkeypatch) -> None:
+    """The retried trigger looked (import not begun) and joined; the sync closed in between (its turn expired):
+    the look after the join removes the entry. A trigger whose removal failed is retried, and the retry does."""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    key = sync_service.target_queue_key(ctx)
+    first = stage(aws, "roster-1.csv")
+    sync_id = sync_start.file_dropped(ctx, first, clock.now)
+    real_join = ctx.queue.join
+
+    def join_as_it_closes(*args: Any, **kwargs: Any) -> bool:
+        sync_service.fail_sync(ctx, sync_id, "roster-1.csv was not imported: its turn did not come ...")
+        return real_join(*args, **kwargs)
+
+    def leave_fails(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("DynamoDB InternalError")
+
+    monkeypatch.setattr(ctx.queue, "join", join_as_it_closes)
+    monkeypatch.setattr(ctx.queue, "leave", leave_fails)
+    clock.now += 60
+    with pytest.raises(RuntimeError):  # the removal failed: the trigger fails and Lambda retries it
+        sync_start.file_dropped(ctx, first, clock.now - 60)
+    assert ctx.queue.next_in_line(key, clock.now) == sync_id  # a phantom, for now
+    monkeypatch.undo()
+    assert sync_start.file_dropped(ctx, first, clock.now - 60) == sync_id  # the retry
+    assert ctx.queue.next_in_line(key, clock.now) is None
+
+
+class _Killed(BaseException):
+    """The Lambda died here (timeout, out of memory): nothing after this line runs, no `finally` either."""
+
+
+def test_a_sync_now_start_killed_in_its_close_does_not_keep_the_targets_turn(
+    aws, emulator, client, monkeypatch
+) -> None:
+    """A "Sync Now" that holds the target's turn fails to start its import (a 503 burst) and closes ERROR; the
+    import starter dies after the final update, before freeing the turn. StartImport's retry used to read the
+    process, see it ERROR ("a replay") and return nothing to follow: the execution SUCCEEDED, so the watchdog
+    never ran, and every later file of the org waited until the turn expired (~90 min by default)."""
+    target = FailsOnceTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    charthop_reporter = RecordingReporter(ctx.reporter.charthop)  # type: ignore[attr-defined]
+
+    def finish_in_charthop(sync_id: str, **kwargs: Any) -> None:
+        charthop_reporter.charthop.finish(sync_id, **kwargs)  # type: ignore[union-attr]
+
+    charthop_reporter.finish = finish_in_charthop  # type: ignore[method-assign]
+    ctx.reporter = charthop_reporter
+    stage(aws, "roster.csv")
+    sync_id = emulator.create_sync_process()["id"]
+    request = StartRequest(
+        kind="sync-now",
+        org_id=ORG,
+        sync_process_id=sync_id,
+        app_id=emulator.config.app_id,
+        staged_at=clock.now - 10,
+        loop_started_at=clock.now - 10,
+    )
+    real_leave = sync_service._leave_queue
+
+    def killed(ctx: Any, sync_id: str) -> None:
+        raise _Killed
+
+    monkeypatch.setattr(sync_service, "_leave_queue", killed)
+    monkeypatch.setattr(sync_service, "_free_sync_now_slot", lambda ctx, sync_id: None)
+    with pytest.raises(_Killed):
+        sync_start.begin_sync(ctx, request)  # attempt 1: took the turn, import refused (503), closed, killed
+    monkeypatch.undo()
+    key = sync_service.target_queue_key(ctx)
+    assert ctx.queue.items[key]["holder"] == sync_id  # type: ignore[attr-defined]
+    assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) == sync_id
+    assert real_leave is sync_service._leave_queue
+
+    clock.now += 2
+    assert sync_start.begin_sync(ctx, request) is None  # the retry: nothing to follow, the execution SUCCEEDS
+
+    clock.now += 60
+    turn = ctx.queue.take_turn(key, "sync-later", at=clock.now - 5, name="later.csv", now=clock.now, hold_seconds=600)
+    assert turn.granted, f"the turn is still held by the closed sync ({turn.ahead!r}); nobody will free it"
+    assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) is None
+    assert target.started == []

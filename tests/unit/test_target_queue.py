@@ -14,6 +14,7 @@ from moto import mock_aws
 from people_sync import target_queue
 from people_sync.target_queue import (
     ENTRY_BYTES,
+    FORGOTTEN_AFTER_SECONDS,
     HEARTBEAT_SECONDS,
     MAX_WAITING,
     SETTLE_SECONDS,
@@ -159,6 +160,53 @@ def test_a_full_queue_refuses_one_more_file_until_one_leaves(
     assert (renewed.granted, renewed.full) == (False, False)
     queue.leave(KEY, "w1")
     assert queue.join(KEY, "w4", at=4.0, name="w4.csv", now=12.0)
+
+
+def test_entries_no_loop_can_renew_are_removed_and_do_not_count_against_the_most_that_may_wait(
+    queue: TargetQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries left behind (a leave that failed 3 times, a trigger whose loop never started, a retried trigger's
+    re-join) used to be passed over but never removed, and `size(waiting) < :max` counted them: once MAX_WAITING
+    piled up (every write renews the item's TTL), every new file was refused. Older than any loop can run, they
+    are removed by the next join or ask (more than one conditional batch of them here)."""
+    from people_sync.sync_service import LOOP_TIME_LIMIT_SECONDS
+
+    assert FORGOTTEN_AFTER_SECONDS >= LOOP_TIME_LIMIT_SECONDS  # no loop still runs that could renew one
+    monkeypatch.setattr(target_queue, "MAX_WAITING", 60)  # more than one PRUNE_BATCH
+    t0 = 1_000_000.0
+    for n in range(target_queue.MAX_WAITING):
+        assert queue.join(KEY, f"dead-{n}", at=t0 + n / 1000, name=f"f{n}.csv", now=t0)
+    assert not queue.join(KEY, "one-more", at=t0 + 1, name="one-more.csv", now=t0 + 60)  # full while they may live
+    later = t0 + FORGOTTEN_AFTER_SECONDS + 3600  # every one of those loops ended long ago
+    assert queue.next_in_line(KEY, later) is None  # all passed over ...
+    turn = queue.take_turn(KEY, "new", at=later - 5, name="new.csv", now=later, hold_seconds=HOLD, deadline=later + 60)
+    assert not turn.full, "a new file was refused: the queue was 'full' of entries nobody will ever renew"
+    assert turn.granted
+    # ... and they are gone: the queue holds the new file's turn and room for MAX_WAITING more
+    assert all(
+        queue.join(KEY, f"w{n}", at=later + n, name=f"w{n}.csv", now=later + 1) for n in range(target_queue.MAX_WAITING)
+    )
+
+
+def test_a_forgotten_entry_renewed_meanwhile_is_not_removed() -> None:
+    """Two writers prune at once, or one renews what another is about to prune: each removal is conditional on
+    the entry as read, so a renewed entry stays and the rest converge."""
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(
+            TableName="sync",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        queue = DynamoDBTargetQueue("sync", client)
+        queue.join(KEY, "old", at=1.0, name="old.csv", now=1.0)
+        later = 1.0 + FORGOTTEN_AFTER_SECONDS + 1
+        as_read = queue.get(KEY)
+        queue.join(KEY, "old", at=1.0, name="old.csv", now=later)  # renewed after the pruner's read
+        assert queue._prune(KEY, as_read, later)  # its conditional write finds it changed: nothing removed
+        assert "old" in queue.get(KEY)["waiting"]["M"]
+        assert queue.next_in_line(KEY, later) == "old"
 
 
 def test_the_queue_item_stays_under_dynamodbs_item_limit_at_the_most_files_that_may_wait() -> None:

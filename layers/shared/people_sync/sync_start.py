@@ -58,6 +58,7 @@ from people_sync.sync_service import (
     target_queue_key,
     turn_hold_seconds,
     wake,
+    wake_next_in_line,
 )
 from people_sync.target_queue import MAX_WAITING, Turn
 
@@ -117,7 +118,21 @@ def file_dropped(ctx: SyncContext, staged: StagedFile, staged_at: float | None =
     sync_id = open_sync(ctx, staged)
     ctx.journal.own(sync_id, staged)
     at = staged_at if staged_at is not None else ctx.clock()
-    ctx.queue.join(target_queue_key(ctx), sync_id, at=at, name=staged.name, now=ctx.clock())
+    begun = ctx.journal.start(sync_id).attempts > 0  # its loop got its turn: it waits in no queue any more
+    if not begun:
+        ctx.queue.join(target_queue_key(ctx), sync_id, at=at, name=staged.name, now=ctx.clock())
+    if ctx.loop_memory.load(sync_id).closed_at is not None:
+        # A retried trigger of a sync already closed (before or since the join): nothing may wait for it. Its
+        # entry (this attempt's, or one an attempt killed here left) is removed; removing is owner-conditional
+        # and safe to repeat, and a close that came after the join removed it already. A failed removal is
+        # raised: the trigger is retried and removes it then.
+        logger.info("trigger of a sync already closed; not queued", extra={"sync_process_id": sync_id})
+        ctx.queue.leave(target_queue_key(ctx), sync_id)
+        wake_next_in_line(ctx)
+        return sync_id
+    if begun:
+        logger.info("trigger of a sync whose import began; its loop runs", extra={"sync_process_id": sync_id})
+        return sync_id
     request = StartRequest(
         kind="upload",
         target=ctx.target.name,
@@ -259,6 +274,8 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
     """The status loop's first task: checks a "Sync Now", waits for the target's turn, then imports the
     file. None: nothing to follow (the sync was refused and closed, or it is not this app's)."""
     sync_id = request.sync_process_id
+    if close_again_if_closed(ctx, sync_id):
+        return None
     if request.kind == "sync-now":
         staged = sync_now_file(ctx, request.org_id, sync_id, app_id=request.app_id)
     else:
@@ -279,6 +296,33 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         report_progress(ctx, sync_id, bar.QUEUED_PROGRESS, _queued_message(ctx, staged, turn, deadline))
         return Queued(turn.ahead, _queue_wait(ctx, request, turn, deadline))
     return start_import(ctx, staged, sync_id)
+
+
+def close_again_if_closed(ctx: SyncContext, sync_id: str) -> bool:
+    """A sync already closed imports nothing and holds nothing. An earlier attempt of its start (or its loop)
+    closed it, and then writing the final status failed or the task died before freeing its Sync Now slot and
+    its turn (the state machine retries the start; a "Sync Now" whose process shows the final is a replay): the
+    close is repeated with the final it kept, which writes that final if it was not written and frees the slot
+    and the turn (owner-conditional, safe to repeat). True: the sync was closed already."""
+    memory = ctx.loop_memory.load(sync_id)
+    if memory.closed_at is None:
+        return False
+    final = memory.final or {
+        "succeeded": False,
+        "message": "The sync was closed.",
+        "results": {},
+        "summary": "The sync was closed.",
+    }
+    logger.warning("start of a sync already closed; its close is repeated", extra={"sync_process_id": sync_id})
+    close_sync(
+        ctx,
+        sync_id,
+        succeeded=bool(final["succeeded"]),
+        message=str(final["message"]),
+        results=dict(final["results"]),
+        summary=str(final["summary"]),
+    )
+    return True
 
 
 def turn_deadline(ctx: SyncContext, request: StartRequest) -> float | None:
@@ -419,6 +463,8 @@ def sync_now_file(ctx: SyncContext, org_id: str, sync_id: str, *, app_id: str | 
         return None
     start = ctx.journal.start(sync_id)
     if process.status.upper() in assumed.CHARTHOP_TERMINAL_STATUSES:
+        if close_again_if_closed(ctx, sync_id):  # ours, closed; it may still hold its slot and turn
+            return None
         logger.warning("Sync Now for a finished process (a replay); ignored", extra={"sync_process_id": sync_id})
         return None
     if start.file is not None:  # an earlier attempt passed the checks: continue with its file

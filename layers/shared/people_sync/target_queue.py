@@ -14,7 +14,8 @@ writes a minute, not hundreds (see sync_start.begin_sync).
 
 One DynamoDB item per target (`queue#<target key>`) in the sync table: `holder`, `holderName`,
 `holderUntil`, and a map `waiting` of sync id -> {at, name, seen}, at most MAX_WAITING entries (an item is
-at most 400 KB); and one small item per parked start (`queue#<target key>#wake#<sync id>`: its task token).
+at most 400 KB; an entry not renewed for FORGOTTEN_AFTER_SECONDS is removed by the next join or ask, so it does not
+count); and one small item per parked start (`queue#<target key>#wake#<sync id>`: its task token).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ SETTLE_SECONDS = 1.0
 #: Files that may wait for one target at once. One more is refused (its sync is closed saying so, the file
 #: stays staged): the queue item stays below DynamoDB's 400 KB (an entry is at most ENTRY_BYTES plus its sync id).
 MAX_WAITING = 1000
+#: A waiting entry not renewed for this long belongs to a status loop that has ended (a live one asks at least every
+#: few minutes, and no loop runs longer than the state machine's limit, sync_service.LOOP_TIME_LIMIT_SECONDS): the
+#: next join or ask removes it, so entries nobody will renew never fill the queue. Were a live sync's entry removed
+#: anyway, its next ask joins again in the same place (its place is its staging time).
+FORGOTTEN_AFTER_SECONDS = 21600
+#: Forgotten entries removed by one conditional write (DynamoDB limits an expression to 4 KB).
+PRUNE_BATCH = 50
 #: The most of a file name a waiting entry keeps (UTF-8 bytes; only shown, as "queued behind <name>").
 NAME_BYTES = 100
 #: The most a waiting entry's value takes (UTF-8 bytes of its JSON).
@@ -107,6 +115,15 @@ def _live(entry: dict[str, Any], now: float) -> bool:
     return float(entry["seen"]) >= now - STALE_AFTER_SECONDS
 
 
+def _forgotten(entry: dict[str, Any], now: float) -> bool:
+    return float(entry["seen"]) < now - FORGOTTEN_AFTER_SECONDS
+
+
+def _prune(waiting: dict[str, dict[str, Any]], now: float) -> None:
+    for sync_id in [other for other, entry in waiting.items() if _forgotten(entry, now)]:
+        del waiting[sync_id]
+
+
 def first_in_line(waiting: dict[str, dict[str, Any]], now: float) -> tuple[str, dict[str, Any]] | None:
     live = [(sync_id, entry) for sync_id, entry in waiting.items() if _live(entry, now)]
     if not live:
@@ -140,7 +157,8 @@ def decide(
 class TargetQueue(Protocol):
     def join(self, key: str, sync_id: str, *, at: float, name: str, now: float) -> bool:
         """Waits in the queue from the moment the file is known (the trigger), so that a file staged later
-        cannot take the turn before it. False: MAX_WAITING files already wait (this one is not queued)."""
+        cannot take the turn before it. False: MAX_WAITING files already wait (this one is not queued).
+        Forgotten entries (not renewed for FORGOTTEN_AFTER_SECONDS) are removed first and never count."""
         ...
 
     def take_turn(
@@ -156,7 +174,8 @@ class TargetQueue(Protocol):
     ) -> Turn:
         """Joins (or stays in) the queue; granted when nobody holds the target and this sync is the
         earliest-staged one waiting. A holder asking again keeps its turn. Past `deadline` the turn is
-        never given (expired), and a sync that cannot join is told the queue is full."""
+        never given (expired), and a sync that cannot join is told the queue is full. Forgotten entries are
+        removed as in `join`."""
         ...
 
     def leave(self, key: str, sync_id: str) -> None:
@@ -190,6 +209,7 @@ class InMemoryTargetQueue:
         item = self.items.setdefault(key, {"waiting": {}})
         if item.get("holder") == sync_id:
             return True
+        _prune(item["waiting"], now)
         if sync_id not in item["waiting"] and len(item["waiting"]) >= MAX_WAITING:
             return False
         item["waiting"][sync_id] = json.loads(entry_json(at, name, now))
@@ -210,6 +230,7 @@ class InMemoryTargetQueue:
             item = self.items.setdefault(key, {"waiting": {}})
             if item.get("holder") == sync_id:
                 return Turn(True)
+            _prune(item["waiting"], now)
             held = item.get("holder") is not None and item.get("holderUntil", 0) >= now
             holder = item["holderName"] if held else None
             if deadline is not None and now >= deadline:
@@ -276,10 +297,36 @@ class DynamoDBTargetQueue(SyncTableStore):
             except ClientError as error:
                 if not condition_failed(error):
                     raise
-            if "waiting" in self.get(key):
-                return False  # MAX_WAITING others wait already
-            self._update(key, "SET waiting = if_not_exists(waiting, :empty)", {":empty": {"M": {}}})
+            item = self.get(key)
+            if "waiting" not in item:
+                self._update(key, "SET waiting = if_not_exists(waiting, :empty)", {":empty": {"M": {}}})
+            elif not self._prune(key, item, now):
+                return False  # MAX_WAITING others wait already, none of them forgotten
         return False
+
+    def _prune(self, key: str, item: dict[str, Any], now: float) -> bool:
+        """Removes the forgotten entries of `item` (as read), each only if it is still exactly as read: an
+        entry renewed since stays, and a write that finds one renewed or removed since leaves its batch to the
+        next join or ask. False: none was forgotten."""
+        raw = item.get("waiting", {}).get("M", {})
+        old = [(other, value) for other, value in raw.items() if _forgotten(json.loads(value["S"]), now)]
+        for start in range(0, len(old), PRUNE_BATCH):
+            batch = old[start : start + PRUNE_BATCH]
+            names = {f"#w{n}": other for n, (other, _) in enumerate(batch)}
+            values = {f":w{n}": value for n, (_, value) in enumerate(batch)}
+            try:
+                self._update(
+                    key,
+                    "REMOVE " + ", ".join(f"waiting.#w{n}" for n in range(len(batch))),
+                    values,
+                    names=names,
+                    condition=" AND ".join(f"waiting.#w{n} = :w{n}" for n in range(len(batch))),
+                    expiration=False,
+                )
+            except ClientError as error:
+                if not condition_failed(error):
+                    raise
+        return bool(old)
 
     def take_turn(
         self,
@@ -295,7 +342,8 @@ class DynamoDBTargetQueue(SyncTableStore):
         item = self.get(key)
         if item.get("holder", {}).get("S") == sync_id:
             return Turn(True)
-        waiting = _waiting(item)
+        self._prune(key, item, now)
+        waiting = {other: entry for other, entry in _waiting(item).items() if not _forgotten(entry, now)}
         held = "holder" in item and float(item.get("holderUntil", {}).get("N", "0")) >= now
         holder = item.get("holderName", {}).get("S", "") if held else None
         if deadline is not None and now >= deadline:
