@@ -20,7 +20,7 @@ from people_sync import sync_history
 from people_sync.errors import SyncError
 from people_sync.loop_memory import LoopRecord
 from people_sync.models import SyncState
-from people_sync.sync_service import CHECK_LEASE_SECONDS, SyncContext, check_import, close_sync
+from people_sync.sync_service import CHECK_LEASE_SECONDS, SyncContext, check_import, close_again
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +65,7 @@ def _finish_a_stranded_close(ctx: SyncContext, sync_id: str) -> None:
     final = memory.final
     logger.warning("the sync was closed but its final status never written; writing it")
     try:
-        close_sync(
-            ctx,
-            sync_id,
-            succeeded=bool(final["succeeded"]),
-            message=str(final["message"]),
-            results=dict(final["results"]),
-            summary=str(final["summary"]),
-        )
+        close_again(ctx, sync_id, final)
     except Exception:
         logger.warning("could not write the final status yet; the next check tries again", exc_info=True)
 

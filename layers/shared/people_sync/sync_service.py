@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -352,6 +352,19 @@ def close_sync(
         # is closing imports nothing more, so it must not keep later syncs out.
         _free_sync_now_slot(ctx, sync_id)
         _leave_queue(ctx, sync_id)
+
+
+def close_again(ctx: SyncContext, sync_id: str, final: Mapping[str, Any]) -> None:
+    """Repeats a close with the final status it kept (the loop memory's `final`): writes it if it was never
+    written and frees the Sync Now slot and the turn the sync may still hold."""
+    close_sync(
+        ctx,
+        sync_id,
+        succeeded=bool(final["succeeded"]),
+        message=str(final["message"]),
+        results=dict(final["results"]),
+        summary=str(final["summary"]),
+    )
 
 
 #: Tries at freeing a closing sync's slot and turn (each a conditional delete, safe to repeat), RELEASE_PAUSE

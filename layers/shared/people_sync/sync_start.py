@@ -47,6 +47,7 @@ from people_sync.sync_service import (
     SyncContext,
     _quarantine,
     checked_body,
+    close_again,
     close_sync,
     execution_name,
     fail_sync,
@@ -314,14 +315,7 @@ def close_again_if_closed(ctx: SyncContext, sync_id: str) -> bool:
         "summary": "The sync was closed.",
     }
     logger.warning("start of a sync already closed; its close is repeated", extra={"sync_process_id": sync_id})
-    close_sync(
-        ctx,
-        sync_id,
-        succeeded=bool(final["succeeded"]),
-        message=str(final["message"]),
-        results=dict(final["results"]),
-        summary=str(final["summary"]),
-    )
+    close_again(ctx, sync_id, final)
     return True
 
 
