@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import boto3
 import pytest
@@ -35,14 +36,22 @@ def queue(request: pytest.FixtureRequest) -> Iterator[TargetQueue]:
     if request.param == "memory":
         yield InMemoryTargetQueue()
         return
+    with dynamodb_queue() as queue:
+        yield queue
+
+
+@contextmanager
+def dynamodb_queue() -> Iterator[DynamoDBTargetQueue]:
+    """The DynamoDB queue on a fresh sync table (moto); its client is `queue.client`."""
     with mock_aws():
-        boto3.client("dynamodb").create_table(
+        client = boto3.client("dynamodb")
+        client.create_table(
             TableName="sync",
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        yield DynamoDBTargetQueue("sync", boto3.client("dynamodb"))
+        yield DynamoDBTargetQueue("sync", client)
 
 
 def ask(queue: TargetQueue, sync_id: str, at: float, now: float) -> bool:
@@ -191,15 +200,7 @@ def test_entries_no_loop_can_renew_are_removed_and_do_not_count_against_the_most
 def test_a_forgotten_entry_renewed_meanwhile_is_not_removed() -> None:
     """Two writers prune at once, or one renews what another is about to prune: each removal is conditional on
     the entry as read, so a renewed entry stays and the rest converge."""
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="sync",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        queue = DynamoDBTargetQueue("sync", client)
+    with dynamodb_queue() as queue:
         queue.join(KEY, "old", at=1.0, name="old.csv", now=1.0)
         later = 1.0 + FORGOTTEN_AFTER_SECONDS + 1
         as_read = queue.get(KEY)
@@ -236,15 +237,8 @@ def test_the_next_in_line_is_the_earliest_waiting_file_once_the_turn_is_free(que
 def test_an_ask_while_waiting_is_one_read_and_writes_only_to_stay_in_the_queue() -> None:
     """Every ask used to read the queue item twice and rewrite it twice (DynamoDB bills a write by the item's
     size): with hundreds of files waiting, hundreds of rewrites of a large item a minute, on one partition."""
-    with mock_aws():
-        client = boto3.client("dynamodb")
-        client.create_table(
-            TableName="sync",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        queue = DynamoDBTargetQueue("sync", client)
+    with dynamodb_queue() as queue:
+        client = queue.client
         calls: list[str] = []
         client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
         assert queue.take_turn(KEY, "holder", at=0.0, name="holder.csv", now=10.0, hold_seconds=HOLD).granted
