@@ -124,7 +124,11 @@ class InProcessLambdaRuntime:
         self.async_retry_delays = async_retry_delays
         self.invocations: list[Invocation] = []
         self._by_name = {fn.name: fn for fn in stack.functions.values()}
-        self._modules: dict[str, ModuleType] = {}
+        #: Each function's idle containers (a loaded handler module each). Lambda runs one invocation at a time
+        #: per container, so concurrent invocations of a function never share its module's globals (the
+        #: webhook's event resolver, a handler's per-invocation state); a busy function gets a new container.
+        self._idle_containers: dict[str, list[ModuleType]] = {}
+        self._containers_loaded: dict[str, int] = {}
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lambda-async")
         self._pending: list[Future[Any]] = []
         self._lock = threading.Lock()
@@ -269,12 +273,14 @@ class InProcessLambdaRuntime:
                 delays = self.async_retry_delays or (0.0,)
                 time.sleep(delays[min(attempt, len(delays)) - 1])
             invocation.error = None
-            handler = self._handler(function)
+            container = self._take_container(function)
+            handler = self._handler(function, container)
             context = LambdaContext(function.name, function.arn, function.memory, function.timeout)
             with self._lock:
                 number = self._attempts.get(function.logical_id, 0)
                 self._attempts[function.logical_id] = number + 1
             running = _running.set(_Running(function.logical_id, number))
+            reusable = True
             try:
                 invocation.result = handler(invocation.event, context)
                 return
@@ -284,8 +290,11 @@ class InProcessLambdaRuntime:
                     traceback.print_exception(error)
             except InvocationKilled as killed:  # no handler code ran; Lambda reports a timeout
                 invocation.error = killed
+                reusable = False  # Lambda starts a fresh runtime after a timeout or out-of-memory end
             finally:
                 _running.reset(running)
+                if reusable:
+                    self._release_container(function, container)
         if invocation.asynchronous and invocation.error is not None:
             self._send_to_on_failure(function, invocation, attempts)
 
@@ -312,14 +321,29 @@ class InProcessLambdaRuntime:
             QueueUrl=queue_url, MessageBody=json.dumps(record)
         )
 
-    def _handler(self, function: DeployedFunction) -> Callable[[dict[str, Any], Any], Any]:
-        module_name, attribute = function.handler.rsplit(".", 1)
+    def _take_container(self, function: DeployedFunction) -> ModuleType:
+        """An idle container of the function (a warm start), or a new one (a cold start: its module loaded)."""
         with self._lock:
-            module = self._modules.get(function.logical_id)
-            if module is None:
-                module = _load_module(f"offline_lambda_{function.logical_id}", function.code_dir / f"{module_name}.py")
-                self._modules[function.logical_id] = module
-        handler: Callable[[dict[str, Any], Any], Any] = getattr(module, attribute)
+            idle = self._idle_containers.setdefault(function.logical_id, [])
+            if idle:
+                return idle.pop()
+            number = self._containers_loaded.get(function.logical_id, 0)
+            self._containers_loaded[function.logical_id] = number + 1
+        module_name = function.handler.rsplit(".", 1)[0]
+        return _load_module(f"offline_lambda_{function.logical_id}_{number}", function.code_dir / f"{module_name}.py")
+
+    def _release_container(self, function: DeployedFunction, container: ModuleType) -> None:
+        with self._lock:
+            self._idle_containers.setdefault(function.logical_id, []).append(container)
+
+    def containers_loaded(self, logical_id: str) -> int:
+        """How many containers (cold starts) the function has had."""
+        with self._lock:
+            return self._containers_loaded.get(logical_id, 0)
+
+    @staticmethod
+    def _handler(function: DeployedFunction, container: ModuleType) -> Callable[[dict[str, Any], Any], Any]:
+        handler: Callable[[dict[str, Any], Any], Any] = getattr(container, function.handler.rsplit(".", 1)[1])
         return handler
 
 
