@@ -8,7 +8,8 @@ per app at a time (a second start answers `blocked`), an import that finishes as
 into a directory (one of `Elma365EmulatorConfig.directories`) do not expire. What the seed only recommends
 is not enforced unless configured: a temporary-file import of more than 50,000 entries is refused only with
 `temp_file_max_rows` set, and `blocked` is answered with HTTP 200 unless `blocked_http_status` says otherwise
-(both are assumptions, see `api_assumptions`). Time is the
+(both are assumptions, see `api_assumptions`). The documented "poll the status no more than once a second" is
+enforced: a sooner status request for the same import answers 429 with Retry-After. Time is the
 emulator's own clock (injectable), so tests move it instead of sleeping. Every call is recorded.
 
 Run it alone with `python -m offline.elma365_emulator --port 8902`.
@@ -21,6 +22,7 @@ import csv
 import functools
 import io
 import json
+import math
 import threading
 import time
 import uuid
@@ -84,6 +86,11 @@ class Elma365EmulatorConfig:
     #: (assumption, off by default) Refuse to start the import of a temporary file with more data rows than
     #: this. The seed only recommends a directory above 50,000 entries (api_assumptions.ELMA365_TEMP_FILE_MAX_ENTRIES).
     temp_file_max_rows: int | None = None
+    #: The documented limit "poll the status no more than once a second": a status request for an import
+    #: that comes sooner after the last one answered is refused with 429 and Retry-After (the status and the
+    #: header are assumptions, api_assumptions.ELMA365_RATE_LIMIT_STATUS). A refused request does not count.
+    #: None turns the limit off.
+    min_status_interval_s: float | None = assumed.ELMA365_MIN_STATUS_INTERVAL_SECONDS
 
 
 @dataclass
@@ -130,6 +137,10 @@ class RecordedImport:
     polls: int = 0
     finished_at: float | None = None
     error: str | None = None
+    #: Emulator clock of the last status request answered (not refused) for this import.
+    last_polled_at: float | None = None
+    #: Status requests refused for coming sooner than `min_status_interval_s` after the last answered one.
+    polls_refused: int = 0
 
 
 @dataclass
@@ -368,6 +379,14 @@ class Elma365Emulator(FaultInjectingServer):
             run = self._imports.get(import_id)
             if run is None or run.app != app:
                 return _error(404, f"import {import_id} not found")
+            now, interval = self.clock(), self.config.min_status_interval_s
+            if interval is not None and run.last_polled_at is not None and now - run.last_polled_at < interval:
+                run.polls_refused += 1
+                wait = max(1, math.ceil(interval - (now - run.last_polled_at)))
+                response = _error(assumed.ELMA365_RATE_LIMIT_STATUS, "status requested more than once a second")
+                response.headers["Retry-After"] = str(wait)
+                return response
+            run.last_polled_at = now
             if self._forced_status_blocks:
                 self._forced_status_blocks -= 1
                 return self._blocked(run.id)

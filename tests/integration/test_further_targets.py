@@ -200,6 +200,8 @@ def test_elma365_import_succeeds(elma: Offline) -> None:
     assert execution["status"] == "SUCCEEDED"
     assert outcome["status"] == "DONE", outcome
     assert elma.elma365.imported_rows() == 25
+    # the status loop's checks keep to "no more than one status request a second": none was refused
+    assert [call.status for call in elma.elma365.calls_of(IMPORT_STATUS)] == [200, 200]
 
 
 @pytest.mark.parametrize("fault", [Fault(status=503, after_effect=True), Fault(reset=True, after_effect=True)])

@@ -179,11 +179,43 @@ def test_import_completes_on_the_emulator_clock(elma: Elma365Emulator, clock: Fa
     assert elma.imported_rows("hr", "contracts") == 0
 
 
-def test_import_completes_after_a_number_of_polls(elma: Elma365Emulator) -> None:
+def test_import_completes_after_a_number_of_polls(elma: Elma365Emulator, clock: FakeClock) -> None:
     elma.import_behaviour = ImportBehaviour(polls=3)
     answer = _started(elma)
-    assert [_status(elma, answer["id"]).json()["status"] for _ in range(3)] == ["in_progress", "in_progress", "done"]
+    states = []
+    for _ in range(3):
+        states.append(_status(elma, answer["id"]).json()["status"])
+        clock.advance(1.0)
+    assert states == ["in_progress", "in_progress", "done"]
     assert elma.import_(answer["id"]).imported == 3
+
+
+def test_a_status_poll_sooner_than_a_second_after_the_last_is_refused_and_does_not_count(
+    elma: Elma365Emulator, clock: FakeClock
+) -> None:
+    """ELMA365: "poll it no more than once a second". A poll 0.4 s after the last answered one gets the
+    rate-limit answer with Retry-After and leaves the import as it was; one a second after the last
+    *answered* poll (the refused one does not restart the second) is answered."""
+    elma.import_behaviour = ImportBehaviour(polls=2)
+    answer = _started(elma)
+    assert _status(elma, answer["id"]).json()["status"] == "in_progress"
+    clock.advance(0.4)
+    refused = _status(elma, answer["id"])
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["success"] is False
+    clock.advance(0.6)
+    assert _status(elma, answer["id"]).json()["status"] == "done"
+    run = elma.import_(answer["id"])
+    assert (run.polls, run.polls_refused) == (2, 1)
+
+
+def test_the_poll_limit_is_per_import(elma: Elma365Emulator) -> None:
+    first = _started(elma)
+    second = _started(elma, app="hr/contracts")
+    assert _status(elma, first["id"]).status_code == 200
+    assert _status(elma, second["id"], app="hr/contracts").status_code == 200
+    assert _status(elma, first["id"]).status_code == 429
 
 
 def test_failing_import_ends_in_error_with_the_reason(elma: Elma365Emulator) -> None:
@@ -356,7 +388,7 @@ def test_temporary_file_row_limit_is_enforced_only_when_configured(clock: FakeCl
 
 
 @pytest.mark.parametrize("http_status", [409, 423, 400, 503])
-def test_blocked_can_come_with_a_non_2xx_status(elma: Elma365Emulator, http_status: int) -> None:
+def test_blocked_can_come_with_a_non_2xx_status(elma: Elma365Emulator, clock: FakeClock, http_status: int) -> None:
     elma.import_behaviour = ImportBehaviour(polls=5)
     elma.blocked_http_status = http_status
     answer = _started(elma)
@@ -366,5 +398,6 @@ def test_blocked_can_come_with_a_non_2xx_status(elma: Elma365Emulator, http_stat
     elma.block_next_status_checks(1)
     status = _status(elma, answer["id"])
     assert (status.status_code, status.json()["status"], status.json()["id"]) == (http_status, "blocked", answer["id"])
+    clock.advance(1.0)
     assert _status(elma, answer["id"]).json()["status"] == "in_progress"
     assert elma.import_(answer["id"]).polls == 1  # the blocked answer did not advance the import

@@ -379,6 +379,23 @@ def test_5xx_on_a_status_check_is_retried(elma: Elma365Emulator, slots: InMemory
     assert [call.status for call in elma.calls_of(IMPORT_STATUS)] == [503, 502, 200]
 
 
+def test_a_status_poll_repeated_within_the_second_waits_out_elma365s_limit() -> None:
+    """ELMA365 wants no more than one status request a second (the emulator answers a sooner one 429 with
+    Retry-After). A status request whose answer was lost (past the read timeout: ELMA365 counted it) is
+    repeated at once by the client's retry; that repeat is refused, and the client waits out Retry-After
+    instead of failing the check. Real time: the retry sleeps for real (about a second)."""
+    with Elma365Emulator(Elma365EmulatorConfig()) as elma:
+        elma.import_behaviour = ImportBehaviour(polls=5)
+        client = make_client(elma, read_timeout=0.2)
+        file_hash = client.upload_file(io.BytesIO(SMALL), len(SMALL), file_format="csv")
+        started = client.start_import(file_hash, file_format="csv")
+        elma.inject(IMPORT_STATUS, Fault.slow(0.5))
+        answer = client.import_status(str(started.id))
+        assert answer.status == "in_progress"
+        assert [call.status for call in elma.calls_of(IMPORT_STATUS)] == [200, 429, 200]
+        assert elma.import_(str(started.id)).polls_refused == 1
+
+
 def test_status_check_unavailable_after_retries(elma: Elma365Emulator, slots: InMemorySlots, clock: FakeClock) -> None:
     source = Source(SMALL)
     job = make_target(elma, slots, clock).start_import(STAGED, source, sync_id="sync-1")

@@ -534,6 +534,12 @@ ELMA365_UNAUTHENTICATED_STATUSES = frozenset({401, 403})
 #: Confirm: ELMA365's published API limits, or the answer to a burst of status requests on a test company.
 ELMA365_RATE_LIMIT_STATUS = 429
 
+#: (found) "The status method returns the same response as the start; poll it no more than once a second."
+#: What ELMA365 answers a sooner poll is not published: assumed the rate-limit answer above, counted per import
+#: from the last answered poll. The app's checks of one import are at least this far apart (its targets'
+#: `min_check_interval_seconds`); a retry of a status request that comes sooner waits out the 429.
+ELMA365_MIN_STATUS_INTERVAL_SECONDS = 1.0
+
 #: (assumption) The CSV ELMA365 imports is UTF-8, comma-separated, with the app template's column
 #: names in its first row; each chunk we upload repeats that header row. Confirm: the app's downloaded
 #: import template exported as CSV, and a test import of a chunk with the header row.

@@ -483,7 +483,7 @@ class Elma365Target:
     name = "elma365"
     display_name = "ELMA365"
     calls_back = False
-    min_check_interval_seconds = 1
+    min_check_interval_seconds = math.ceil(assumed.ELMA365_MIN_STATUS_INTERVAL_SECONDS)
 
     def __init__(
         self,
