@@ -108,13 +108,14 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def deployed_timing() -> dict[str, Any]:
-    """offline_environment's arguments for the deployed timing: the template's poll schedule and import timeout
-    (PollInitialSeconds, PollMaxSeconds, ImportTimeoutSeconds defaults) and the functions' own defaults for
-    ChartHop's read timeout and retry backoff and a queued start's wait (config.AppSettings; the template sets
-    none of them). offline_environment's defaults are sized for tests (a check every second, 2 s ChartHop
-    timeouts): once a stack that runs in one process is busier than its CPU, a 1 s wait runs out before the
-    check it started hands back, the loop enters its task again and starts another check, and no sync ends
-    (docs/performance.md (f)). Deployed, each check has a Lambda of its own and a wait of 5 s or more."""
+    """offline_environment's arguments for the deployed timing: the template's poll schedule, import timeout and
+    settle time (PollInitialSeconds, PollMaxSeconds, ImportTimeoutSeconds, QueueSettleSeconds defaults) and the
+    functions' own defaults for ChartHop's read timeout and retry backoff and a queued start's wait
+    (config.AppSettings; the template sets none of them). offline_environment's defaults are sized for tests (a
+    check every second, 2 s ChartHop timeouts): once a stack that runs in one process is busier than its CPU, a 1 s
+    wait runs out before the check it started hands back, the loop enters its task again and starts another check,
+    and no sync ends (docs/performance.md (f)). Deployed, each check has a Lambda of its own and a wait of 5 s or
+    more."""
     parameters = load_template()["Parameters"]
     functions = AppSettings.from_env(
         {"CHARTHOP_ORG_ID": "-", "CHARTHOP_APP_NAME": "-", "CHARTHOP_TOKEN_SECRET": "-", "SETTINGS_PARAMETER": "-"}
@@ -123,6 +124,7 @@ def deployed_timing() -> dict[str, Any]:
         "poll_initial_seconds": int(parameters["PollInitialSeconds"]["Default"]),
         "poll_max_seconds": int(parameters["PollMaxSeconds"]["Default"]),
         "import_timeout_seconds": int(parameters["ImportTimeoutSeconds"]["Default"]),
+        "queue_settle_seconds": float(parameters["QueueSettleSeconds"]["Default"]),
         "extra_env": {
             "CHARTHOP_READ_TIMEOUT_SECONDS": str(functions.charthop_read_timeout_seconds),
             "CHARTHOP_RETRY_BACKOFF_SECONDS": str(functions.charthop_retry_backoff_seconds),

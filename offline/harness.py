@@ -297,6 +297,7 @@ def offline_environment(
     poll_max_seconds: int = 1,
     import_timeout_seconds: int = 120,
     import_on_upload: bool = True,
+    queue_settle_seconds: float = 1.0,
     parameters: dict[str, str] | None = None,
     extra_env: dict[str, str] | None = None,
     further_targets: bool = False,
@@ -311,7 +312,8 @@ def offline_environment(
     `process.create.<app>` for every process the app creates, as ChartHop may: the app must ignore those.
     Without `execute_state_machine`, moto only records the status loops started (a driver of its own steps
     them: bench/simulated_clock.py); `emulator_clock` is the clock ChartHop's emulator runs its imports and
-    records its calls on (default: time.monotonic)."""
+    records its calls on (default: time.monotonic). Waits are test-sized: QueueSettleSeconds is
+    `queue_settle_seconds` (1 s; 5 s deployed)."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines from the local servers
     with ExitStack() as servers:
@@ -351,6 +353,7 @@ def offline_environment(
                     "PollMaxSeconds": str(poll_max_seconds),
                     "ImportTimeoutSeconds": str(import_timeout_seconds),
                     "ImportOnUpload": "true" if import_on_upload else "false",
+                    "QueueSettleSeconds": str(queue_settle_seconds),
                     **target_parameters,
                     **(parameters or {}),
                 },

@@ -10,6 +10,7 @@ import pytest
 
 from bench.multi_org import MultiOrgResult, org_ids, percentile, report, run
 from bench.simulated_clock import run_simulated
+from offline.aws_stack import load_template
 
 pytestmark = pytest.mark.integration
 
@@ -58,10 +59,11 @@ def test_five_orgs_on_the_simulated_clock(simulated: MultiOrgResult, capsys: pyt
     assert result.clock == "simulated"
     assert result.statuses == dict.fromkeys(org_ids(5), "DONE")
     assert result.cross_org_requests == 0
-    # staged together: a fresh file waits out the settle second (target_queue.SETTLE_SECONDS) before its import
-    assert all(1.0 <= seconds < 3.0 for seconds in result.to_import_started.values())
+    # a fresh file waits out the settle time (QueueSettleSeconds, 5 s by default) before its import starts
+    settle = float(load_template()["Parameters"]["QueueSettleSeconds"]["Default"])
+    assert all(settle <= seconds < settle + 2.0 for seconds in result.to_import_started.values())
     # an import of 0.3 s is found finished by the check after the first poll wait (5 s, the template's default)
-    assert 5.0 < result.elapsed < 10.0
+    assert settle + 5.0 < result.elapsed < settle + 10.0
     assert result.peak_concurrency["ImportStarterFunction"] >= 5  # five triggers at once on the clock
     report(result)
     printed = capsys.readouterr().out

@@ -175,3 +175,42 @@ def test_a_file_beyond_the_most_that_may_wait_is_closed_saying_so(
     assert status == "ERROR"
     assert message.startswith("w3.csv was not imported: 2 files are already waiting for ChartHop here")
     assert "the file stays staged" in message
+
+
+def test_a_fresh_file_waits_out_the_settle_time_parked_not_in_the_lambda_and_is_not_woken_before(
+    ctx: SyncContext,
+) -> None:
+    """QueueSettleSeconds (5 s deployed): a file staged 0.5 s ago gets no turn for 4.5 s more, even with nobody
+    ahead. Its start does not sleep that out in the Lambda: it parks (WaitForTurn, timed out after the rest of the
+    settle time), and the park does not wake it at once although it is first in line (it would only come back
+    to be parked again, a Lambda round trip after another until the settle time is over)."""
+    assert ctx.settings.queue_settle_seconds == 5.0
+    now = ctx.clock()
+    ctx.queue.join(target_queue_key(ctx), "fresh", at=now - 0.5, name="fresh.csv", now=now)
+    queued = sync_start.begin_sync(ctx, request("fresh", now - 0.5))
+    assert queued == sync_start.Queued("", 5)
+    assert ctx.clock() == now  # no sleep in the Lambda
+    sync_start.await_turn(ctx, request("fresh", now - 0.5), "token-of-fresh")
+    assert woken(ctx) == []  # first in line, but settling: its wait's timeout brings it back
+    ctx.clock.now = now + 4.5  # type: ignore[attr-defined]
+    sync_start.await_turn(ctx, request("fresh", now - 0.5), "token-of-fresh")
+    assert woken(ctx) == ["token-of-fresh"]  # settled and first: woken at once
+    assert take(ctx, "fresh", now - 0.5)
+
+
+def test_an_earlier_staged_file_whose_trigger_is_seconds_late_still_goes_first(ctx: SyncContext) -> None:
+    """Two files staged half a second apart; the earlier one's trigger joins the queue 3 s after staging (its S3
+    event came late, or opening its sync in ChartHop was slow). With a settle time of 1 s the later file took the
+    free turn before the earlier one had joined; within QueueSettleSeconds it waits for it."""
+    t0 = ctx.clock()
+    key = target_queue_key(ctx)
+    ctx.queue.join(key, "later", at=t0 + 0.5, name="later.csv", now=t0 + 0.6)
+    ctx.clock.now = t0 + 1.6  # type: ignore[attr-defined]
+    asked = sync_start.begin_sync(ctx, request("later", t0 + 0.5))
+    assert isinstance(asked, sync_start.Queued), "the later file took the turn before the earlier one could join"
+    ctx.clock.now = t0 + 3.0  # type: ignore[attr-defined]
+    ctx.queue.join(key, "earlier", at=t0, name="earlier.csv", now=t0 + 3.0)
+    ctx.clock.now = t0 + 5.5  # type: ignore[attr-defined]
+    behind = sync_start.begin_sync(ctx, request("later", t0 + 0.5))
+    assert behind == sync_start.Queued("earlier.csv", behind.wait_seconds)  # type: ignore[union-attr]
+    assert take(ctx, "earlier", t0)

@@ -113,6 +113,7 @@ def make_ctx(
     target: ScriptedTarget,
     *,
     import_on_upload: bool = True,
+    queue_settle_seconds: float = 1.0,
 ) -> tuple[SyncContext, RecordingReporter, Clock]:
     settings = AppSettings(
         org_id=ORG,
@@ -130,6 +131,7 @@ def make_ctx(
         import_timeout_seconds=600,
         import_on_upload=import_on_upload,
         app_id=emulator.config.app_id,
+        queue_settle_seconds=queue_settle_seconds,  # test-sized, as offline (5 s deployed)
     )
     reporter = RecordingReporter(
         ChartHopProgressReporter(client, ORG, app_name="people-sync", app_user_id=emulator.config.app_user_id)

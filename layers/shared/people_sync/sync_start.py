@@ -76,6 +76,9 @@ MAX_QUEUE_WAIT_SECONDS = 60
 #: The longest a file with others ahead of it waits before it asks again (to show it is still waiting, and to
 #: give up in time): it is woken when its turn comes, so asking more often would only cost.
 MAX_PARK_SECONDS = 300
+#: A start whose file settles for at most this long more waits it out in the Lambda (one invocation);
+#: a longer settle is waited out in WaitForTurn (no Lambda runs meanwhile).
+SETTLE_SLEEP_SECONDS = 1.0
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -285,10 +288,10 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         return None
     deadline = turn_deadline(ctx, request)
     turn = _take_turn(ctx, request, staged, deadline)
-    if turn.settling:  # staged a moment ago: a file staged just before it may still be on its way
+    if 0 < turn.settling <= SETTLE_SLEEP_SECONDS:  # a file staged just before it may still be on its way
         ctx.sleep(turn.settling)
         turn = _take_turn(ctx, request, staged, deadline)
-    if turn.settling:
+    if turn.settling:  # waited out in WaitForTurn (which does not wake it before then), not in this Lambda
         return Queued("", max(1, math.ceil(turn.settling)))
     if turn.full or turn.expired:
         fail_sync(ctx, sync_id, _not_queued(ctx, staged, turn, deadline), results={"file": staged.name})
@@ -401,13 +404,20 @@ def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile, dead
         now=now,
         hold_seconds=turn_hold_seconds(ctx.settings),
         deadline=deadline,
+        settle_seconds=ctx.settings.queue_settle_seconds,
     )
+
+
+def _settling(ctx: SyncContext, request: StartRequest, now: float) -> bool:
+    """Staged less than QueueSettleSeconds ago: its turn is not given yet, whoever else waits."""
+    return request.staged_at is not None and now - request.staged_at < ctx.settings.queue_settle_seconds
 
 
 def await_turn(ctx: SyncContext, request: StartRequest, task_token: str) -> None:
     """The loop's WaitForTurn task: parks its task token where whoever frees the turn finds it, then wakes
-    itself at once if the turn is free for it already (freed before the token was parked) or its deadline has
-    passed; otherwise the token stays unanswered until it is woken or the wait (queueWaitSeconds) runs out.
+    itself at once if the turn is free for it already (freed before the token was parked; not while its file
+    settles, or it would be back at once) or its deadline has passed; otherwise the token stays unanswered until
+    it is woken or the wait (queueWaitSeconds) runs out.
 
     Parked first, looked second: a sync that frees the turn leaves the queue first and reads the token second,
     so either it finds this token or this look finds the turn free."""
@@ -415,7 +425,8 @@ def await_turn(ctx: SyncContext, request: StartRequest, task_token: str) -> None
     ctx.queue.park(key, request.sync_process_id, task_token)
     now = ctx.clock()
     deadline = turn_deadline(ctx, request)
-    if (deadline is not None and now >= deadline) or ctx.queue.next_in_line(key, now) == request.sync_process_id:
+    overdue = deadline is not None and now >= deadline
+    if overdue or (not _settling(ctx, request, now) and ctx.queue.next_in_line(key, now) == request.sync_process_id):
         wake(ctx, task_token)
 
 

@@ -41,8 +41,11 @@ STALE_AFTER_SECONDS = 900
 #: A waiting entry's `seen` is rewritten only when it is this old: each write rewrites the whole queue item
 #: (DynamoDB bills an update by the item's size), so a waiting start writes at most once in this long.
 HEARTBEAT_SECONDS = 240
-#: A file gets a free turn only this long after it was staged: a file staged just before it, whose event is
-#: still on its way, joins the queue first (the triggers join at once, before the loop starts).
+#: A file gets a free turn only `settle_seconds` after it was staged (the stack's QueueSettleSeconds,
+#: AppSettings.queue_settle_seconds, 5 s by default; this when not given): a file staged just before it, whose
+#: S3 event or trigger is slower (a trigger joins once it has opened the sync in ChartHop, before the loop
+#: starts), joins the queue first. A file whose trigger joins later than that after staging may be imported
+#: after a file staged after it (docs/reliability.md, Known gaps).
 SETTLE_SECONDS = 1.0
 #: Files that may wait for one target at once. One more is refused (its sync is closed saying so, the file
 #: stays staged): the queue item stays below DynamoDB's 400 KB (an entry is at most ENTRY_BYTES plus its sync id).
@@ -132,7 +135,13 @@ def first_in_line(waiting: dict[str, dict[str, Any]], now: float) -> tuple[str, 
 
 
 def decide(
-    sync_id: str, at: float, waiting: dict[str, dict[str, Any]], holder: str | None, now: float, name: str = ""
+    sync_id: str,
+    at: float,
+    waiting: dict[str, dict[str, Any]],
+    holder: str | None,
+    now: float,
+    name: str = "",
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> Turn:
     """Whether `sync_id` may take a free turn (holder None), or who it waits for and how many are ahead of it.
     One pass over the queue (no sorting)."""
@@ -149,8 +158,8 @@ def decide(
         return Turn(False, holder, first=earlier == 0, ahead_count=earlier + 1)
     if first is not None:
         return Turn(False, first[1], ahead_count=earlier)
-    if now - at < SETTLE_SECONDS:
-        return Turn(False, settling=SETTLE_SECONDS - (now - at), first=True)
+    if now - at < settle_seconds:
+        return Turn(False, settling=settle_seconds - (now - at), first=True)
     return Turn(True, first=True)
 
 
@@ -171,9 +180,11 @@ class TargetQueue(Protocol):
         now: float,
         hold_seconds: float,
         deadline: float | None = None,
+        settle_seconds: float = SETTLE_SECONDS,
     ) -> Turn:
         """Joins (or stays in) the queue; granted when nobody holds the target and this sync is the
-        earliest-staged one waiting. A holder asking again keeps its turn. Past `deadline` the turn is
+        earliest-staged one waiting, and it was staged at least `settle_seconds` ago. A holder asking again keeps
+        its turn. Past `deadline` the turn is
         never given (expired), and a sync that cannot join is told the queue is full. Forgotten entries are
         removed as in `join`."""
         ...
@@ -225,6 +236,7 @@ class InMemoryTargetQueue:
         now: float,
         hold_seconds: float,
         deadline: float | None = None,
+        settle_seconds: float = SETTLE_SECONDS,
     ) -> Turn:
         with self._lock:
             item = self.items.setdefault(key, {"waiting": {}})
@@ -240,7 +252,7 @@ class InMemoryTargetQueue:
                 key, sync_id, at=at, name=name, now=now
             ):
                 return _refused(decide(sync_id, at, item["waiting"], holder, now, short_name(name)), full=True)
-            turn = decide(sync_id, at, item["waiting"], holder, now)
+            turn = decide(sync_id, at, item["waiting"], holder, now, settle_seconds=settle_seconds)
             if turn.granted:
                 del item["waiting"][sync_id]
                 item.update(holder=sync_id, holderName=name, holderUntil=now + hold_seconds)
@@ -338,6 +350,7 @@ class DynamoDBTargetQueue(SyncTableStore):
         now: float,
         hold_seconds: float,
         deadline: float | None = None,
+        settle_seconds: float = SETTLE_SECONDS,
     ) -> Turn:
         item = self.get(key)
         if item.get("holder", {}).get("S") == sync_id:
@@ -353,13 +366,14 @@ class DynamoDBTargetQueue(SyncTableStore):
             if not self.join(key, sync_id, at=at, name=name, now=now):
                 return _refused(decide(sync_id, at, waiting, holder, now, short_name(name)), full=True)
             waiting[sync_id] = json.loads(entry_json(at, name, now))
-        turn = decide(sync_id, at, waiting, holder, now)
+        turn = decide(sync_id, at, waiting, holder, now, settle_seconds=settle_seconds)
         if turn.granted and mine is None:
             # It joined just now: a file staged before it may have joined since the read. Look once more.
             item = self.get(key)
             waiting = _waiting(item)
             held = "holder" in item and float(item.get("holderUntil", {}).get("N", "0")) >= now
-            turn = decide(sync_id, at, waiting, item.get("holderName", {}).get("S", "") if held else None, now)
+            holder = item.get("holderName", {}).get("S", "") if held else None
+            turn = decide(sync_id, at, waiting, holder, now, settle_seconds=settle_seconds)
         if not turn.granted:
             return turn
         try:
