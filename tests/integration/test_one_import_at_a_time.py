@@ -55,3 +55,25 @@ def test_files_staged_together_are_imported_one_after_another_in_staging_order()
         assert any("awaitTurn" in event for event in tasks), "no start was parked"
         starts = [event for event in tasks if "startSync" in event]
         assert len(starts) <= 3 * len(names), f"{len(starts)} StartImport tasks for {len(names)} files"
+
+
+def test_a_settle_time_of_seconds_is_waited_out_parked_in_the_real_state_machine() -> None:
+    """QueueSettleSeconds of 3 s (5 s deployed): the file's import starts no sooner than 3 s after staging. The
+    start waits it out in WaitForTurn (the ASL's TimeoutSecondsPath from the start's queueWaitSeconds), not in a
+    Lambda and not in a loop of StartImport and WaitForTurn tasks each waking the other at once."""
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.2), queue_settle_seconds=3) as offline:
+        staged = time.monotonic()
+        offline.stage("roster.csv", b"Employee ID,Note\nE1,settled\n")
+        deadline = time.monotonic() + 60
+        while not [p for p in offline.sync_processes() if p["status"] in ("DONE", "ERROR")]:
+            assert time.monotonic() < deadline, [p["status"] for p in offline.sync_processes()]
+            time.sleep(0.1)
+        [process] = offline.sync_processes()
+        assert process["status"] == "DONE", process
+        [sent] = offline.emulator.calls_of("importDataCsv")
+        assert sent.at - staged >= 3.0, f"imported {sent.at - staged:.1f} s after staging, before the settle time"
+        tasks = [invocation.event for invocation in offline.runtime.invocations_of("ImportStarterFunction")]
+        parks = [event for event in tasks if "awaitTurn" in event]
+        starts = [event for event in tasks if "startSync" in event]
+        assert len(parks) == 1, f"{len(parks)} WaitForTurn tasks: the settling start was woken again and again"
+        assert len(starts) == 2, f"{len(starts)} StartImport tasks (settling, then its turn)"
