@@ -297,3 +297,32 @@ def test_an_import_whose_fresh_token_is_refused_too_is_not_sent_a_third_time(emu
         import_roster(client, emulator, Source(), parent["id"])
     assert [call.status for call in emulator.calls_of("importDataCsv")] == [401, 401]
     assert emulator.uploads == []
+
+
+def test_find_processes_stops_at_a_cursor_it_was_given_before(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ChartHop answering a page with a `next` it named before would have the listing read the same pages again
+    and again up to `max_process_pages` (50), yielding each process every time: it stops at the repeat, says so,
+    and yields each process once."""
+    pages = [
+        {"data": [_process("p1")], "next": "c1"},
+        {"data": [_process("p2")], "next": "c2"},
+        {"data": [_process("p3")], "next": "c1"},  # a cursor already followed
+    ]
+    asked: list[dict[str, object]] = []
+
+    def answer(method: str, path: str, *, what: str, params: dict[str, object]) -> dict[str, object]:
+        asked.append(dict(params))
+        return pages[min(len(asked), len(pages)) - 1]
+
+    client = ChartHopClient("t", base_url="http://unused")
+    monkeypatch.setattr(client, "_json", answer)
+    found = [process.id for process in client.find_processes("org")]
+    assert found == ["p1", "p2", "p3"], f"{len(asked)} pages read for 3 processes"
+    assert [params.get("from") for params in asked] == [None, "c1", "c2"]
+    assert "named a cursor it had named before" in caplog.text
+
+
+def _process(process_id: str) -> dict[str, object]:
+    return {"id": process_id, "orgId": "org", "type": "IMPORT", "label": process_id, "status": "RUNNING"}

@@ -382,7 +382,8 @@ class ChartHopClient:
         """The processes that match, page after page (following `next`), as the caller reads them.
 
         A caller that stops early reads no further pages. All pages share one call budget; at most
-        `max_process_pages` are read (a warning says so when more were left).
+        `max_process_pages` are read (a warning says so when more were left), and a cursor named a second time
+        ends the listing (a warning says so) instead of reading the same pages again up to that cap.
         """
         params: dict[str, Any] = {assumed.CHARTHOP_PAGE_LIMIT_PARAM: limit}
         if parent_process_id:
@@ -392,6 +393,7 @@ class ChartHopClient:
         if statuses:
             params["statuses"] = ",".join(statuses)
         deadline = _deadline_after(self.call_budget_seconds)  # one budget for all pages, from the first
+        followed: set[str] = set()
         for _ in range(self.max_process_pages):
             with time_budget(None if deadline is None else deadline - _clock()):
                 data = self._json("GET", f"/v1/org/{org_id}/process", params=params, what="list processes")
@@ -400,6 +402,13 @@ class ChartHopClient:
             cursor = data.get(assumed.CHARTHOP_NEXT_FIELD)
             if not cursor:
                 return
+            if str(cursor) in followed:  # the same pages again (and again, up to the cap): stop here
+                logger.warning(
+                    "findProcesses named a cursor it had named before; the listing stops there",
+                    extra={"cursor": str(cursor)[:100], "pages": len(followed) + 1},
+                )
+                return
+            followed.add(str(cursor))
             params[assumed.CHARTHOP_PAGE_FROM_PARAM] = cursor
         logger.warning(
             "findProcesses has more pages than the client reads; the rest is not looked at",
