@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -310,9 +310,9 @@ def test_find_processes_stops_at_a_cursor_it_was_given_before(
         {"data": [_process("p2")], "next": "c2"},
         {"data": [_process("p3")], "next": "c1"},  # a cursor already followed
     ]
-    asked: list[dict[str, object]] = []
+    asked: list[dict[str, Any]] = []
 
-    def answer(method: str, path: str, *, what: str, params: dict[str, object]) -> dict[str, object]:
+    def answer(method: str, path: str, *, what: str, params: dict[str, Any]) -> dict[str, Any]:
         asked.append(dict(params))
         return pages[min(len(asked), len(pages)) - 1]
 
@@ -324,5 +324,5 @@ def test_find_processes_stops_at_a_cursor_it_was_given_before(
     assert "named a cursor it had named before" in caplog.text
 
 
-def _process(process_id: str) -> dict[str, object]:
+def _process(process_id: str) -> dict[str, Any]:
     return {"id": process_id, "orgId": "org", "type": "IMPORT", "label": process_id, "status": "RUNNING"}
