@@ -214,3 +214,42 @@ def test_an_earlier_staged_file_whose_trigger_is_seconds_late_still_goes_first(c
     behind = sync_start.begin_sync(ctx, request("later", t0 + 0.5))
     assert behind == sync_start.Queued("earlier.csv", behind.wait_seconds)  # type: ignore[union-attr]
     assert take(ctx, "earlier", t0)
+
+
+def test_a_turn_kept_by_a_closed_sync_is_freed_by_the_next_in_line(
+    sim: Simulation, ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's sync was closed but freeing its turn failed (each try of the owner-conditional delete threw):
+    the next file used to wait until the turn expired (ImportTimeoutSeconds + 25 min). Its start sees that the
+    holder is closed and frees the turn, as the close would have, and takes it."""
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 30)
+    ctx.queue.join(target_queue_key(ctx), "next", at=now - 10, name="next.csv", now=now)
+
+    def unavailable(key: str, sync_id: str) -> None:
+        raise RuntimeError("DynamoDB unavailable")
+
+    with monkeypatch.context() as failing:
+        failing.setattr(ctx.queue, "leave", unavailable)
+        close(ctx, "holder")
+    assert ctx.loop_memory.load("holder").closed_at is not None
+    assert ctx.queue.next_in_line(target_queue_key(ctx), ctx.clock()) is None  # the closed sync still holds it
+    turn = ctx.queue.take_turn(
+        target_queue_key(ctx), "next", at=now - 10, name="next.csv", now=ctx.clock(), hold_seconds=HOLD
+    )
+    assert (turn.granted, turn.holder_id) == (False, "holder")
+    sim._s3.objects[(f"staging/{ORG}/next.csv", "v1")] = b"Employee ID\nE1\n"
+    asked = sync_start.begin_sync(ctx, request("next", now - 10))
+    assert not isinstance(asked, sync_start.Queued), f"the next file still waits behind a closed sync: {asked}"
+    assert [entry.name for entry in sim.imports] == ["next.csv"]
+    assert ctx.queue.take_turn(
+        target_queue_key(ctx), "next", at=now - 10, name="next.csv", now=ctx.clock(), hold_seconds=HOLD
+    ).granted  # it holds the turn
+
+
+def test_a_turn_held_by_a_live_sync_is_not_taken_over(sim: Simulation, ctx: SyncContext) -> None:
+    now = ctx.clock()
+    assert take(ctx, "holder", now - 30)
+    ctx.queue.join(target_queue_key(ctx), "next", at=now - 10, name="next.csv", now=now)
+    asked = sync_start.begin_sync(ctx, request("next", now - 10))
+    assert asked == sync_start.Queued("holder.csv", asked.wait_seconds)  # type: ignore[union-attr]

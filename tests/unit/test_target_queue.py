@@ -58,6 +58,16 @@ def ask(queue: TargetQueue, sync_id: str, at: float, now: float) -> bool:
     return queue.take_turn(KEY, sync_id, at=at, name=f"{sync_id}.csv", now=now, hold_seconds=HOLD).granted
 
 
+def test_a_file_waiting_for_a_holder_is_told_its_sync_id(queue: TargetQueue) -> None:
+    """So that the next in line can see whether the holder's sync is closed (sync_start frees such a turn)."""
+    assert ask(queue, "holder", at=1.0, now=11.0)
+    turn = queue.take_turn(KEY, "next", at=2.0, name="next.csv", now=12.0, hold_seconds=HOLD)
+    assert (turn.granted, turn.first, turn.ahead, turn.holder_id) == (False, True, "holder.csv", "holder")
+    queue.leave(KEY, "holder")
+    turn = queue.take_turn(KEY, "next", at=2.0, name="next.csv", now=13.0, hold_seconds=HOLD)
+    assert (turn.granted, turn.holder_id) == (True, "")
+
+
 def test_files_get_their_turn_in_staging_order_whatever_order_they_ask_in(queue: TargetQueue) -> None:
     assert ask(queue, "roster-2", at=2.0, now=11.0) is True  # alone: its turn
     assert ask(queue, "roster-1", at=1.0, now=11.0) is False  # the target is busy

@@ -293,6 +293,8 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         turn = _take_turn(ctx, request, staged, deadline)
     if turn.settling:  # waited out in WaitForTurn (which does not wake it before then), not in this Lambda
         return Queued("", max(1, math.ceil(turn.settling)))
+    if not turn.granted and turn.first and turn.holder_id and _free_turn_of_closed_holder(ctx, turn.holder_id):
+        turn = _take_turn(ctx, request, staged, deadline)
     if turn.full or turn.expired:
         fail_sync(ctx, sync_id, _not_queued(ctx, staged, turn, deadline), results={"file": staged.name})
         return None
@@ -300,6 +302,21 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         report_progress(ctx, sync_id, bar.QUEUED_PROGRESS, _queued_message(ctx, staged, turn, deadline))
         return Queued(turn.ahead, _queue_wait(ctx, request, turn, deadline))
     return start_import(ctx, staged, sync_id)
+
+
+def _free_turn_of_closed_holder(ctx: SyncContext, holder_id: str) -> bool:
+    """The turn is held by a sync that is already closed (a closing sync imports nothing more) but kept it
+    because freeing it failed, or its close died before freeing it: the next in line frees it (owner-conditional,
+    as the close would have) instead of waiting until the turn expires, ImportTimeoutSeconds and more later.
+    True: it was freed."""
+    if ctx.loop_memory.load(holder_id).closed_at is None:
+        return False
+    logger.warning(
+        "the target's turn was still held by a closed sync (freeing it had failed); freed for the next in line",
+        extra={"stale_holder": holder_id},
+    )
+    ctx.queue.leave(target_queue_key(ctx), holder_id)
+    return True
 
 
 def close_again_if_closed(ctx: SyncContext, sync_id: str) -> bool:

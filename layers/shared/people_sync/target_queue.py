@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -79,6 +79,8 @@ class Turn:
     full: bool = False
     #: Its deadline passed while it waited: it was not given the turn (see sync_start.turn_deadline).
     expired: bool = False
+    #: The sync id of the live holder it waits for, if it waits for one.
+    holder_id: str = ""
 
 
 def queue_key(target: str, settings: AppSettings, folder: str) -> str:
@@ -256,7 +258,7 @@ class InMemoryTargetQueue:
             if turn.granted:
                 del item["waiting"][sync_id]
                 item.update(holder=sync_id, holderName=name, holderUntil=now + hold_seconds)
-            return turn
+            return replace(turn, holder_id=str(item["holder"])) if holder is not None else turn
 
     def leave(self, key: str, sync_id: str) -> None:
         with self._lock:
@@ -375,7 +377,7 @@ class DynamoDBTargetQueue(SyncTableStore):
             holder = item.get("holderName", {}).get("S", "") if held else None
             turn = decide(sync_id, at, waiting, holder, now, settle_seconds=settle_seconds)
         if not turn.granted:
-            return turn
+            return replace(turn, holder_id=str(item["holder"]["S"])) if holder is not None else turn
         try:
             self._update(
                 key,
@@ -391,7 +393,14 @@ class DynamoDBTargetQueue(SyncTableStore):
             )
         except ClientError as error:
             if condition_failed(error):
-                return Turn(False, self.get(key).get("holderName", {}).get("S", ""), first=True, ahead_count=1)
+                item = self.get(key)
+                return Turn(
+                    False,
+                    item.get("holderName", {}).get("S", ""),
+                    first=True,
+                    ahead_count=1,
+                    holder_id=item.get("holder", {}).get("S", ""),
+                )
             raise
         return Turn(True, first=True)
 
