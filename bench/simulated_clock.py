@@ -10,7 +10,7 @@ simulated clock" there, and this is it:
   goes to it) and the same ChartHop emulator over loopback HTTP, every org onboarded by the admin tool;
 * what changes is time: one `SimulatedClock` for everything that decides by time. The sync contexts' clock and
   sleep (SyncContext.clock/.sleep), the staging time S3 events carry (eventTime), ChartHop's emulator (its imports
-  run on it and it stamps each call with it). A wait (the settle second of a fresh upload, a poll wait, a Wait
+  run on it and it stamps each call with it). A wait (the settle time of a fresh upload, a poll wait, a Wait
   state, a retry interval) takes no wall time; an invocation takes on the clock the wall time it took here, run
   alone (as on a Lambda of its own), plus the sleeps it asked for. The uploads are on schedule by construction;
 * and the status loop: moto only records each execution; `AslDriver` steps the state machine's definition as

@@ -135,7 +135,8 @@ def begin_sync(payload: dict[str, Any]) -> dict[str, Any]:
         return {"syncProcessId": request.sync_process_id, "started": False}
     if isinstance(state, sync_start.Queued):
         logger.info("queued behind an earlier file", extra={"ahead": state.ahead})
-        return {**request.to_json_dict(), "queued": True, "queueWaitSeconds": state.wait_seconds}
+        queued = {"queued": True, "queueWaitSeconds": state.wait_seconds, "queueSettling": state.settling}
+        return {**request.to_json_dict(), **queued}
     metrics.add_metric(name="ImportsStarted", unit=MetricUnit.Count, value=1)
     return state.to_json_dict()
 
@@ -145,7 +146,8 @@ def await_turn(payload: dict[str, Any], task_token: str) -> dict[str, Any]:
     at once when the turn is free already); the loop then asks for the turn again (StartImport)."""
     request = StartRequest.model_validate(payload)
     logger.append_keys(sync_process_id=request.sync_process_id, target=request.target)
-    sync_start.await_turn(sync_context(request.target, request.org_id), request, task_token)
+    settling = payload.get("queueSettling") is True  # parked to wait out the settle time, not for a file ahead
+    sync_start.await_turn(sync_context(request.target, request.org_id), request, task_token, settling=settling)
     return {"syncProcessId": request.sync_process_id, "parked": True}
 
 

@@ -15,6 +15,7 @@ import requests
 
 from offline.charthop_emulator import Fault, ImportBehaviour
 from offline.harness import WEBHOOK_TOKEN, Offline, offline_environment
+from people_sync.progress import SETTLING_PROGRESS
 from tests.conftest import EVENTS
 
 pytestmark = pytest.mark.integration
@@ -90,7 +91,9 @@ def test_slow_import_needs_several_loops_and_moves_the_bar_each_time() -> None:
         assert len(entered) == checks + 1 + 4
         values = offline.progress_values(sync_id)
         assert_strictly_increasing_to_one(values)
-        assert len(values) == 2 + 4 + 1  # uploading, accepted, four running steps, done
+        # uploading, accepted, four running steps, done (after "starts in a few seconds" when the start came
+        # within the settle time, as it usually does)
+        assert len([value for value in values if value > SETTLING_PROGRESS]) == 2 + 4 + 1
 
 
 def test_charthop_5xx_then_recovery_inside_the_lambda(offline: Offline) -> None:

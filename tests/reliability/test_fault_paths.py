@@ -192,8 +192,9 @@ def test_2_s3_access_denied_while_opening_the_staged_file_closes_the_sync_and_fr
 
 
 def test_2_import_starter_killed_right_after_showing_checking_continues_to_done() -> None:
-    """The import starter dies right after its first updateProcess (0.02, "Checking and uploading")."""
-    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3)) as offline:
+    """The import starter dies right after its first updateProcess (0.02, "Checking and uploading"; no settle
+    time, so no "starts in a few seconds" before it)."""
+    with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.3), queue_settle_seconds=0) as offline:
         killed: list[ExternalCall] = []
 
         def kill_after_first_progress(call: ExternalCall, phase: Phase) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -177,7 +178,8 @@ def test_sync_now_imports_the_newest_csv_and_starts_one_loop(aws, emulator, clie
     assert [(staged.name, body, sync) for staged, body, sync in target.started] == [
         ("new.csv", csv_body("new"), sync_id)
     ]
-    assert [round(p, 2) for _, p, _ in reporter.progress] == [0.02, 0.05]
+    # "starts in a few seconds" (the settle time), "checking and uploading", "accepted"
+    assert [round(p, 3) for _, p, _ in reporter.progress] == [0.005, 0.02, 0.05]
     assert state.import_id == "import-1"
     assert state.poll.wait_seconds == 5
 
@@ -814,3 +816,59 @@ def test_a_sync_now_start_killed_in_its_close_does_not_keep_the_targets_turn(
     assert turn.granted, f"the turn is still held by the closed sync ({turn.ahead!r}); nobody will free it"
     assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) is None
     assert target.started == []
+
+
+class ShowingReporter(RecordingReporter):
+    """Records progress and writes it to ChartHop too, as the deployed reporter does (the process turns RUNNING)."""
+
+    def report_progress(self, sync_id: str, progress: float, message: str) -> None:
+        super().report_progress(sync_id, progress, message)
+        assert self.charthop is not None
+        self.charthop.report_progress(sync_id, progress, message)
+
+
+def test_a_sync_now_pressed_while_an_upload_settles_is_refused_not_a_second_import_of_the_file(
+    aws, emulator, client
+) -> None:
+    """QueueSettleSeconds (5 s): the upload's start waits for files staged just before it. A "Sync Now" pressed
+    meanwhile must see that sync running and be refused; it used to find the upload's process still PENDING
+    (nothing was shown while it settled), pass, and import the newest staged file: the same roster.csv again.
+    (Review finding on the settle time.)"""
+    target = ScriptedTarget()
+    ctx, recorded, clock = make_ctx(aws, emulator, client, target, queue_settle_seconds=5.0)
+    reporter = ShowingReporter(recorded.charthop)
+    staged = stage(aws, "roster.csv")
+    staged_at = clock.now
+    press: dict[str, Any] = {}
+
+    def settle(seconds: float) -> None:  # the user presses Sync Now 1.5 s after uploading, as the upload settles
+        clock.now += 1.0
+        press["id"] = emulator.create_sync_process()["id"]
+        pressed = StartRequest(
+            kind="sync-now",
+            org_id=ORG,
+            sync_process_id=press["id"],
+            app_id=emulator.config.app_id,
+            staged_at=clock.now,
+            loop_started_at=clock.now,
+        )
+        press["state"] = sync_start.begin_sync(dataclasses.replace(ctx, reporter=reporter, sleep=clock.sleep), pressed)
+        clock.now += seconds - 1.0
+
+    ctx = dataclasses.replace(ctx, reporter=reporter, sleep=settle)
+    upload = sync_start.file_dropped(ctx, staged, staged_at)
+    clock.now += 0.5  # the loop's StartImport
+    request = StartRequest(
+        kind="upload", org_id=ORG, sync_process_id=upload, file=staged, staged_at=staged_at, loop_started_at=staged_at
+    )
+    state = sync_start.begin_sync(ctx, request)
+    assert isinstance(state, SyncState)
+    assert press["state"] is None
+    assert [file.name for file, _body, _sync in target.started] == ["roster.csv"]
+    [refusal] = [entry for entry in reporter.finished if entry["sync_id"] == press["id"]]
+    assert "Another sync is already running" in refusal["message"]
+    settling = [message for sync, progress, message in reporter.progress if sync == upload and progress < 0.01]
+    assert settling == [
+        f"roster.csv starts in a few seconds: files staged just before it go first ({target.display_name} imports "
+        "one file at a time, in the order they were staged)"
+    ]

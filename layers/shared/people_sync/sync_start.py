@@ -76,9 +76,10 @@ MAX_QUEUE_WAIT_SECONDS = 60
 #: The longest a file with others ahead of it waits before it asks again (to show it is still waiting, and to
 #: give up in time): it is woken when its turn comes, so asking more often would only cost.
 MAX_PARK_SECONDS = 300
-#: A start whose file settles for at most this long more waits it out in the Lambda (one invocation);
-#: a longer settle is waited out in WaitForTurn (no Lambda runs meanwhile).
-SETTLE_SLEEP_SECONDS = 1.0
+#: A start whose file settles for at most this long more waits it out in the Lambda: seconds of a Lambda cost
+#: less than parking (two more invocations and three state transitions); a longer settle is waited out in
+#: WaitForTurn (no Lambda runs meanwhile).
+SETTLE_SLEEP_SECONDS = 30.0
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -272,6 +273,8 @@ class Queued:
 
     ahead: str
     wait_seconds: int
+    #: Waiting out the settle time, not for a file ahead: its park does not wake it at once.
+    settling: bool = False
 
 
 def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | None:
@@ -288,13 +291,17 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
         return None
     deadline = turn_deadline(ctx, request)
     turn = _take_turn(ctx, request, staged, deadline)
-    if 0 < turn.settling <= SETTLE_SLEEP_SECONDS:  # a file staged just before it may still be on its way
-        ctx.sleep(turn.settling)
-        turn = _take_turn(ctx, request, staged, deadline)
-    if turn.settling:  # waited out in WaitForTurn (which does not wake it before then), not in this Lambda
-        return Queued("", max(1, math.ceil(turn.settling)))
     if not turn.granted and turn.first and turn.holder_id and _free_turn_of_closed_holder(ctx, turn.holder_id):
         turn = _take_turn(ctx, request, staged, deadline)
+    if turn.settling:  # a file staged just before it may still be on its way: it goes first if it comes
+        # shown RUNNING meanwhile, so a "Sync Now" pressed now is refused, not a second import of this file
+        report_progress(ctx, sync_id, bar.SETTLING_PROGRESS, _settling_message(ctx, staged))
+        if turn.settling > SETTLE_SLEEP_SECONDS:  # waited out parked (WaitForTurn does not wake it before)
+            return Queued("", max(1, math.ceil(turn.settling)), settling=True)
+        ctx.sleep(turn.settling)
+        turn = _take_turn(ctx, request, staged, deadline)
+        if turn.settling:
+            return Queued("", max(1, math.ceil(turn.settling)), settling=True)
     if turn.full or turn.expired:
         fail_sync(ctx, sync_id, _not_queued(ctx, staged, turn, deadline), results={"file": staged.name})
         return None
@@ -366,6 +373,13 @@ def _queue_wait(ctx: SyncContext, request: StartRequest, turn: Turn, deadline: f
     return wait
 
 
+def _settling_message(ctx: SyncContext, staged: StagedFile) -> str:
+    return (
+        f"{staged.name} starts in a few seconds: files staged just before it go first ({ctx.target.display_name} "
+        "imports one file at a time, in the order they were staged)"
+    )
+
+
 def _queued_message(ctx: SyncContext, staged: StagedFile, turn: Turn, deadline: float | None) -> str:
     target = ctx.target.display_name
     more = turn.ahead_count - 1
@@ -425,16 +439,11 @@ def _take_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile, dead
     )
 
 
-def _settling(ctx: SyncContext, request: StartRequest, now: float) -> bool:
-    """Staged less than QueueSettleSeconds ago: its turn is not given yet, whoever else waits."""
-    return request.staged_at is not None and now - request.staged_at < ctx.settings.queue_settle_seconds
-
-
-def await_turn(ctx: SyncContext, request: StartRequest, task_token: str) -> None:
+def await_turn(ctx: SyncContext, request: StartRequest, task_token: str, *, settling: bool = False) -> None:
     """The loop's WaitForTurn task: parks its task token where whoever frees the turn finds it, then wakes
-    itself at once if the turn is free for it already (freed before the token was parked; not while its file
-    settles, or it would be back at once) or its deadline has passed; otherwise the token stays unanswered until
-    it is woken or the wait (queueWaitSeconds) runs out.
+    itself at once if the turn is free for it already (freed before the token was parked; not when it parks to
+    wait out the settle time, `settling`, or it would be back at once) or its deadline has passed; otherwise the
+    token stays unanswered until it is woken or the wait (queueWaitSeconds) runs out.
 
     Parked first, looked second: a sync that frees the turn leaves the queue first and reads the token second,
     so either it finds this token or this look finds the turn free."""
@@ -443,7 +452,7 @@ def await_turn(ctx: SyncContext, request: StartRequest, task_token: str) -> None
     now = ctx.clock()
     deadline = turn_deadline(ctx, request)
     overdue = deadline is not None and now >= deadline
-    if overdue or (not _settling(ctx, request, now) and ctx.queue.next_in_line(key, now) == request.sync_process_id):
+    if overdue or (not settling and ctx.queue.next_in_line(key, now) == request.sync_process_id):
         wake(ctx, task_token)
 
 
