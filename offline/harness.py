@@ -313,7 +313,7 @@ def offline_environment(
     Without `execute_state_machine`, moto only records the status loops started (a driver of its own steps
     them: bench/simulated_clock.py); `emulator_clock` is the clock ChartHop's emulator runs its imports and
     records its calls on (default: time.monotonic). Waits are test-sized: QueueSettleSeconds is
-    `queue_settle_seconds` (1 s; 5 s deployed)."""
+    `queue_settle_seconds` (1 s; 2 s deployed)."""
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines from the local servers
     with ExitStack() as servers:

@@ -282,7 +282,7 @@ class Simulation:
                 "poll_max_seconds": 60,
                 "import_timeout_seconds": 3900,
                 # A start that sleeps out its settle time moves the one simulated clock for every sync (one
-                # invocation runs at a time here), so the settle is test-sized: 1 s (QueueSettleSeconds, 5 s
+                # invocation runs at a time here), so the settle is test-sized: 1 s (QueueSettleSeconds, 2 s
                 # deployed), as offline.
                 "queue_settle_seconds": 1.0,
             }

@@ -12,7 +12,7 @@ from offline.harness import offline_environment
 
 def test_files_staged_together_are_imported_one_after_another_in_staging_order() -> None:
     names = [f"roster-{number}.csv" for number in range(1, 6)]
-    # staging order holds for triggers that join within the settle time: 3 s (5 s deployed; 1 s was seen too
+    # staging order holds for triggers that join within the settle time: 3 s (2 s deployed; 1 s was seen too
     # short on a loaded machine, where each trigger opens its ChartHop process slowly)
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.4), queue_settle_seconds=3) as offline:
         for number, name in enumerate(names, start=1):
@@ -60,7 +60,7 @@ def test_files_staged_together_are_imported_one_after_another_in_staging_order()
 
 
 def test_a_settle_time_of_seconds_is_waited_out_in_the_start_and_shown() -> None:
-    """QueueSettleSeconds of 3 s (5 s deployed): the file's import starts no sooner than 3 s after staging; the
+    """QueueSettleSeconds of 3 s (2 s deployed): the file's import starts no sooner than 3 s after staging; the
     start waits it out itself (one StartImport, no park: seconds of a Lambda cost less than a park cycle), and
     the sync shows why it waits meanwhile (RUNNING, so a "Sync Now" pressed then is refused)."""
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.2), queue_settle_seconds=3) as offline:

@@ -40,7 +40,7 @@ def _is_done(body: dict[str, object]) -> bool:
 
 
 def test_one_orgs_flood_does_not_delay_the_other_orgs_imports() -> None:
-    # staging order holds for triggers that join within the settle time: 3 s (5 s deployed), since the flood's
+    # staging order holds for triggers that join within the settle time: 3 s (2 s deployed), since the flood's
     # triggers each open a ChartHop process first, slowly on a loaded machine (1 s was seen too short here)
     with offline_environment(import_behaviour=ImportBehaviour(duration_s=0.1), queue_settle_seconds=3) as offline:
         for org in (ORG_A, ORG_B, ORG_C):

@@ -123,7 +123,7 @@ def test_other_orgs_imports_start_at_once_whatever_the_size_of_one_orgs_flood(fl
         assert sync.status == "DONE", (sync.org, sync.name, sync.message)
     # in the same second as the flood, the uploads' triggers staged before theirs go first (half a second each
     # here, 20 at a time): that is all the flood's size costs them, beyond the settle time every file waits out
-    settle = sim.context(OTHERS[0]).settings.queue_settle_seconds  # QueueSettleSeconds, the deployed 5 s
+    settle = sim.context(OTHERS[0]).settings.queue_settle_seconds  # QueueSettleSeconds, test-sized (1 s)
     burst = flood * sim.trigger_seconds / 20
     for sync in together:
         assert sync.import_started_at is not None

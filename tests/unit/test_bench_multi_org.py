@@ -59,7 +59,7 @@ def test_five_orgs_on_the_simulated_clock(simulated: MultiOrgResult, capsys: pyt
     assert result.clock == "simulated"
     assert result.statuses == dict.fromkeys(org_ids(5), "DONE")
     assert result.cross_org_requests == 0
-    # a fresh file waits out the settle time (QueueSettleSeconds, 5 s by default) before its import starts
+    # a fresh file waits out the settle time (QueueSettleSeconds, 2 s by default) before its import starts
     settle = float(load_template()["Parameters"]["QueueSettleSeconds"]["Default"])
     assert all(settle <= seconds < settle + 2.0 for seconds in result.to_import_started.values())
     # an import of 0.3 s is found finished by the check after the first poll wait (5 s, the template's default)
@@ -76,5 +76,7 @@ def test_the_simulated_clock_changes_when_things_happen_not_what_happens(
 ) -> None:
     assert simulated.invocations == wall.invocations
     assert simulated.transitions == wall.transitions
-    assert simulated.charthop_requests == wall.charthop_requests
+    # what differs by timing alone: a start that comes later than the settle time after its upload (the wall
+    # clock, on a loaded machine) shows no "starts in a few seconds", one ChartHop request fewer
+    assert 0 <= simulated.charthop_requests - wall.charthop_requests <= 5
     assert set(simulated.aws_calls) == set(wall.aws_calls)

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from offline.aws_stack import load_template
 from offline.queue_sim import BUCKET, Simulation, StepFunctionsExceptions
 from people_sync import sync_service, sync_start, target_queue
 from people_sync.models import StagedFile, StartRequest
@@ -179,10 +178,9 @@ def test_a_file_beyond_the_most_that_may_wait_is_closed_saying_so(
     assert "the file stays staged" in message
 
 
-def deployed_settle(ctx: SyncContext) -> SyncContext:
-    """The context with QueueSettleSeconds' default (5 s; the simulation's is 1 s)."""
-    settle = float(load_template()["Parameters"]["QueueSettleSeconds"]["Default"])
-    return dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, queue_settle_seconds=settle))
+def five_second_settle(ctx: SyncContext) -> SyncContext:
+    """The context with QueueSettleSeconds of 5 s (2 s by default, the simulation's 1 s)."""
+    return dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, queue_settle_seconds=5.0))
 
 
 def staged_in(sim: Simulation, sync_id: str) -> None:
@@ -191,10 +189,10 @@ def staged_in(sim: Simulation, sync_id: str) -> None:
 
 
 def test_a_fresh_file_waits_out_the_settle_time_in_its_start_showing_why(sim: Simulation, ctx: SyncContext) -> None:
-    """QueueSettleSeconds (5 s deployed): a file staged 0.5 s ago gets no turn for 4.5 s more, even with nobody
+    """QueueSettleSeconds of 5 s: a file staged 0.5 s ago gets no turn for 4.5 s more, even with nobody
     ahead. Its start says so (the sync shows RUNNING) and waits it out in the Lambda (seconds of a Lambda cost
     less than a park: two invocations and three state transitions), then imports."""
-    ctx = deployed_settle(ctx)
+    ctx = five_second_settle(ctx)
     assert ctx.settings.queue_settle_seconds == 5.0
     now = ctx.clock()
     staged_in(sim, "fresh")
@@ -235,7 +233,7 @@ def test_a_file_queued_in_its_settle_time_whose_wake_came_before_it_parked_is_wo
     """Parked first, looked second, also in the settle time: N (staged 0.5 s ago) is queued behind E (a wait of
     minutes); E is closed before N parks (E's wake finds no token). N's park must look and wake it, or the idle
     target waits minutes for N's wait to run out. (Review finding: the look was skipped while N settled.)"""
-    ctx = deployed_settle(ctx)
+    ctx = five_second_settle(ctx)
     now = ctx.clock()
     key = target_queue_key(ctx)
     ctx.queue.join(key, "E", at=now - 10, name="E.csv", now=now - 9)
@@ -254,8 +252,8 @@ def test_an_earlier_staged_file_whose_trigger_is_seconds_late_still_goes_first(
     """Two files staged half a second apart; the earlier one's trigger joins the queue 3 s after staging (its S3
     event came late, or opening its sync in ChartHop was slow), while the later file's start waits out its
     settle time. With a settle time of 1 s the later file took the free turn before the earlier one had joined;
-    within QueueSettleSeconds (5 s) it waits for it."""
-    ctx = deployed_settle(ctx)
+    within QueueSettleSeconds (5 s here) it waits for it."""
+    ctx = five_second_settle(ctx)
     t0 = ctx.clock()
     key = target_queue_key(ctx)
     staged_in(sim, "later")

@@ -132,7 +132,7 @@ def make_ctx(
         import_timeout_seconds=600,
         import_on_upload=import_on_upload,
         app_id=emulator.config.app_id,
-        queue_settle_seconds=queue_settle_seconds,  # test-sized, as offline (5 s deployed)
+        queue_settle_seconds=queue_settle_seconds,  # test-sized, as offline (2 s deployed)
     )
     reporter = RecordingReporter(
         ChartHopProgressReporter(client, ORG, app_name="people-sync", app_user_id=emulator.config.app_user_id)
@@ -830,7 +830,7 @@ class ShowingReporter(RecordingReporter):
 def test_a_sync_now_pressed_while_an_upload_settles_is_refused_not_a_second_import_of_the_file(
     aws, emulator, client
 ) -> None:
-    """QueueSettleSeconds (5 s): the upload's start waits for files staged just before it. A "Sync Now" pressed
+    """QueueSettleSeconds (5 s here): the upload's start waits for files staged just before it. A "Sync Now" pressed
     meanwhile must see that sync running and be refused; it used to find the upload's process still PENDING
     (nothing was shown while it settled), pass, and import the newest staged file: the same roster.csv again.
     (Review finding on the settle time.)"""

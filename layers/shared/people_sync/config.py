@@ -71,7 +71,7 @@ class AppSettings:
     queue_wait_seconds: int = 5
     #: A file gets a free turn only this long after it was staged (QueueSettleSeconds), so that a file staged
     #: before it whose S3 event or trigger is slower still goes first (target_queue.SETTLE_SECONDS explains).
-    queue_settle_seconds: float = 5.0
+    queue_settle_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
@@ -112,7 +112,7 @@ class AppSettings:
             callback_signing_secret_name=env.get("CALLBACK_SIGNING_SECRET", ""),
             app_id=env.get("CHARTHOP_APP_ID", ""),
             queue_wait_seconds=int(env.get("QUEUE_WAIT_SECONDS", "5")),
-            queue_settle_seconds=float(env.get("QUEUE_SETTLE_SECONDS", "5")),
+            queue_settle_seconds=float(env.get("QUEUE_SETTLE_SECONDS", "2")),
         )
 
 

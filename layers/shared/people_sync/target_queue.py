@@ -42,7 +42,7 @@ STALE_AFTER_SECONDS = 900
 #: (DynamoDB bills an update by the item's size), so a waiting start writes at most once in this long.
 HEARTBEAT_SECONDS = 240
 #: A file gets a free turn only `settle_seconds` after it was staged (the stack's QueueSettleSeconds,
-#: AppSettings.queue_settle_seconds, 5 s by default; this when not given): a file staged just before it, whose
+#: AppSettings.queue_settle_seconds, 2 s by default; this when not given): a file staged just before it, whose
 #: S3 event or trigger is slower (a trigger joins once it has opened the sync in ChartHop, before the loop
 #: starts), joins the queue first. A file whose trigger joins later than that after staging may be imported
 #: after a file staged after it (docs/reliability.md, Known gaps).
