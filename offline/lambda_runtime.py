@@ -13,6 +13,7 @@ out-of-memory kill does: no `except Exception` in the handler runs.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib.util
 import json
@@ -31,6 +32,7 @@ from unittest import mock
 
 import boto3
 import requests
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from botocore.client import BaseClient
 from moto.awslambda.models import LambdaFunction
 
@@ -282,7 +284,8 @@ class InProcessLambdaRuntime:
             running = _running.set(_Running(function.logical_id, number))
             reusable = True
             try:
-                invocation.result = handler(invocation.event, context)
+                with _process_wide_state_lock(container):
+                    invocation.result = handler(invocation.event, context)
                 return
             except Exception as error:  # noqa: BLE001 - reported as Lambda reports a handler error
                 invocation.error = error
@@ -345,6 +348,22 @@ class InProcessLambdaRuntime:
     def _handler(function: DeployedFunction, container: ModuleType) -> Callable[[dict[str, Any], Any], Any]:
         handler: Callable[[dict[str, Any], Any], Any] = getattr(container, function.handler.rsplit(".", 1)[1])
         return handler
+
+
+#: Held while a handler whose container has a Powertools event-handler resolver runs. Powertools keeps the
+#: resolver's `current_event` and `lambda_context` on the `BaseRouter` class, i.e. once per Python process: in
+#: Lambda every container is a process of its own, here all containers share this one, so two overlapping
+#: webhook deliveries (separate containers) would still read each other's event (the campaign's seed 538: a
+#: "Sync Now" answered 2xx as an echo of another delivery's process, as seed 838 did before containers). Such
+#: handlers are short (the webhook answers in milliseconds), so running them one at a time costs nothing here.
+_RESOLVER_LOCK = threading.RLock()
+
+
+def _process_wide_state_lock(container: ModuleType) -> contextlib.AbstractContextManager[Any]:
+    """The lock for a container whose module keeps process-wide (class-level) per-invocation state."""
+    if any(isinstance(value, BaseRouter) for value in vars(container).values()):
+        return _RESOLVER_LOCK
+    return contextlib.nullcontext()
 
 
 def _load_module(name: str, path: Any) -> ModuleType:

@@ -8,6 +8,7 @@ of another process, because an overlapping delivery had replaced the resolver's 
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -90,3 +91,71 @@ def test_a_killed_invocations_container_is_not_reused(tmp_path: Path) -> None:
     assert isinstance(run(lambda_runtime, function, {"id": "c", "kill": InvocationKilled()}).error, InvocationKilled)
     assert run(lambda_runtime, function, {"id": "d"}).result == "d"
     assert lambda_runtime.containers_loaded("EchoFunction") == 2
+
+
+#: The webhook's shape: a Powertools resolver, which keeps `current_event` on its `BaseRouter` class (once per
+#: process, not per module). The first delivery holds inside its route until a second one has begun, then reads
+#: its event again.
+RESOLVER_HANDLER = """
+import json
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+app = APIGatewayRestResolver()
+
+
+@app.post("/webhook")
+def receive():
+    mine = app.current_event.body
+    inside = app.current_event.raw_event.get("inside")
+    if inside is not None:
+        inside.set()
+        app.current_event.raw_event["hold"].wait(1.0)
+    return {"mine": mine, "seen": app.current_event.body}
+
+
+def handler(event, context):
+    return app.resolve(event, context)
+"""
+
+
+def delivery(body: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "httpMethod": "POST",
+        "path": "/webhook",
+        "resource": "/webhook",
+        "headers": {"Content-Type": "application/json"},
+        "requestContext": {"stage": "Prod", "requestId": body},
+        "body": body,
+        **extra,
+    }
+
+
+def test_overlapping_webhook_deliveries_never_read_each_others_event(tmp_path: Path) -> None:
+    """Seed 538 of run 12: Powertools' resolver state is per process, and the offline containers share one
+    process (Lambda's do not), so a delivery that overlapped another read the other's event and answered a
+    "Sync Now" as an echo of it. Such handlers now run one at a time offline."""
+    (tmp_path / "app.py").write_text(RESOLVER_HANDLER)
+    function = DeployedFunction(
+        logical_id="WebhookFunction",
+        name="webhook",
+        arn="arn:aws:lambda:us-east-1:123456789012:function:webhook",
+        code_dir=tmp_path,
+        handler="app.handler",
+        timeout=30,
+        memory=256,
+        environment={},
+    )
+    lambda_runtime = runtime()
+    inside, hold = threading.Event(), threading.Event()
+    first = Invocation(function.name, delivery("a", inside=inside, hold=hold), asynchronous=False)
+    second = Invocation(function.name, delivery("b"), asynchronous=False)
+    threads = [threading.Thread(target=lambda_runtime.run_invocation, args=(function, first))]
+    threads[0].start()
+    assert inside.wait(10), "the first delivery never reached its route"
+    threads.append(threading.Thread(target=lambda_runtime.run_invocation, args=(function, second)))
+    threads[1].start()
+    for thread in threads:
+        thread.join(timeout=20)
+    answers = [json.loads(invocation.result["body"]) for invocation in (first, second)]
+    assert answers == [{"mine": "a", "seen": "a"}, {"mine": "b", "seen": "b"}]
