@@ -35,12 +35,12 @@ def handler(event, context):
 """
 
 
-def deployed(tmp_path: Path) -> DeployedFunction:
-    (tmp_path / "app.py").write_text(HANDLER)
+def deployed(tmp_path: Path, source: str = HANDLER, name: str = "echo") -> DeployedFunction:
+    (tmp_path / "app.py").write_text(source)
     return DeployedFunction(
-        logical_id="EchoFunction",
-        name="echo",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:echo",
+        logical_id=f"{name.capitalize()}Function",
+        name=name,
+        arn=f"arn:aws:lambda:us-east-1:123456789012:function:{name}",
         code_dir=tmp_path,
         handler="app.handler",
         timeout=30,
@@ -135,18 +135,7 @@ def test_overlapping_webhook_deliveries_never_read_each_others_event(tmp_path: P
     """Seed 538 of run 12: Powertools' resolver state is per process, and the offline containers share one
     process (Lambda's do not), so a delivery that overlapped another read the other's event and answered a
     "Sync Now" as an echo of it. Such handlers now run one at a time offline."""
-    (tmp_path / "app.py").write_text(RESOLVER_HANDLER)
-    function = DeployedFunction(
-        logical_id="WebhookFunction",
-        name="webhook",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:webhook",
-        code_dir=tmp_path,
-        handler="app.handler",
-        timeout=30,
-        memory=256,
-        environment={},
-    )
-    lambda_runtime = runtime()
+    function, lambda_runtime = deployed(tmp_path, RESOLVER_HANDLER, "webhook"), runtime()
     inside, hold = threading.Event(), threading.Event()
     first = Invocation(function.name, delivery("a", inside=inside, hold=hold), asynchronous=False)
     second = Invocation(function.name, delivery("b"), asynchronous=False)
