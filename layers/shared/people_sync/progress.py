@@ -6,13 +6,13 @@ from typing import Any
 
 from people_sync.models import ImportStatus, PollState
 
-#: Progress shown once ChartHop has accepted the file; the import itself fills the span after it.
 #: Shown while a file waits the settle time (QueueSettleSeconds) for files staged just before it: below
 #: QUEUED_PROGRESS, so a "queued behind" message after it still moves the bar (and is shown).
 SETTLING_PROGRESS = 0.005
 #: Shown while a file waits for its target's turn (one import at a time per target).
 QUEUED_PROGRESS = 0.01
 UPLOADING_PROGRESS = 0.02
+#: Progress shown once ChartHop has accepted the file; the import itself fills the span after it.
 ACCEPTED_PROGRESS = 0.05
 IMPORT_SPAN = 0.9
 #: Counters shown in the final message, in this order, when a target reports them.

@@ -186,9 +186,9 @@ class TargetQueue(Protocol):
     ) -> Turn:
         """Joins (or stays in) the queue; granted when nobody holds the target and this sync is the
         earliest-staged one waiting, and it was staged at least `settle_seconds` ago. A holder asking again keeps
-        its turn. Past `deadline` the turn is
-        never given (expired), and a sync that cannot join is told the queue is full. Forgotten entries are
-        removed as in `join`."""
+        its turn. Past `deadline` the turn is never given (expired), and a sync that cannot join is told the queue
+        is full. Forgotten entries are removed as in `join`. Not granted behind a live holder: `holder_id` names
+        the holder's sync."""
         ...
 
     def leave(self, key: str, sync_id: str) -> None:
