@@ -206,6 +206,35 @@ def test_a_fresh_file_waits_out_the_settle_time_in_its_start_showing_why(sim: Si
     assert message.startswith("fresh.csv starts in a few seconds: files staged just before it go first")
 
 
+def test_a_slow_settle_message_is_part_of_the_settle_wait_not_added_to_it(sim: Simulation, ctx: SyncContext) -> None:
+    """Showing "starts in a few seconds" takes 3 s (ChartHop is slow; a client retry): the start then sleeps only
+    what is left of the settle time, so the file starts when it would have, not 3 s later."""
+    ctx = five_second_settle(ctx)
+    reporter = ctx.reporter
+    slept: list[float] = []
+
+    class SlowReporter:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(reporter, name)
+
+        def report_progress(self, sync_id: str, progress: float, message: str) -> None:
+            ctx.clock.now += 3.0  # type: ignore[attr-defined]
+            reporter.report_progress(sync_id, progress, message)
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        ctx.clock.now += seconds  # type: ignore[attr-defined]
+
+    slow = dataclasses.replace(ctx, reporter=SlowReporter(), sleep=sleep)
+    now = ctx.clock()
+    staged_in(sim, "fresh")
+    ctx.queue.join(target_queue_key(ctx), "fresh", at=now - 0.5, name="fresh.csv", now=now)
+    started = sync_start.begin_sync(slow, request("fresh", now - 0.5))
+    assert not isinstance(started, sync_start.Queued), started
+    assert slept[0] == pytest.approx(1.5)  # 4.5 s of settle time left, 3 of them spent showing it
+    assert [entry.name for entry in sim.imports] == ["fresh.csv"]
+
+
 def test_a_long_settle_time_is_waited_out_parked_and_the_park_does_not_wake_it_at_once(
     sim: Simulation, ctx: SyncContext
 ) -> None:

@@ -872,3 +872,117 @@ def test_a_sync_now_pressed_while_an_upload_settles_is_refused_not_a_second_impo
         f"roster.csv starts in a few seconds: files staged just before it go first ({target.display_name} imports "
         "one file at a time, in the order they were staged)"
     ]
+
+
+def _press(emulator: ChartHopEmulator, clock: Clock) -> StartRequest:
+    """A "Sync Now" press now: its process in ChartHop, and its loop's start request."""
+    process_id = emulator.create_sync_process()["id"]
+    return StartRequest(
+        kind="sync-now",
+        org_id=ORG,
+        sync_process_id=process_id,
+        app_id=emulator.config.app_id,
+        staged_at=clock.now,
+        loop_started_at=clock.now,
+    )
+
+
+def _upload_request(staged: StagedFile, sync_id: str, staged_at: float) -> StartRequest:
+    return StartRequest(
+        kind="upload", org_id=ORG, sync_process_id=sync_id, file=staged, staged_at=staged_at, loop_started_at=staged_at
+    )
+
+
+def test_a_sync_now_pressed_before_an_uploads_start_shows_anything_is_refused_not_a_second_import(
+    aws, emulator, client
+) -> None:
+    """The upload's trigger has opened its sync (PENDING) and queued the file; its loop's start has not run yet
+    (StartExecution and a cold start: a second or two), or showing the settle message failed. A "Sync Now" then
+    finds nothing RUNNING in ChartHop, takes the newest staged file (the same roster.csv) and used to queue behind
+    the upload: the same file imported twice. It is refused, as when ChartHop shows the upload RUNNING."""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    reporter = ShowingReporter(ctx.reporter.charthop)  # type: ignore[attr-defined]
+    ctx = dataclasses.replace(ctx, reporter=reporter)
+    staged = stage(aws, "roster.csv")
+    staged_at = clock.now
+    upload = sync_start.file_dropped(ctx, staged, staged_at)
+    assert client.get_process(ORG, upload).status == "PENDING"
+
+    clock.now += 0.5
+    press = _press(emulator, clock)
+    assert sync_start.begin_sync(ctx, press) is None, "the press waits to import roster.csv a second time"
+    [refusal] = [entry for entry in reporter.finished if entry["sync_id"] == press.sync_process_id]
+    assert refusal["message"] == (
+        "Another sync is already running (roster.csv is queued to be imported); this one was not started. "
+        "Press Sync Now again when it has finished."
+    )
+    key = sync_service.target_queue_key(ctx)
+    assert press.sync_process_id not in ctx.queue.items[key]["waiting"]  # type: ignore[attr-defined]
+    assert ctx.slots.holder(sync_service.sync_now_slot(ORG)) is None
+
+    clock.now += 2
+    assert isinstance(sync_start.begin_sync(ctx, _upload_request(staged, upload, staged_at)), SyncState)
+    assert [(file.name, sync) for file, _body, sync in target.started] == [("roster.csv", upload)]
+
+
+def test_a_sync_now_whose_settle_sees_an_upload_join_is_refused_not_a_second_import(aws, emulator, client) -> None:
+    """The press comes first: nothing is queued yet and it waits out its settle time. The upload's trigger (S3's
+    event is slower than the press) queues the same file meanwhile, staged before the press: it goes first, and the
+    press used to wait behind it and then import roster.csv again."""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target, queue_settle_seconds=2.0)
+    reporter = ShowingReporter(ctx.reporter.charthop)  # type: ignore[attr-defined]
+    staged = stage(aws, "roster.csv")
+    staged_at = clock.now
+    uploads: list[str] = []
+
+    def trigger_arrives(seconds: float) -> None:
+        uploads.append(sync_start.file_dropped(ctx, staged, staged_at))
+        clock.now += seconds
+
+    ctx = dataclasses.replace(ctx, reporter=reporter, sleep=trigger_arrives)
+    clock.now += 0.3
+    press = _press(emulator, clock)
+    assert sync_start.begin_sync(ctx, press) is None
+    [refusal] = [entry for entry in reporter.finished if entry["sync_id"] == press.sync_process_id]
+    assert refusal["message"].startswith("Another sync is already running (roster.csv is queued to be imported)")
+    assert target.started == []
+
+    [upload] = uploads
+    ctx = dataclasses.replace(ctx, sleep=clock.sleep)
+    assert isinstance(sync_start.begin_sync(ctx, _upload_request(staged, upload, staged_at)), SyncState)
+    assert [(file.name, sync) for file, _body, sync in target.started] == [("roster.csv", upload)]
+
+
+def test_a_sync_now_behind_an_import_in_progress_names_it(aws, emulator, client) -> None:
+    """A press while another file holds the turn (its sync not shown RUNNING: its progress writes failed) is refused
+    naming the file being imported; the holder keeps the turn."""
+    target = ScriptedTarget()
+    ctx, reporter, clock = make_ctx(aws, emulator, client, target)
+    stage(aws, "first.csv")
+    key = sync_service.target_queue_key(ctx)
+    assert ctx.queue.take_turn(key, "holder", at=clock.now - 60, name="first.csv", now=clock.now, hold_seconds=600)
+    press = _press(emulator, clock)
+    assert sync_start.begin_sync(ctx, press) is None
+    [refusal] = [entry for entry in reporter.finished if entry["sync_id"] == press.sync_process_id]
+    assert refusal["message"].startswith("Another sync is already running (first.csv is being imported)")
+    assert target.started == []
+    assert ctx.queue.items[key]["holder"] == "holder"  # type: ignore[attr-defined]
+
+
+def test_a_sync_now_whose_import_began_still_waits_for_the_turn_it_lost(aws, emulator, client) -> None:
+    """A press whose start began its import and then died, and whose turn expired meanwhile and was taken: its retry
+    must not close the sync while the import it started runs. It waits for the turn as any file would."""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    staged = stage(aws, "roster.csv")
+    press = _press(emulator, clock)
+    ctx.journal.own(press.sync_process_id, staged)
+    ctx.journal.begin_import(press.sync_process_id, staged)  # the attempt that died in the import's start
+    key = sync_service.target_queue_key(ctx)
+    assert ctx.queue.take_turn(key, "other", at=clock.now - 60, name="other.csv", now=clock.now, hold_seconds=600)
+    clock.now += 5
+    queued = sync_start.begin_sync(ctx, press)
+    assert isinstance(queued, sync_start.Queued), queued
+    assert not ctx.reporter.is_closed(press.sync_process_id)  # type: ignore[attr-defined]

@@ -294,14 +294,23 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
     if not turn.granted and turn.first and turn.holder_id and _free_turn_of_closed_holder(ctx, turn.holder_id):
         turn = _take_turn(ctx, request, staged, deadline)
     if turn.settling:  # a file staged just before it may still be on its way: it goes first if it comes
+        settled_at = ctx.clock() + turn.settling
         # shown RUNNING meanwhile, so a "Sync Now" pressed now is refused, not a second import of this file
         report_progress(ctx, sync_id, bar.SETTLING_PROGRESS, _settling_message(ctx, staged))
         if turn.settling > SETTLE_SLEEP_SECONDS:  # waited out parked (WaitForTurn does not wake it before)
             return Queued("", max(1, math.ceil(turn.settling)), settling=True)
-        ctx.sleep(turn.settling)
+        ctx.sleep(max(0.0, settled_at - ctx.clock()))  # a slow update above is part of the wait, not added to it
         turn = _take_turn(ctx, request, staged, deadline)
         if turn.settling:
             return Queued("", max(1, math.ceil(turn.settling)), settling=True)
+    if not turn.granted and request.kind == "sync-now" and not ctx.journal.start(sync_id).attempts:
+        # A "Sync Now" imports the newest staged file; behind another file it would import after it, and that
+        # file is often the same one: an upload whose trigger has queued it but whose sync ChartHop does not show
+        # RUNNING yet (its start has shown nothing so far, or showing it failed), or one that joined while this
+        # press settled. So a press never waits in the queue: it is refused, as when ChartHop shows a sync
+        # RUNNING. (One whose import began, an earlier attempt's, waits: it must not be closed while it runs.)
+        fail_sync(ctx, sync_id, _press_behind(turn), results={"file": staged.name})
+        return None
     if turn.full or turn.expired:
         fail_sync(ctx, sync_id, _not_queued(ctx, staged, turn, deadline), results={"file": staged.name})
         return None
@@ -371,6 +380,12 @@ def _queue_wait(ctx: SyncContext, request: StartRequest, turn: Turn, deadline: f
     if deadline is not None:
         wait = min(wait, max(1, math.ceil(deadline - now)))
     return wait
+
+
+def _press_behind(turn: Turn) -> str:
+    ahead = turn.ahead or "an earlier file"
+    doing = "is being imported" if turn.holder_id else "is queued to be imported"
+    return f"Another sync is already running ({ahead} {doing}); {NOT_STARTED}"
 
 
 def _settling_message(ctx: SyncContext, staged: StagedFile) -> str:
