@@ -332,6 +332,46 @@ def test_a_turn_kept_by_a_closed_sync_is_freed_by_the_next_in_line(
     ).granted  # it holds the turn
 
 
+def test_a_closed_sync_still_waiting_ahead_is_removed_by_the_file_behind_it(
+    sim: Simulation, ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting file's sync was closed (refused, given up) but every try to leave the queue failed: it stays first
+    in line with the turn free, never takes it, and is woken in vain when a turn is freed. The files behind it used
+    to wait until its entry went stale (15 min), and every "Sync Now" meanwhile was refused. The next file's ask
+    sees it closed, removes it and takes the turn."""
+    now = ctx.clock()
+    key = target_queue_key(ctx)
+    for sync_id, at in (("gone", now - 30), ("next", now - 10), ("last", now - 5)):
+        ctx.queue.join(key, sync_id, at=at, name=f"{sync_id}.csv", now=now)
+
+    def unavailable(key: str, sync_id: str) -> None:
+        raise RuntimeError("DynamoDB unavailable")
+
+    with monkeypatch.context() as failing:
+        failing.setattr(ctx.queue, "leave", unavailable)
+        close(ctx, "gone")
+    assert ctx.queue.next_in_line(key, ctx.clock()) == "gone"  # closed, yet first in line
+    staged_in(sim, "next")
+    asked = sync_start.begin_sync(ctx, request("next", now - 10))
+    assert not isinstance(asked, sync_start.Queued), f"the next file still waits behind a closed sync: {asked}"
+    assert [entry.name for entry in sim.imports] == ["next.csv"]
+    assert ctx.queue.next_in_line(key, ctx.clock()) is None  # "next" holds the turn; "gone" is no longer queued
+    turn = ctx.queue.take_turn(key, "last", at=now - 5, name="last.csv", now=ctx.clock(), hold_seconds=HOLD)
+    assert (turn.granted, turn.ahead, turn.ahead_count) == (False, "next.csv", 1)
+
+
+def test_a_live_file_waiting_ahead_is_not_removed(sim: Simulation, ctx: SyncContext) -> None:
+    """The one ahead is only slow to take the free turn (its start was woken and is on its way): it keeps its place."""
+    now = ctx.clock()
+    key = target_queue_key(ctx)
+    ctx.queue.join(key, "first", at=now - 30, name="first.csv", now=now)
+    ctx.queue.join(key, "next", at=now - 10, name="next.csv", now=now)
+    asked = sync_start.begin_sync(ctx, request("next", now - 10))
+    assert asked == sync_start.Queued("first.csv", asked.wait_seconds)  # type: ignore[union-attr]
+    assert ctx.queue.next_in_line(key, ctx.clock()) == "first"
+    assert sim.imports == []
+
+
 def test_a_turn_held_by_a_live_sync_is_not_taken_over(sim: Simulation, ctx: SyncContext) -> None:
     now = ctx.clock()
     assert take(ctx, "holder", now - 30)

@@ -68,6 +68,20 @@ def test_a_file_waiting_for_a_holder_is_told_its_sync_id(queue: TargetQueue) -> 
     assert (turn.granted, turn.holder_id) == (True, "")
 
 
+def test_a_file_waiting_behind_waiting_files_is_told_the_first_ones_sync_id(queue: TargetQueue) -> None:
+    """So that it can see whether that sync is closed (sync_start removes such an entry); the earliest-staged live
+    one is named, with a holder or without, and not when it is first itself."""
+    queue.join(KEY, "late", at=3.0, name="late.csv", now=10.0)
+    queue.join(KEY, "early", at=1.0, name="early.csv", now=10.0)
+    turn = queue.take_turn(KEY, "next", at=5.0, name="next.csv", now=12.0, hold_seconds=HOLD)
+    assert (turn.granted, turn.ahead, turn.ahead_id, turn.holder_id) == (False, "early.csv", "early", "")
+    assert ask(queue, "early", at=1.0, now=13.0)
+    turn = queue.take_turn(KEY, "next", at=5.0, name="next.csv", now=14.0, hold_seconds=HOLD)
+    assert (turn.ahead, turn.ahead_id, turn.holder_id, turn.ahead_count) == ("early.csv", "late", "early", 2)
+    turn = queue.take_turn(KEY, "late", at=3.0, name="late.csv", now=14.0, hold_seconds=HOLD)
+    assert (turn.first, turn.ahead_id, turn.holder_id) == (True, "", "early")
+
+
 def test_files_get_their_turn_in_staging_order_whatever_order_they_ask_in(queue: TargetQueue) -> None:
     assert ask(queue, "roster-2", at=2.0, now=11.0) is True  # alone: its turn
     assert ask(queue, "roster-1", at=1.0, now=11.0) is False  # the target is busy

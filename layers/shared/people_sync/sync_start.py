@@ -80,6 +80,8 @@ MAX_PARK_SECONDS = 300
 #: less than parking (two more invocations and three state transitions); a longer settle is waited out in
 #: WaitForTurn (no Lambda runs meanwhile).
 SETTLE_SLEEP_SECONDS = 30.0
+#: Closed syncs' waiting entries one ask removes at most (each a read and a write; more go at the next ask).
+CLOSED_AHEAD_PASSED = 3
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -293,6 +295,10 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
     turn = _take_turn(ctx, request, staged, deadline)
     if not turn.granted and turn.first and turn.holder_id and _free_turn_of_closed_holder(ctx, turn.holder_id):
         turn = _take_turn(ctx, request, staged, deadline)
+    for _ in range(CLOSED_AHEAD_PASSED):  # the turn is free, yet a file ahead does not take it: is its sync closed?
+        if turn.granted or turn.holder_id or not turn.ahead_id or not _drop_closed_entry(ctx, turn.ahead_id):
+            break
+        turn = _take_turn(ctx, request, staged, deadline)
     if turn.settling:  # a file staged just before it may still be on its way: it goes first if it comes
         settled_at = ctx.clock() + turn.settling
         # shown RUNNING meanwhile, so a "Sync Now" pressed now is refused, not a second import of this file
@@ -332,6 +338,22 @@ def _free_turn_of_closed_holder(ctx: SyncContext, holder_id: str) -> bool:
         extra={"stale_holder": holder_id},
     )
     ctx.queue.leave(target_queue_key(ctx), holder_id)
+    return True
+
+
+def _drop_closed_entry(ctx: SyncContext, sync_id: str) -> bool:
+    """A waiting entry of a sync already closed (every try of its close to leave the queue failed): it will never
+    take the turn, and until it goes stale (STALE_AFTER_SECONDS) it would keep the files behind it waiting with
+    the turn free, and refuse every "Sync Now". The file behind it removes it (safe to repeat: a closed sync never
+    waits again) and wakes whoever is next in line now. True: it was removed."""
+    if ctx.loop_memory.load(sync_id).closed_at is None:
+        return False
+    logger.warning(
+        "a closed sync still waited in the target's queue (leaving it had failed); removed",
+        extra={"stale_entry": sync_id},
+    )
+    ctx.queue.leave(target_queue_key(ctx), sync_id)
+    wake_next_in_line(ctx)
     return True
 
 

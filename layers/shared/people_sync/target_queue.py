@@ -81,6 +81,8 @@ class Turn:
     expired: bool = False
     #: The sync id of the live holder it waits for, if it waits for one.
     holder_id: str = ""
+    #: The sync id of the earliest-staged live file waiting ahead of it, if any.
+    ahead_id: str = ""
 
 
 def queue_key(target: str, settings: AppSettings, folder: str) -> str:
@@ -156,10 +158,11 @@ def decide(
         if place < mine:
             earlier += 1
             first = place if first is None or place < first else first
+    ahead_id = first[2] if first is not None else ""
     if holder is not None:
-        return Turn(False, holder, first=earlier == 0, ahead_count=earlier + 1)
+        return Turn(False, holder, first=earlier == 0, ahead_count=earlier + 1, ahead_id=ahead_id)
     if first is not None:
-        return Turn(False, first[1], ahead_count=earlier)
+        return Turn(False, first[1], ahead_count=earlier, ahead_id=ahead_id)
     if now - at < settle_seconds:
         return Turn(False, settling=settle_seconds - (now - at), first=True)
     return Turn(True, first=True)
@@ -289,7 +292,15 @@ class InMemoryTargetQueue:
 
 def _refused(turn: Turn, *, full: bool = False, expired: bool = False) -> Turn:
     """Not granted, whatever the queue would have said: who is ahead, and why."""
-    return Turn(False, turn.ahead, first=turn.first, ahead_count=turn.ahead_count, full=full, expired=expired)
+    return Turn(
+        False,
+        turn.ahead,
+        first=turn.first,
+        ahead_count=turn.ahead_count,
+        full=full,
+        expired=expired,
+        ahead_id=turn.ahead_id,
+    )
 
 
 class DynamoDBTargetQueue(SyncTableStore):
