@@ -235,6 +235,26 @@ def test_a_slow_settle_message_is_part_of_the_settle_wait_not_added_to_it(sim: S
     assert [entry.name for entry in sim.imports] == ["fresh.csv"]
 
 
+def test_a_long_settle_parks_only_what_is_left_after_a_slow_settle_message(sim: Simulation, ctx: SyncContext) -> None:
+    """As in the Lambda's sleep, the park of a settle longer than SETTLE_SLEEP_SECONDS counts the update's time."""
+    ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, queue_settle_seconds=60.0))
+    reporter = ctx.reporter
+
+    class SlowReporter:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(reporter, name)
+
+        def report_progress(self, sync_id: str, progress: float, message: str) -> None:
+            ctx.clock.now += 3.0  # type: ignore[attr-defined]
+            reporter.report_progress(sync_id, progress, message)
+
+    now = ctx.clock()
+    staged_in(sim, "fresh")
+    ctx.queue.join(target_queue_key(ctx), "fresh", at=now - 0.5, name="fresh.csv", now=now)
+    queued = sync_start.begin_sync(dataclasses.replace(ctx, reporter=SlowReporter()), request("fresh", now - 0.5))
+    assert queued == sync_start.Queued("", 57, settling=True)  # 59.5 s left, 3 of them spent showing it
+
+
 def test_a_long_settle_time_is_waited_out_parked_and_the_park_does_not_wake_it_at_once(
     sim: Simulation, ctx: SyncContext
 ) -> None:
@@ -343,13 +363,7 @@ def test_a_closed_sync_still_waiting_ahead_is_removed_by_the_file_behind_it(
     key = target_queue_key(ctx)
     for sync_id, at in (("gone", now - 30), ("next", now - 10), ("last", now - 5)):
         ctx.queue.join(key, sync_id, at=at, name=f"{sync_id}.csv", now=now)
-
-    def unavailable(key: str, sync_id: str) -> None:
-        raise RuntimeError("DynamoDB unavailable")
-
-    with monkeypatch.context() as failing:
-        failing.setattr(ctx.queue, "leave", unavailable)
-        close(ctx, "gone")
+    _close_failing_to_leave(ctx, monkeypatch, "gone")
     assert ctx.queue.next_in_line(key, ctx.clock()) == "gone"  # closed, yet first in line
     staged_in(sim, "next")
     asked = sync_start.begin_sync(ctx, request("next", now - 10))
@@ -358,6 +372,102 @@ def test_a_closed_sync_still_waiting_ahead_is_removed_by_the_file_behind_it(
     assert ctx.queue.next_in_line(key, ctx.clock()) is None  # "next" holds the turn; "gone" is no longer queued
     turn = ctx.queue.take_turn(key, "last", at=now - 5, name="last.csv", now=ctx.clock(), hold_seconds=HOLD)
     assert (turn.granted, turn.ahead, turn.ahead_count) == (False, "next.csv", 1)
+
+
+def _close_failing_to_leave(ctx: SyncContext, monkeypatch: pytest.MonkeyPatch, sync_id: str) -> None:
+    """Closes the sync while every try to leave the queue fails (DynamoDB unavailable): it stays queued, closed."""
+
+    def unavailable(key: str, sync_id: str) -> None:
+        raise RuntimeError("DynamoDB unavailable")
+
+    with monkeypatch.context() as failing:
+        failing.setattr(ctx.queue, "leave", unavailable)
+        close(ctx, sync_id)
+    assert ctx.loop_memory.load(sync_id).closed_at is not None
+
+
+def test_closing_the_holder_wakes_the_file_behind_a_closed_sync_still_first_in_line(
+    ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wake used to go to the closed sync first in line (its loop is over: woken in vain), and the file behind
+    it asked again only when its own wait ran out, minutes later, with the target idle. (Review finding.)"""
+    now = ctx.clock()
+    key = target_queue_key(ctx)
+    assert take(ctx, "holder", now - 30)
+    ctx.queue.join(key, "gone", at=now - 20, name="gone.csv", now=now)
+    sync_start.await_turn(ctx, request("gone", now - 20), "token-of-gone")
+    ctx.queue.join(key, "next", at=now - 10, name="next.csv", now=now)
+    sync_start.await_turn(ctx, request("next", now - 10), "token-of-next")
+    _close_failing_to_leave(ctx, monkeypatch, "gone")
+    close(ctx, "holder")
+    assert woken(ctx) == ["token-of-next"]
+    assert ctx.queue.next_in_line(key, ctx.clock()) == "next"
+
+
+def test_a_closed_holder_and_a_closed_sync_waiting_ahead_are_both_passed(
+    sim: Simulation, ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One outage, two closes that could not free what they held: the holder's turn and a waiting entry ahead. The
+    file behind them used to wait behind the holder until the waiting entry went stale (15 min; the closed holder
+    is only freed for the file first in line). (Review finding.)"""
+    now = ctx.clock()
+    key = target_queue_key(ctx)
+    assert take(ctx, "holder", now - 30)
+    ctx.queue.join(key, "gone", at=now - 20, name="gone.csv", now=now)
+    ctx.queue.join(key, "next", at=now - 10, name="next.csv", now=now)
+    _close_failing_to_leave(ctx, monkeypatch, "gone")
+    _close_failing_to_leave(ctx, monkeypatch, "holder")
+    staged_in(sim, "next")
+    asked = sync_start.begin_sync(ctx, request("next", now - 10))
+    assert not isinstance(asked, sync_start.Queued), f"the next file still waits behind closed syncs: {asked}"
+    assert [entry.name for entry in sim.imports] == ["next.csv"]
+
+
+def test_a_closed_sync_ahead_that_cannot_be_removed_now_leaves_the_ask_queued_not_failed(
+    sim: Simulation, ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing someone else's entry is best effort: when the table fails (the very outage that left it there) the
+    ask goes on and the file waits, asking again later; its start does not fail (it would be closed ERROR)."""
+    now = ctx.clock()
+    key = target_queue_key(ctx)
+    ctx.queue.join(key, "gone", at=now - 20, name="gone.csv", now=now)
+    ctx.queue.join(key, "next", at=now - 10, name="next.csv", now=now)
+    _close_failing_to_leave(ctx, monkeypatch, "gone")
+
+    def unavailable(key: str, sync_id: str) -> None:
+        raise RuntimeError("DynamoDB unavailable")
+
+    monkeypatch.setattr(ctx.queue, "leave", unavailable)
+    asked = sync_start.begin_sync(ctx, request("next", now - 10))
+    assert asked == sync_start.Queued("gone.csv", asked.wait_seconds)  # type: ignore[union-attr]
+    monkeypatch.undo()
+    staged_in(sim, "next")
+    assert not isinstance(sync_start.begin_sync(ctx, request("next", now - 10)), sync_start.Queued)
+    assert [entry.name for entry in sim.imports] == ["next.csv"]
+
+
+def test_a_file_far_back_in_the_queue_asks_without_looking_at_the_syncs_ahead(
+    sim: Simulation, ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a flood most files wait far back: their ask stays one read of the queue (those near the front see to a
+    closed sync ahead), while a file near the front looks whether the holder is closed."""
+    now = ctx.clock()
+    key = target_queue_key(ctx)
+    assert take(ctx, "holder", now - 60)
+    for number in range(1, 7):
+        ctx.queue.join(key, f"file-{number}", at=now - 50 + number, name=f"file-{number}.csv", now=now)
+    looked: list[str] = []
+    load = ctx.loop_memory.load
+
+    def counted(sync_id: str) -> Any:
+        looked.append(sync_id)
+        return load(sync_id)
+
+    monkeypatch.setattr(ctx.loop_memory, "load", counted)
+    assert isinstance(sync_start.begin_sync(ctx, request("file-6", now - 44)), sync_start.Queued)
+    assert [sync for sync in looked if sync != "file-6"] == []
+    assert isinstance(sync_start.begin_sync(ctx, request("file-2", now - 48)), sync_start.Queued)
+    assert [sync for sync in looked if sync not in ("file-2", "file-6")] == ["holder"]
 
 
 def test_a_live_file_waiting_ahead_is_not_removed(sim: Simulation, ctx: SyncContext) -> None:

@@ -986,3 +986,91 @@ def test_a_sync_now_whose_import_began_still_waits_for_the_turn_it_lost(aws, emu
     queued = sync_start.begin_sync(ctx, press)
     assert isinstance(queued, sync_start.Queued), queued
     assert not ctx.reporter.is_closed(press.sync_process_id)  # type: ignore[attr-defined]
+
+
+def _upload_opened_not_queued(ctx: SyncContext, staged: StagedFile) -> str:
+    """An upload's trigger that has opened the file's sync and recorded it, and not yet joined the queue."""
+    return sync_start.open_sync(ctx, staged)
+
+
+def test_a_sync_now_given_the_turn_while_its_files_upload_sync_is_open_is_refused(aws, emulator, client) -> None:
+    """The upload's trigger has opened the sync of roster.csv but not yet queued it: the press finds the queue empty
+    and gets the turn. Its file's version has an upload sync still open: that one imports it, the press does not."""
+    target = ScriptedTarget()
+    ctx, reporter, clock = make_ctx(aws, emulator, client, target)
+    staged = stage(aws, "roster.csv")
+    upload = _upload_opened_not_queued(ctx, staged)
+    press = _press(emulator, clock)
+    clock.now += 2  # past the press's settle time
+    assert sync_start.begin_sync(ctx, press) is None
+    [refusal] = [entry for entry in reporter.finished if entry["sync_id"] == press.sync_process_id]
+    assert refusal["message"] == (
+        "Another sync is already running (roster.csv is being synced by its upload); this one was not started. "
+        "Press Sync Now again when it has finished."
+    )
+    assert (refusal["succeeded"], refusal["results"]) == (False, {"file": "roster.csv", "syncedBy": upload})
+    assert target.started == []
+
+
+def test_a_sync_now_refused_and_killed_before_its_close_does_not_import_the_file_its_upload_imported(
+    aws, emulator, client, monkeypatch
+) -> None:
+    """The press is refused behind the upload of roster.csv and its Lambda dies before the close is written. By the
+    retry the upload has imported roster.csv and closed: the turn is free, and the retry used to take it and import
+    roster.csv again. It sees that the upload imported that very version after the press, and closes DONE saying so.
+    (Review finding.)"""
+    target = ScriptedTarget()
+    ctx, reporter, clock = make_ctx(aws, emulator, client, target)
+    staged = stage(aws, "roster.csv")
+    staged_at = clock.now
+    upload = sync_start.file_dropped(ctx, staged, staged_at)
+    clock.now += 0.5
+    press = _press(emulator, clock)
+
+    def killed(*args: Any, **kwargs: Any) -> None:  # the close's first write: the Lambda dies before it
+        raise _Killed
+
+    monkeypatch.setattr(ctx.loop_memory, "close", killed)
+    with pytest.raises(_Killed):
+        sync_start.begin_sync(ctx, press)
+    monkeypatch.undo()
+
+    clock.now += 2
+    assert isinstance(sync_start.begin_sync(ctx, _upload_request(staged, upload, staged_at)), SyncState)
+    sync_service.close_sync(ctx, upload, succeeded=True, message="Imported", results={}, summary="Imported")
+    clock.now += 5  # Step Functions retries the press's start
+    assert sync_start.begin_sync(ctx, press) is None
+    assert [(file.name, sync) for file, _body, sync in target.started] == [("roster.csv", upload)]
+    [closed] = [entry for entry in reporter.finished if entry["sync_id"] == press.sync_process_id]
+    assert closed["succeeded"] is True
+    assert closed["message"] == (
+        f"roster.csv was imported by its upload's sync ({upload}) after Sync Now was pressed; it was not imported "
+        "again. Press Sync Now again to import it once more."
+    )
+
+
+def test_a_sync_now_pressed_after_the_uploads_sync_closed_imports_the_file_once_more(aws, emulator, client) -> None:
+    """Pressed once the upload's sync is over: a deliberate import of the newest file again. So is one pressed while
+    the upload's sync was open, if that sync failed (it did not import the file)."""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    staged = stage(aws, "roster.csv")
+    upload = sync_start.file_dropped(ctx, staged, clock.now)
+    clock.now += 2
+    assert isinstance(sync_start.begin_sync(ctx, _upload_request(staged, upload, clock.now - 2)), SyncState)
+    sync_service.close_sync(ctx, upload, succeeded=True, message="Imported", results={}, summary="Imported")
+    clock.now += 1
+    press = _press(emulator, clock)
+    clock.now += 2
+    assert isinstance(sync_start.begin_sync(ctx, press), SyncState)
+    assert [sync for _file, _body, sync in target.started] == [upload, press.sync_process_id]
+
+    failed = stage(aws, "roster2.csv")  # the newest: later, or in the same second a greater key
+    upload = _upload_opened_not_queued(ctx, failed)
+    second = _press(emulator, clock)
+    sync_service.close_sync(ctx, press.sync_process_id, succeeded=True, message="Imported", results={}, summary="x")
+    clock.now += 1
+    sync_service.fail_sync(ctx, upload, "ChartHop refused the file")
+    clock.now += 2
+    assert isinstance(sync_start.begin_sync(ctx, second), SyncState)
+    assert [file.name for file, _body, _sync in target.started][-1] == "roster2.csv"

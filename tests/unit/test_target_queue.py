@@ -82,6 +82,14 @@ def test_a_file_waiting_behind_waiting_files_is_told_the_first_ones_sync_id(queu
     assert (turn.first, turn.ahead_id, turn.holder_id) == (True, "", "early")
 
 
+def test_a_file_refused_its_turn_still_names_the_holders_sync_id(queue: TargetQueue) -> None:
+    """A refusal (deadline passed, queue full) says who holds the turn as an ordinary wait does: a "Sync Now" refused
+    then says the file "is being imported", and a closed holder can still be seen as closed. (Review finding.)"""
+    assert ask(queue, "holder", at=1.0, now=11.0)
+    turn = queue.take_turn(KEY, "late", at=2.0, name="late.csv", now=20.0, hold_seconds=HOLD, deadline=15.0)
+    assert (turn.granted, turn.expired, turn.ahead, turn.holder_id) == (False, True, "holder.csv", "holder")
+
+
 def test_files_get_their_turn_in_staging_order_whatever_order_they_ask_in(queue: TargetQueue) -> None:
     assert ask(queue, "roster-2", at=2.0, now=11.0) is True  # alone: its turn
     assert ask(queue, "roster-1", at=1.0, now=11.0) is False  # the target is busy

@@ -371,6 +371,9 @@ def close_again(ctx: SyncContext, sync_id: str, final: Mapping[str, Any]) -> Non
 #: seconds apart: nothing else retries them. A slot left behind anyway is taken over by the next press
 #: (sync_start._take_sync_now_slot) and a turn expires; the watchdog frees both too.
 RELEASE_TRIES = 3
+#: Closed syncs still in a target's queue (their close could not leave it) that one wake or ask removes at most
+#: (each a read and a write); more are removed by the next.
+CLOSED_AHEAD_PASSED = 3
 RELEASE_PAUSE_SECONDS = 0.2
 
 
@@ -417,7 +420,18 @@ def wake_next_in_line(ctx: SyncContext) -> None:
     nothing, since the start asks again when its wait runs out."""
     key = target_queue_key(ctx)
     try:
-        sync_id = ctx.queue.next_in_line(key, ctx.clock())
+        for _ in range(CLOSED_AHEAD_PASSED):
+            sync_id = ctx.queue.next_in_line(key, ctx.clock())
+            if sync_id is None or ctx.loop_memory.load(sync_id).closed_at is None:
+                break
+            # closed, but every try of its close to leave failed: it would be woken in vain, and the file behind
+            # it not at all (it would ask again only when its own wait runs out, minutes later)
+            logger.warning(
+                "a closed sync was still next in the target's queue; removed", extra={"stale_entry": sync_id}
+            )
+            ctx.queue.leave(key, sync_id)
+        else:
+            return  # more closed syncs than one wake removes: the next ask removes the rest
         token = ctx.queue.parked_token(key, sync_id) if sync_id is not None else None
         if token is None:
             return

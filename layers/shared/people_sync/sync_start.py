@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -43,6 +43,7 @@ from people_sync.routing import TARGET_FOLDERS, folders_of_target, staging_folde
 from people_sync.staging import latest_staged_file, quarantine, staged_file_from_s3_record
 from people_sync.start_journal import upload_trigger
 from people_sync.sync_service import (
+    CLOSED_AHEAD_PASSED,
     SLOT_GRACE_SECONDS,
     SyncContext,
     _quarantine,
@@ -80,8 +81,6 @@ MAX_PARK_SECONDS = 300
 #: less than parking (two more invocations and three state transitions); a longer settle is waited out in
 #: WaitForTurn (no Lambda runs meanwhile).
 SETTLE_SLEEP_SECONDS = 30.0
-#: Closed syncs' waiting entries one ask removes at most (each a read and a write; more go at the next ask).
-CLOSED_AHEAD_PASSED = 3
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -292,31 +291,24 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
     if staged is None:
         return None
     deadline = turn_deadline(ctx, request)
-    turn = _take_turn(ctx, request, staged, deadline)
-    if not turn.granted and turn.first and turn.holder_id and _free_turn_of_closed_holder(ctx, turn.holder_id):
-        turn = _take_turn(ctx, request, staged, deadline)
-    for _ in range(CLOSED_AHEAD_PASSED):  # the turn is free, yet a file ahead does not take it: is its sync closed?
-        if turn.granted or turn.holder_id or not turn.ahead_id or not _drop_closed_entry(ctx, turn.ahead_id):
-            break
-        turn = _take_turn(ctx, request, staged, deadline)
+    turn = _ask_for_turn(ctx, request, staged, deadline)
     if turn.settling:  # a file staged just before it may still be on its way: it goes first if it comes
         settled_at = ctx.clock() + turn.settling
         # shown RUNNING meanwhile, so a "Sync Now" pressed now is refused, not a second import of this file
         report_progress(ctx, sync_id, bar.SETTLING_PROGRESS, _settling_message(ctx, staged))
-        if turn.settling > SETTLE_SLEEP_SECONDS:  # waited out parked (WaitForTurn does not wake it before)
-            return Queued("", max(1, math.ceil(turn.settling)), settling=True)
-        ctx.sleep(max(0.0, settled_at - ctx.clock()))  # a slow update above is part of the wait, not added to it
-        turn = _take_turn(ctx, request, staged, deadline)
+        left = settled_at - ctx.clock()  # a slow update above is part of the wait, not added to it
+        if left > SETTLE_SLEEP_SECONDS:  # waited out parked (WaitForTurn does not wake it before)
+            return Queued("", max(1, math.ceil(left)), settling=True)
+        ctx.sleep(max(0.0, left))
+        turn = _ask_for_turn(ctx, request, staged, deadline)
         if turn.settling:
             return Queued("", max(1, math.ceil(turn.settling)), settling=True)
-    if not turn.granted and request.kind == "sync-now" and not ctx.journal.start(sync_id).attempts:
-        # A "Sync Now" imports the newest staged file; behind another file it would import after it, and that
-        # file is often the same one: an upload whose trigger has queued it but whose sync ChartHop does not show
-        # RUNNING yet (its start has shown nothing so far, or showing it failed), or one that joined while this
-        # press settled. So a press never waits in the queue: it is refused, as when ChartHop shows a sync
-        # RUNNING. (One whose import began, an earlier attempt's, waits: it must not be closed while it runs.)
-        fail_sync(ctx, sync_id, _press_behind(turn), results={"file": staged.name})
-        return None
+    if request.kind == "sync-now" and not ctx.journal.start(sync_id).attempts:
+        refusal = _press_refused(ctx, request, staged, turn)
+        if refusal is not None:
+            succeeded, message, results = refusal
+            close_sync(ctx, sync_id, succeeded=succeeded, message=message, results=results, summary=message)
+            return None
     if turn.full or turn.expired:
         fail_sync(ctx, sync_id, _not_queued(ctx, staged, turn, deadline), results={"file": staged.name})
         return None
@@ -326,35 +318,83 @@ def begin_sync(ctx: SyncContext, request: StartRequest) -> SyncState | Queued | 
     return start_import(ctx, staged, sync_id)
 
 
-def _free_turn_of_closed_holder(ctx: SyncContext, holder_id: str) -> bool:
-    """The turn is held by a sync that is already closed (a closing sync imports nothing more) but kept it
-    because freeing it failed, or its close died before freeing it: the next in line frees it (owner-conditional,
-    as the close would have) instead of waiting until the turn expires, ImportTimeoutSeconds and more later.
-    True: it was freed."""
-    if ctx.loop_memory.load(holder_id).closed_at is None:
-        return False
-    logger.warning(
-        "the target's turn was still held by a closed sync (freeing it had failed); freed for the next in line",
-        extra={"stale_holder": holder_id},
-    )
-    ctx.queue.leave(target_queue_key(ctx), holder_id)
-    return True
+def _ask_for_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile, deadline: float | None) -> Turn:
+    """The target's turn, past syncs that are closed but still hold it or wait ahead (their close could not
+    free what they held: every try failed, or it died first). Such a sync imports nothing more and never takes
+    the turn, yet until its turn expires (ImportTimeoutSeconds and more) or its entry goes stale (15 min) the
+    files behind it would wait and every "Sync Now" be refused: the file that meets one removes it, as its close
+    would have (owner-conditional, safe to repeat), at most CLOSED_AHEAD_PASSED per ask. Only the files near the
+    front look (a read of the loop memory each): further back, an ask stays one read of the queue."""
+    turn = _take_turn(ctx, request, staged, deadline)
+    for _ in range(CLOSED_AHEAD_PASSED):
+        if turn.granted or turn.ahead_count > CLOSED_AHEAD_PASSED:
+            break
+        if turn.holder_id and turn.first:
+            blocker = turn.holder_id  # nobody else waits ahead: the holder is all that keeps it from its turn
+        elif turn.ahead_id and (not turn.holder_id or _is_closed(ctx, turn.holder_id)):
+            blocker = turn.ahead_id
+        else:
+            break
+        if not _remove_if_closed(ctx, blocker):
+            break
+        turn = _take_turn(ctx, request, staged, deadline)
+    return turn
 
 
-def _drop_closed_entry(ctx: SyncContext, sync_id: str) -> bool:
-    """A waiting entry of a sync already closed (every try of its close to leave the queue failed): it will never
-    take the turn, and until it goes stale (STALE_AFTER_SECONDS) it would keep the files behind it waiting with
-    the turn free, and refuse every "Sync Now". The file behind it removes it (safe to repeat: a closed sync never
-    waits again) and wakes whoever is next in line now. True: it was removed."""
-    if ctx.loop_memory.load(sync_id).closed_at is None:
+def _is_closed(ctx: SyncContext, sync_id: str) -> bool:
+    return ctx.loop_memory.load(sync_id).closed_at is not None
+
+
+def _remove_if_closed(ctx: SyncContext, sync_id: str) -> bool:
+    """True: the sync was closed, and its hold on the turn or its waiting entry is gone (the next in line is woken).
+    Best effort: a read or write that fails leaves it to the next ask (the failing table is the queue's own)."""
+    try:
+        if not _is_closed(ctx, sync_id):
+            return False
+        logger.warning(
+            "a closed sync still held the target's turn or waited for it (freeing it had failed); removed",
+            extra={"stale_entry": sync_id},
+        )
+        ctx.queue.leave(target_queue_key(ctx), sync_id)
+    except Exception:  # anything the store raises: the ask goes on with the queue as it is
+        logger.warning("could not remove a closed sync from the target's queue", exc_info=True)
         return False
-    logger.warning(
-        "a closed sync still waited in the target's queue (leaving it had failed); removed",
-        extra={"stale_entry": sync_id},
-    )
-    ctx.queue.leave(target_queue_key(ctx), sync_id)
     wake_next_in_line(ctx)
     return True
+
+
+def _press_refused(
+    ctx: SyncContext, request: StartRequest, staged: StagedFile, turn: Turn
+) -> tuple[bool, str, dict[str, Any]] | None:
+    """Why a "Sync Now" imports nothing: (succeeded, message, results), or None when it goes on.
+
+    A press imports the newest staged file, and an upload of that very file may be just ahead of it: its sync
+    still PENDING in ChartHop (its start has shown nothing yet, or showing it failed), its trigger joined while
+    the press settled, or it finished while a killed attempt of this start was retried. So a press never waits
+    in the queue: behind another file it is refused, as when ChartHop shows a sync RUNNING. And given the turn,
+    a press whose file version has an upload sync that is still open, or that closed having imported it after
+    the press, imports nothing (a press after that sync closed is a deliberate import of the file once more).
+    A press whose import began (an earlier attempt's) is never asked: it must not be closed while that runs."""
+    name = staged.name
+    if not turn.granted:
+        ahead = turn.ahead or "an earlier file"
+        doing = "is being imported" if turn.holder_id else "is queued to be imported"
+        return False, f"Another sync is already running ({ahead} {doing}); {NOT_STARTED}", {"file": name}
+    upload = ctx.journal.upload(upload_trigger(staged.bucket, staged.key, staged.version_id)).sync_id
+    if upload is None or upload == request.sync_process_id:
+        return None
+    memory = ctx.loop_memory.load(upload)
+    if memory.closed_at is None:
+        message = f"Another sync is already running ({name} is being synced by its upload); {NOT_STARTED}"
+        return False, message, {"file": name, "syncedBy": upload}
+    pressed_at = request.staged_at if request.staged_at is not None else memory.closed_at
+    if memory.closed_at <= pressed_at or not (memory.final or {}).get("succeeded"):
+        return None  # over before the press (a deliberate re-import), or the upload did not import it
+    message = (
+        f"{name} was imported by its upload's sync ({upload}) after Sync Now was pressed; it was not imported "
+        "again. Press Sync Now again to import it once more."
+    )
+    return True, message, {"file": name, "importedBy": upload}
 
 
 def close_again_if_closed(ctx: SyncContext, sync_id: str) -> bool:
@@ -402,12 +442,6 @@ def _queue_wait(ctx: SyncContext, request: StartRequest, turn: Turn, deadline: f
     if deadline is not None:
         wait = min(wait, max(1, math.ceil(deadline - now)))
     return wait
-
-
-def _press_behind(turn: Turn) -> str:
-    ahead = turn.ahead or "an earlier file"
-    doing = "is being imported" if turn.holder_id else "is queued to be imported"
-    return f"Another sync is already running ({ahead} {doing}); {NOT_STARTED}"
 
 
 def _settling_message(ctx: SyncContext, staged: StagedFile) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -146,6 +146,7 @@ def decide(
     now: float,
     name: str = "",
     settle_seconds: float = SETTLE_SECONDS,
+    holder_id: str = "",
 ) -> Turn:
     """Whether `sync_id` may take a free turn (holder None), or who it waits for and how many are ahead of it.
     One pass over the queue (no sorting)."""
@@ -160,7 +161,7 @@ def decide(
             first = place if first is None or place < first else first
     ahead_id = first[2] if first is not None else ""
     if holder is not None:
-        return Turn(False, holder, first=earlier == 0, ahead_count=earlier + 1, ahead_id=ahead_id)
+        return Turn(False, holder, first=earlier == 0, ahead_count=earlier + 1, holder_id=holder_id, ahead_id=ahead_id)
     if first is not None:
         return Turn(False, first[1], ahead_count=earlier, ahead_id=ahead_id)
     if now - at < settle_seconds:
@@ -250,18 +251,24 @@ class InMemoryTargetQueue:
             _prune(item["waiting"], now)
             held = item.get("holder") is not None and item.get("holderUntil", 0) >= now
             holder = item["holderName"] if held else None
+            holder_id = str(item["holder"]) if held else ""
             if deadline is not None and now >= deadline:
-                return _refused(decide(sync_id, at, item["waiting"], holder, now, short_name(name)), expired=True)
+                return _refused(
+                    decide(sync_id, at, item["waiting"], holder, now, short_name(name), holder_id=holder_id),
+                    expired=True,
+                )
             mine = item["waiting"].get(sync_id)
             if (mine is None or now - mine["seen"] >= HEARTBEAT_SECONDS) and not self._join(
                 key, sync_id, at=at, name=name, now=now
             ):
-                return _refused(decide(sync_id, at, item["waiting"], holder, now, short_name(name)), full=True)
-            turn = decide(sync_id, at, item["waiting"], holder, now, settle_seconds=settle_seconds)
+                return _refused(
+                    decide(sync_id, at, item["waiting"], holder, now, short_name(name), holder_id=holder_id), full=True
+                )
+            turn = decide(sync_id, at, item["waiting"], holder, now, settle_seconds=settle_seconds, holder_id=holder_id)
             if turn.granted:
                 del item["waiting"][sync_id]
                 item.update(holder=sync_id, holderName=name, holderUntil=now + hold_seconds)
-            return replace(turn, holder_id=str(item["holder"])) if holder is not None else turn
+            return turn
 
     def leave(self, key: str, sync_id: str) -> None:
         with self._lock:
@@ -299,6 +306,7 @@ def _refused(turn: Turn, *, full: bool = False, expired: bool = False) -> Turn:
         ahead_count=turn.ahead_count,
         full=full,
         expired=expired,
+        holder_id=turn.holder_id,
         ahead_id=turn.ahead_id,
     )
 
@@ -372,23 +380,29 @@ class DynamoDBTargetQueue(SyncTableStore):
         waiting = {other: entry for other, entry in _waiting(item).items() if not _forgotten(entry, now)}
         held = "holder" in item and float(item.get("holderUntil", {}).get("N", "0")) >= now
         holder = item.get("holderName", {}).get("S", "") if held else None
+        holder_id = item.get("holder", {}).get("S", "") if held else ""
         if deadline is not None and now >= deadline:
-            return _refused(decide(sync_id, at, waiting, holder, now, short_name(name)), expired=True)
+            return _refused(
+                decide(sync_id, at, waiting, holder, now, short_name(name), holder_id=holder_id), expired=True
+            )
         mine = waiting.get(sync_id)
         if mine is None or now - float(mine["seen"]) >= HEARTBEAT_SECONDS:
             if not self.join(key, sync_id, at=at, name=name, now=now):
-                return _refused(decide(sync_id, at, waiting, holder, now, short_name(name)), full=True)
+                return _refused(
+                    decide(sync_id, at, waiting, holder, now, short_name(name), holder_id=holder_id), full=True
+                )
             waiting[sync_id] = json.loads(entry_json(at, name, now))
-        turn = decide(sync_id, at, waiting, holder, now, settle_seconds=settle_seconds)
+        turn = decide(sync_id, at, waiting, holder, now, settle_seconds=settle_seconds, holder_id=holder_id)
         if turn.granted and mine is None:
             # It joined just now: a file staged before it may have joined since the read. Look once more.
             item = self.get(key)
             waiting = _waiting(item)
             held = "holder" in item and float(item.get("holderUntil", {}).get("N", "0")) >= now
             holder = item.get("holderName", {}).get("S", "") if held else None
-            turn = decide(sync_id, at, waiting, holder, now, settle_seconds=settle_seconds)
+            holder_id = item.get("holder", {}).get("S", "") if held else ""
+            turn = decide(sync_id, at, waiting, holder, now, settle_seconds=settle_seconds, holder_id=holder_id)
         if not turn.granted:
-            return replace(turn, holder_id=str(item["holder"]["S"])) if holder is not None else turn
+            return turn
         try:
             self._update(
                 key,
