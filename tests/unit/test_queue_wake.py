@@ -470,6 +470,29 @@ def test_a_file_far_back_in_the_queue_asks_without_looking_at_the_syncs_ahead(
     assert [sync for sync in looked if sync not in ("file-2", "file-6")] == ["holder"]
 
 
+def test_a_sync_ahead_whose_loop_memory_cannot_be_read_counts_as_open_and_the_ask_goes_on(
+    sim: Simulation, ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking whether the holder or the file ahead is closed is best effort too: a throttled read leaves the file
+    queued (it asks again), it does not fail its start. (Review finding.)"""
+    now = ctx.clock()
+    key = target_queue_key(ctx)
+    assert take(ctx, "holder", now - 30)
+    ctx.queue.join(key, "gone", at=now - 20, name="gone.csv", now=now)
+    ctx.queue.join(key, "next", at=now - 10, name="next.csv", now=now)
+    _close_failing_to_leave(ctx, monkeypatch, "holder")
+    load = ctx.loop_memory.load
+
+    def throttled(sync_id: str) -> Any:
+        if sync_id != "next":
+            raise RuntimeError("ProvisionedThroughputExceededException")
+        return load(sync_id)
+
+    monkeypatch.setattr(ctx.loop_memory, "load", throttled)
+    asked = sync_start.begin_sync(ctx, request("next", now - 10))
+    assert asked == sync_start.Queued("holder.csv", asked.wait_seconds)  # type: ignore[union-attr]
+
+
 def test_a_live_file_waiting_ahead_is_not_removed(sim: Simulation, ctx: SyncContext) -> None:
     """The one ahead is only slow to take the free turn (its start was woken and is on its way): it keeps its place."""
     now = ctx.clock()

@@ -7,6 +7,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -874,9 +875,16 @@ def test_a_sync_now_pressed_while_an_upload_settles_is_refused_not_a_second_impo
     ]
 
 
+def _created(emulator: ChartHopEmulator, process_id: str, at: float) -> None:
+    """ChartHop's createAt of the process, on the test's clock (the emulator's is the wall clock)."""
+    stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    emulator.processes[process_id]["createAt"] = stamp
+
+
 def _press(emulator: ChartHopEmulator, clock: Clock) -> StartRequest:
     """A "Sync Now" press now: its process in ChartHop, and its loop's start request."""
     process_id = emulator.create_sync_process()["id"]
+    _created(emulator, process_id, clock.now)
     return StartRequest(
         kind="sync-now",
         org_id=ORG,
@@ -988,9 +996,11 @@ def test_a_sync_now_whose_import_began_still_waits_for_the_turn_it_lost(aws, emu
     assert not ctx.reporter.is_closed(press.sync_process_id)  # type: ignore[attr-defined]
 
 
-def _upload_opened_not_queued(ctx: SyncContext, staged: StagedFile) -> str:
-    """An upload's trigger that has opened the file's sync and recorded it, and not yet joined the queue."""
-    return sync_start.open_sync(ctx, staged)
+def _upload_opened_not_queued(ctx: SyncContext, emulator: ChartHopEmulator, staged: StagedFile) -> str:
+    """An upload's trigger that has opened the file's sync and recorded it (now), and not yet joined the queue."""
+    sync_id = sync_start.open_sync(ctx, staged)
+    _created(emulator, sync_id, ctx.clock())
+    return sync_id
 
 
 def test_a_sync_now_given_the_turn_while_its_files_upload_sync_is_open_is_refused(aws, emulator, client) -> None:
@@ -999,7 +1009,7 @@ def test_a_sync_now_given_the_turn_while_its_files_upload_sync_is_open_is_refuse
     target = ScriptedTarget()
     ctx, reporter, clock = make_ctx(aws, emulator, client, target)
     staged = stage(aws, "roster.csv")
-    upload = _upload_opened_not_queued(ctx, staged)
+    upload = _upload_opened_not_queued(ctx, emulator, staged)
     press = _press(emulator, clock)
     clock.now += 2  # past the press's settle time
     assert sync_start.begin_sync(ctx, press) is None
@@ -1066,7 +1076,7 @@ def test_a_sync_now_pressed_after_the_uploads_sync_closed_imports_the_file_once_
     assert [sync for _file, _body, sync in target.started] == [upload, press.sync_process_id]
 
     failed = stage(aws, "roster2.csv")  # the newest: later, or in the same second a greater key
-    upload = _upload_opened_not_queued(ctx, failed)
+    upload = _upload_opened_not_queued(ctx, emulator, failed)
     second = _press(emulator, clock)
     sync_service.close_sync(ctx, press.sync_process_id, succeeded=True, message="Imported", results={}, summary="x")
     clock.now += 1
@@ -1074,3 +1084,66 @@ def test_a_sync_now_pressed_after_the_uploads_sync_closed_imports_the_file_once_
     clock.now += 2
     assert isinstance(sync_start.begin_sync(ctx, second), SyncState)
     assert [file.name for file, _body, _sync in target.started][-1] == "roster2.csv"
+
+
+def test_a_sync_now_of_a_file_whose_upload_sync_was_stranded_long_ago_imports_it(aws, emulator, client) -> None:
+    """The upload's trigger opened its sync and then failed for good (it waits in the failed-events queue; the
+    sync stays PENDING, never queued). A press minutes later is the way to get the file imported: it is not refused
+    for an upload that will not import it. (Review finding: it was refused for the journal's 8 days.)"""
+    target = ScriptedTarget()
+    ctx, reporter, clock = make_ctx(aws, emulator, client, target)
+    staged = stage(aws, "roster.csv")
+    upload = _upload_opened_not_queued(ctx, emulator, staged)
+    clock.now += sync_start.UPLOAD_QUEUED_WITHIN_SECONDS + 1
+    press = _press(emulator, clock)
+    clock.now += 2
+    assert isinstance(sync_start.begin_sync(ctx, press), SyncState)
+    assert [(file.name, sync) for file, _body, sync in target.started] == [("roster.csv", press.sync_process_id)]
+    [closed] = [entry for entry in reporter.finished if entry["sync_id"] == upload]  # not PENDING for ever
+    assert (closed["succeeded"], closed["results"]) == (
+        False,
+        {"file": "roster.csv", "syncedBy": press.sync_process_id},
+    )
+    assert closed["message"].endswith(f"Sync Now ({press.sync_process_id}) imports it instead.")
+
+    clock.now += 600  # the upload's trigger, redriven from the failed-events queue, comes at last
+    assert sync_start.file_dropped(ctx, staged, clock.now - 1000) == upload
+    assert ctx.queue.next_in_line(sync_service.target_queue_key(ctx), clock.now) is None  # nothing queued
+    assert [sync for _file, _body, sync in target.started] == [press.sync_process_id]
+
+
+def test_a_sync_now_after_a_dry_run_of_the_upload_imports_the_file(aws, emulator, client) -> None:
+    """The upload's sync only validated the file (a dry run): a press during it is no duplicate of an import, so it
+    imports the file once it gets the turn. (Review finding: it was closed "imported by its upload's sync".)"""
+    target = ScriptedTarget()
+    ctx, _, clock = make_ctx(aws, emulator, client, target)
+    staged = stage(aws, "roster.csv")
+    upload = _upload_opened_not_queued(ctx, emulator, staged)
+    press = _press(emulator, clock)
+    clock.now += 1
+    sync_service.close_sync(
+        ctx, upload, succeeded=True, message="Validated", results={"dryRun": True}, summary="Validated"
+    )
+    clock.now += 2
+    assert isinstance(sync_start.begin_sync(ctx, press), SyncState)
+    assert [sync for _file, _body, sync in target.started] == [press.sync_process_id]
+
+
+def test_when_a_sync_now_was_pressed_is_charthops_createat_not_when_its_delivery_was_handled(
+    aws, emulator, client
+) -> None:
+    """The press's delivery was handled late (redriven from the failed-events queue an hour on): its start request
+    says "now", but the user pressed before the upload's sync imported the file. (Review finding.)"""
+    target = ScriptedTarget()
+    ctx, reporter, clock = make_ctx(aws, emulator, client, target)
+    staged = stage(aws, "roster.csv")
+    upload = _upload_opened_not_queued(ctx, emulator, staged)
+    press = _press(emulator, clock)  # created in ChartHop now
+    clock.now += 60
+    sync_service.close_sync(ctx, upload, succeeded=True, message="Imported", results={}, summary="Imported")
+    clock.now += 3600
+    redriven = press.model_copy(update={"staged_at": clock.now, "loop_started_at": clock.now})
+    assert sync_start.begin_sync(ctx, redriven) is None
+    assert target.started == []
+    [closed] = [entry for entry in reporter.finished if entry["sync_id"] == press.sync_process_id]
+    assert (closed["succeeded"], closed["results"]) == (True, {"file": "roster.csv", "importedBy": upload})

@@ -37,7 +37,15 @@ from people_sync.errors import (
     SyncError,
     TargetRejected,
 )
-from people_sync.models import ImportJob, Process, ProcessStatus, StagedFile, StartRequest, SyncState
+from people_sync.models import (
+    DRY_RUN_DETAIL,
+    ImportJob,
+    Process,
+    ProcessStatus,
+    StagedFile,
+    StartRequest,
+    SyncState,
+)
 from people_sync.org_registry import ORG_ID_PATTERN
 from people_sync.routing import TARGET_FOLDERS, folders_of_target, staging_folders
 from people_sync.staging import latest_staged_file, quarantine, staged_file_from_s3_record
@@ -81,6 +89,10 @@ MAX_PARK_SECONDS = 300
 #: less than parking (two more invocations and three state transitions); a longer settle is waited out in
 #: WaitForTurn (no Lambda runs meanwhile).
 SETTLE_SLEEP_SECONDS = 30.0
+#: An upload's trigger queues its file right after it opened the sync; if it dies in between, Lambda retries it
+#: within about 3 minutes. An upload sync opened longer ago than this and never queued nor closed is stranded (its
+#: trigger waits in the failed-events queue): a "Sync Now" of its file imports it rather than wait for it.
+UPLOAD_QUEUED_WITHIN_SECONDS = 300.0
 
 
 # --- triggers ------------------------------------------------------------------------------------
@@ -342,21 +354,26 @@ def _ask_for_turn(ctx: SyncContext, request: StartRequest, staged: StagedFile, d
 
 
 def _is_closed(ctx: SyncContext, sync_id: str) -> bool:
-    return ctx.loop_memory.load(sync_id).closed_at is not None
+    """Best effort: a loop memory that cannot be read now counts as open (the next ask looks again)."""
+    try:
+        return ctx.loop_memory.load(sync_id).closed_at is not None
+    except Exception:  # anything the store raises: the ask goes on with the queue as it is
+        logger.warning("could not read whether a sync ahead is closed", exc_info=True, extra={"stale_entry": sync_id})
+        return False
 
 
 def _remove_if_closed(ctx: SyncContext, sync_id: str) -> bool:
     """True: the sync was closed, and its hold on the turn or its waiting entry is gone (the next in line is woken).
     Best effort: a read or write that fails leaves it to the next ask (the failing table is the queue's own)."""
+    if not _is_closed(ctx, sync_id):
+        return False
+    logger.warning(
+        "a closed sync still held the target's turn or waited for it (freeing it had failed); removed",
+        extra={"stale_entry": sync_id},
+    )
     try:
-        if not _is_closed(ctx, sync_id):
-            return False
-        logger.warning(
-            "a closed sync still held the target's turn or waited for it (freeing it had failed); removed",
-            extra={"stale_entry": sync_id},
-        )
         ctx.queue.leave(target_queue_key(ctx), sync_id)
-    except Exception:  # anything the store raises: the ask goes on with the queue as it is
+    except Exception:  # as above
         logger.warning("could not remove a closed sync from the target's queue", exc_info=True)
         return False
     wake_next_in_line(ctx)
@@ -372,8 +389,11 @@ def _press_refused(
     still PENDING in ChartHop (its start has shown nothing yet, or showing it failed), its trigger joined while
     the press settled, or it finished while a killed attempt of this start was retried. So a press never waits
     in the queue: behind another file it is refused, as when ChartHop shows a sync RUNNING. And given the turn,
-    a press whose file version has an upload sync that is still open, or that closed having imported it after
-    the press, imports nothing (a press after that sync closed is a deliberate import of the file once more).
+    a press whose file version has an upload sync that was opened moments ago and is not closed (its trigger has
+    not queued it yet), or that closed having imported it after the press, imports nothing (a press after that
+    sync closed is a deliberate import of the file once more; one whose upload sync was opened long ago and never
+    queued, its trigger failed for good so far, closes that sync and imports the file). When each was created is
+    ChartHop's createAt.
     A press whose import began (an earlier attempt's) is never asked: it must not be closed while that runs."""
     name = staged.name
     if not turn.granted:
@@ -385,16 +405,50 @@ def _press_refused(
         return None
     memory = ctx.loop_memory.load(upload)
     if memory.closed_at is None:
-        message = f"Another sync is already running ({name} is being synced by its upload); {NOT_STARTED}"
-        return False, message, {"file": name, "syncedBy": upload}
-    pressed_at = request.staged_at if request.staged_at is not None else memory.closed_at
-    if memory.closed_at <= pressed_at or not (memory.final or {}).get("succeeded"):
-        return None  # over before the press (a deliberate re-import), or the upload did not import it
+        opened = _created_at(ctx, upload)
+        if opened is not None and ctx.clock() - opened < UPLOAD_QUEUED_WITHIN_SECONDS:
+            message = f"Another sync is already running ({name} is being synced by its upload); {NOT_STARTED}"
+            return False, message, {"file": name, "syncedBy": upload}
+        # Stranded: the press imports the file. The upload's sync is closed first, so a redrive of its trigger that
+        # comes later finds it closed and queues nothing (file_dropped), and ChartHop does not show it PENDING for ever.
+        logger.warning(
+            "the upload's sync of this file was opened long ago and never queued (its trigger failed); closed, and the "
+            "press imports the file",
+            extra={"sync_process_id": request.sync_process_id, "stranded_upload": upload},
+        )
+        minutes = int(UPLOAD_QUEUED_WITHIN_SECONDS // 60)
+        stranded = (
+            f"{name} was not imported by this sync: its upload's start failed and had not recovered after {minutes} "
+            f"minutes. Sync Now ({request.sync_process_id}) imports it instead."
+        )
+        close_sync(
+            ctx,
+            upload,
+            succeeded=False,
+            message=stranded,
+            results={"file": name, "syncedBy": request.sync_process_id},
+            summary=stranded,
+        )
+        return None
+    final = memory.final or {}
+    if not final.get("succeeded") or dict(final.get("results") or {}).get(DRY_RUN_DETAIL):
+        return None  # the upload did not import it (failed, or only validated it)
+    pressed = _created_at(ctx, request.sync_process_id)
+    if pressed is None or memory.closed_at <= pressed:
+        return None  # over before the press: a deliberate import of the file once more
     message = (
         f"{name} was imported by its upload's sync ({upload}) after Sync Now was pressed; it was not imported "
         "again. Press Sync Now again to import it once more."
     )
     return True, message, {"file": name, "importedBy": upload}
+
+
+def _created_at(ctx: SyncContext, sync_id: str) -> float | None:
+    """When ChartHop created the sync process (None: ChartHop does not show it to us)."""
+    try:
+        return created_at(ctx.charthop.get_process(ctx.org_id, sync_id))
+    except ChartHopRejected:
+        return None
 
 
 def close_again_if_closed(ctx: SyncContext, sync_id: str) -> bool:
