@@ -1147,3 +1147,25 @@ def test_when_a_sync_now_was_pressed_is_charthops_createat_not_when_its_delivery
     assert target.started == []
     [closed] = [entry for entry in reporter.finished if entry["sync_id"] == press.sync_process_id]
     assert (closed["succeeded"], closed["results"]) == (True, {"file": "roster.csv", "importedBy": upload})
+
+
+def test_a_sync_now_whose_files_upload_sync_charthop_no_longer_shows_imports_it(aws, emulator, client) -> None:
+    """The upload's sync process is gone from ChartHop (404): nothing of it can run or be closed; the press imports
+    (closing it, as a stranded one is, would fail the press's start on ChartHop's 404 at every retry)."""
+    target = ScriptedTarget()
+    ctx, recorded, clock = make_ctx(aws, emulator, client, target)
+
+    class WritingReporter(RecordingReporter):
+        def finish(self, sync_id: str, **kwargs: Any) -> None:
+            super().finish(sync_id, **kwargs)
+            assert self.charthop is not None
+            self.charthop.finish(sync_id, **kwargs)
+
+    ctx = dataclasses.replace(ctx, reporter=WritingReporter(recorded.charthop))
+    staged = stage(aws, "roster.csv")
+    upload = _upload_opened_not_queued(ctx, emulator, staged)
+    del emulator.processes[upload]
+    press = _press(emulator, clock)
+    clock.now += 2
+    assert isinstance(sync_start.begin_sync(ctx, press), SyncState)
+    assert [sync for _file, _body, sync in target.started] == [press.sync_process_id]

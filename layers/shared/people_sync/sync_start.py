@@ -406,7 +406,9 @@ def _press_refused(
     memory = ctx.loop_memory.load(upload)
     if memory.closed_at is None:
         opened = _created_at(ctx, upload)
-        if opened is not None and ctx.clock() - opened < UPLOAD_QUEUED_WITHIN_SECONDS:
+        if opened is None:  # ChartHop does not show it (any more): nothing of it can run or be closed
+            return None
+        if ctx.clock() - opened < UPLOAD_QUEUED_WITHIN_SECONDS:
             message = f"Another sync is already running ({name} is being synced by its upload); {NOT_STARTED}"
             return False, message, {"file": name, "syncedBy": upload}
         # Stranded: the press imports the file. The upload's sync is closed first, so a redrive of its trigger that
