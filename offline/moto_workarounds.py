@@ -11,6 +11,7 @@ from unittest import mock
 from moto.s3 import notifications
 from moto.stepfunctions.parser.asl.component.common.catch.catcher_decl import CatcherDecl
 from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 from moto.stepfunctions.parser.backend.execution import Execution
 
 _original_catch_body = CatcherDecl._eval_body
@@ -65,6 +66,20 @@ def _execution_status(self: Execution) -> str:
     return "RUNNING" if self.exec_status is None else str(self.exec_status.value)
 
 
+_original_preprocessor_init = Preprocessor.__init__
+
+
+def _preprocessor_init(self: Preprocessor, *args: Any, **kwargs: Any) -> None:
+    """moto (5.2.5) keeps the ASL preprocessor's stack of QueryLanguage scopes in a list on the class, so every
+    parse in the process shares it. Each execution parses the definition on a thread of its own: two executions
+    that start together push and pop each other's scopes, and one dies with `IndexError: list index out of range`
+    in `_get_current_query_language` before it enters a state (it stays listed RUNNING, its sync never starts;
+    five files staged at once did it once in the suite). Step Functions has no such thing: each parse gets a stack
+    of its own."""
+    _original_preprocessor_init(self, *args, **kwargs)
+    self._query_language_per_scope = []
+
+
 @contextmanager
 def moto_workarounds() -> Iterator[None]:
     with (
@@ -72,5 +87,6 @@ def moto_workarounds() -> Iterator[None]:
         mock.patch.object(CatcherDecl, "_eval_body", _catch_body),
         mock.patch.object(CommonStateField, "_set_next", _set_next),
         mock.patch.object(Execution, "status", property(_execution_status)),
+        mock.patch.object(Preprocessor, "__init__", _preprocessor_init),
     ):
         yield

@@ -15,6 +15,8 @@ from unittest import mock
 import boto3
 import pytest
 from moto import mock_aws
+from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
 from moto.stepfunctions.parser.backend.execution import Execution
 
 from offline.moto_workarounds import moto_workarounds
@@ -151,3 +153,18 @@ def test_an_object_created_event_names_the_new_version_and_a_sequencer() -> None
 def test_moto_still_leaves_the_version_out_of_s3_events() -> None:
     _version_id, s3_object = staged_event(nullcontext())
     assert "versionId" not in s3_object
+
+
+def test_each_parse_of_a_definition_has_a_scope_stack_of_its_own() -> None:
+    """Executions started together parse their definition on threads of their own: they must not share state."""
+    with moto_workarounds():
+        first, second = Preprocessor(), Preprocessor()
+        assert first._query_language_per_scope is not second._query_language_per_scope
+        first._query_language_per_scope.append("a parse in progress on another thread")  # type: ignore[arg-type]
+        AmazonStateLanguageParser.parse(json.dumps(PASS))
+        assert second._query_language_per_scope == []
+
+
+def test_moto_still_shares_one_scope_stack_between_all_parses() -> None:
+    first, second = Preprocessor(), Preprocessor()
+    assert first._query_language_per_scope is second._query_language_per_scope
