@@ -183,6 +183,21 @@ def five_second_settle(ctx: SyncContext) -> SyncContext:
     return dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, queue_settle_seconds=5.0))
 
 
+def slow_progress_updates(ctx: SyncContext, seconds: float) -> SyncContext:
+    """The context whose progress updates each take `seconds` on its clock (ChartHop slow; a client retry)."""
+    reporter = ctx.reporter
+
+    class SlowReporter:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(reporter, name)
+
+        def report_progress(self, sync_id: str, progress: float, message: str) -> None:
+            ctx.clock.now += seconds  # type: ignore[attr-defined]
+            reporter.report_progress(sync_id, progress, message)
+
+    return dataclasses.replace(ctx, reporter=SlowReporter())
+
+
 def staged_in(sim: Simulation, sync_id: str) -> None:
     """The file of `request(sync_id, ...)`, staged in the simulation's S3."""
     sim._s3.objects[(f"staging/{ORG}/{sync_id}.csv", "v1")] = b"Employee ID\nE1\n"
@@ -210,22 +225,13 @@ def test_a_slow_settle_message_is_part_of_the_settle_wait_not_added_to_it(sim: S
     """Showing "starts in a few seconds" takes 3 s (ChartHop is slow; a client retry): the start then sleeps only
     what is left of the settle time, so the file starts when it would have, not 3 s later."""
     ctx = five_second_settle(ctx)
-    reporter = ctx.reporter
     slept: list[float] = []
-
-    class SlowReporter:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(reporter, name)
-
-        def report_progress(self, sync_id: str, progress: float, message: str) -> None:
-            ctx.clock.now += 3.0  # type: ignore[attr-defined]
-            reporter.report_progress(sync_id, progress, message)
 
     def sleep(seconds: float) -> None:
         slept.append(seconds)
         ctx.clock.now += seconds  # type: ignore[attr-defined]
 
-    slow = dataclasses.replace(ctx, reporter=SlowReporter(), sleep=sleep)
+    slow = dataclasses.replace(slow_progress_updates(ctx, 3.0), sleep=sleep)
     now = ctx.clock()
     staged_in(sim, "fresh")
     ctx.queue.join(target_queue_key(ctx), "fresh", at=now - 0.5, name="fresh.csv", now=now)
@@ -238,20 +244,10 @@ def test_a_slow_settle_message_is_part_of_the_settle_wait_not_added_to_it(sim: S
 def test_a_long_settle_parks_only_what_is_left_after_a_slow_settle_message(sim: Simulation, ctx: SyncContext) -> None:
     """As in the Lambda's sleep, the park of a settle longer than SETTLE_SLEEP_SECONDS counts the update's time."""
     ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, queue_settle_seconds=60.0))
-    reporter = ctx.reporter
-
-    class SlowReporter:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(reporter, name)
-
-        def report_progress(self, sync_id: str, progress: float, message: str) -> None:
-            ctx.clock.now += 3.0  # type: ignore[attr-defined]
-            reporter.report_progress(sync_id, progress, message)
-
     now = ctx.clock()
     staged_in(sim, "fresh")
     ctx.queue.join(target_queue_key(ctx), "fresh", at=now - 0.5, name="fresh.csv", now=now)
-    queued = sync_start.begin_sync(dataclasses.replace(ctx, reporter=SlowReporter()), request("fresh", now - 0.5))
+    queued = sync_start.begin_sync(slow_progress_updates(ctx, 3.0), request("fresh", now - 0.5))
     assert queued == sync_start.Queued("", 57, settling=True)  # 59.5 s left, 3 of them spent showing it
 
 
