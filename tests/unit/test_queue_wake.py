@@ -400,17 +400,23 @@ def test_closing_the_holder_wakes_the_file_behind_a_closed_sync_still_first_in_l
     assert ctx.queue.next_in_line(key, ctx.clock()) == "next"
 
 
+def _holder_gone_and_next(ctx: SyncContext) -> float:
+    """holder.csv holds the turn; gone.csv, then next.csv, wait. Returns the time they were queued at."""
+    now = ctx.clock()
+    key = target_queue_key(ctx)
+    assert take(ctx, "holder", now - 30)
+    ctx.queue.join(key, "gone", at=now - 20, name="gone.csv", now=now)
+    ctx.queue.join(key, "next", at=now - 10, name="next.csv", now=now)
+    return now
+
+
 def test_a_closed_holder_and_a_closed_sync_waiting_ahead_are_both_passed(
     sim: Simulation, ctx: SyncContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One outage, two closes that could not free what they held: the holder's turn and a waiting entry ahead. The
     file behind them used to wait behind the holder until the waiting entry went stale (15 min; the closed holder
     is only freed for the file first in line). (Review finding.)"""
-    now = ctx.clock()
-    key = target_queue_key(ctx)
-    assert take(ctx, "holder", now - 30)
-    ctx.queue.join(key, "gone", at=now - 20, name="gone.csv", now=now)
-    ctx.queue.join(key, "next", at=now - 10, name="next.csv", now=now)
+    now = _holder_gone_and_next(ctx)
     _close_failing_to_leave(ctx, monkeypatch, "gone")
     _close_failing_to_leave(ctx, monkeypatch, "holder")
     staged_in(sim, "next")
@@ -471,11 +477,7 @@ def test_a_sync_ahead_whose_loop_memory_cannot_be_read_counts_as_open_and_the_as
 ) -> None:
     """Looking whether the holder or the file ahead is closed is best effort too: a throttled read leaves the file
     queued (it asks again), it does not fail its start. (Review finding.)"""
-    now = ctx.clock()
-    key = target_queue_key(ctx)
-    assert take(ctx, "holder", now - 30)
-    ctx.queue.join(key, "gone", at=now - 20, name="gone.csv", now=now)
-    ctx.queue.join(key, "next", at=now - 10, name="next.csv", now=now)
+    now = _holder_gone_and_next(ctx)
     _close_failing_to_leave(ctx, monkeypatch, "holder")
     load = ctx.loop_memory.load
 
