@@ -1169,3 +1169,36 @@ def test_a_sync_now_whose_files_upload_sync_charthop_no_longer_shows_imports_it(
     clock.now += 2
     assert isinstance(sync_start.begin_sync(ctx, press), SyncState)
     assert [sync for _file, _body, sync in target.started] == [press.sync_process_id]
+
+
+def test_a_sync_now_killed_while_closing_a_stranded_upload_sync_writes_that_close_on_its_retry(
+    aws, emulator, client, monkeypatch
+) -> None:
+    """The press closes the stranded upload sync (loop memory first) and its Lambda dies before ChartHop is told. No
+    execution of that upload will ever repeat its close: the press's retry writes it, then imports the file once."""
+    target = ScriptedTarget()
+    ctx, reporter, clock = make_ctx(aws, emulator, client, target)
+    staged = stage(aws, "roster.csv")
+    upload = _upload_opened_not_queued(ctx, emulator, staged)
+    clock.now += sync_start.UPLOAD_QUEUED_WITHIN_SECONDS + 1
+    press = _press(emulator, clock)
+    clock.now += 2
+    finish = reporter.finish
+
+    def killed_telling_charthop(sync_id: str, **kwargs: Any) -> None:
+        if sync_id == upload:
+            raise _Killed
+        finish(sync_id, **kwargs)
+
+    monkeypatch.setattr(reporter, "finish", killed_telling_charthop)
+    with pytest.raises(_Killed):
+        sync_start.begin_sync(ctx, press)
+    monkeypatch.undo()
+    assert ctx.loop_memory.load(upload).closed_at is not None
+    assert not reporter.is_closed(upload)  # ChartHop still shows it PENDING
+
+    clock.now += 5  # Step Functions retries the press's start
+    assert isinstance(sync_start.begin_sync(ctx, press), SyncState)
+    [closed] = [entry for entry in reporter.finished if entry["sync_id"] == upload]
+    assert closed["message"].endswith(f"Sync Now ({press.sync_process_id}) imports it instead.")
+    assert [sync for _file, _body, sync in target.started] == [press.sync_process_id]

@@ -433,7 +433,14 @@ def _press_refused(
         )
         return None
     final = memory.final or {}
-    if not final.get("succeeded") or dict(final.get("results") or {}).get(DRY_RUN_DETAIL):
+    results = dict(final.get("results") or {})
+    if results.get("syncedBy") == request.sync_process_id:
+        # This press closed it as stranded (an earlier attempt): nothing else will repeat that close, so a write to
+        # ChartHop that attempt did not get to is made here (a repeat writes the same final again, at most).
+        if not memory.final_written:
+            close_again(ctx, upload, final)
+        return None
+    if not final.get("succeeded") or results.get(DRY_RUN_DETAIL):
         return None  # the upload did not import it (failed, or only validated it)
     pressed = _created_at(ctx, request.sync_process_id)
     if pressed is None or memory.closed_at <= pressed:
